@@ -1,0 +1,1 @@
+"""gRPC surface: servicer, conversions, server start-up and shutdown."""

@@ -1,0 +1,46 @@
+"""The RouteLead RPC: request in, router, response out; domain errors become gRPC codes."""
+
+from __future__ import annotations
+
+import grpc
+import structlog
+
+from routelead.api.convert import to_proto
+from routelead.domain.lead import LeadInvalid
+from routelead.router import LeadRequest, NotFound, Router
+from routelead.v1 import routelead_pb2 as pb
+from routelead.v1 import routelead_pb2_grpc as pb_grpc
+
+log = structlog.get_logger("routelead.api")
+
+
+class RouteLeadServicer(pb_grpc.RouteLeadServicer):
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def RouteLead(
+        self,
+        request: pb.RouteLeadRequest,
+        context: grpc.aio.ServicerContext[pb.RouteLeadRequest, pb.RouteLeadResponse],
+    ) -> pb.RouteLeadResponse:
+        lead = LeadRequest(
+            lead_id=request.lead_id,
+            flow=request.flow,
+            source_id=request.source_id,
+            fields=dict(request.fields),
+            test=request.test,
+            caller_budget_s=context.time_remaining(),
+        )
+        try:
+            result = await self._router.route(lead)
+        except LeadInvalid as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except NotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except Exception as exc:
+            # Type only: messages of unexpected errors may quote lead data.
+            log.error("lead.failed", lead_id=request.lead_id, flow=request.flow, error=type(exc).__name__)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, "internal error routing the lead; see the service logs"
+            )
+        return to_proto(result)

@@ -1,0 +1,1 @@
+"""Buyer protocol adapters: pure request builders and answer parsers (no I/O)."""

@@ -1,0 +1,112 @@
+"""Command line: serve, check-config, demo, buyers-sim, route."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from routelead.config.loader import ConfigError, load_config
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop has no Windows build
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="routelead", description="Real-time lead distribution by ping-post."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC service")
+    serve.add_argument(
+        "--config", default=os.environ.get("ROUTELEAD_CONFIG"), help="YAML file (or ROUTELEAD_CONFIG)"
+    )
+    serve.add_argument(
+        "--listen", default=os.environ.get("ROUTELEAD_LISTEN", "0.0.0.0:50051"), help="host:port"
+    )
+    serve.add_argument("--log-level", default=os.environ.get("ROUTELEAD_LOG_LEVEL", "INFO"))
+
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("config")
+
+    demo = sub.add_parser("demo", help="simulated buyers + the example config + a stream of sample leads")
+    demo.add_argument("--leads", type=int, default=15)
+    demo.add_argument("--seed", type=int, default=7)
+
+    sim = sub.add_parser("buyers-sim", help="run the simulated buyer fleet (for the example config)")
+    sim.add_argument("--port", type=int, default=8700)
+
+    args = parser.parse_args(argv)
+    match args.command:
+        case "serve":
+            return _serve(args.config, args.listen, args.log_level)
+        case "check-config":
+            return _check(args.config)
+        case "demo":
+            return _demo(args.leads, args.seed)
+        case "buyers-sim":
+            return _buyers_sim(args.port)
+    return 2
+
+
+def _load(path: str | None) -> Any:
+    if not path:
+        print("routelead: no configuration: pass --config FILE or set ROUTELEAD_CONFIG", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"routelead: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _check(path: str) -> int:
+    config = _load(path)
+    print(f"{path}: OK (version {config.version}; {len(config.buyers)} buyers, {len(config.flows)} flows)")
+    return 0
+
+
+def _serve(path: str | None, listen: str, level: str) -> int:
+    from routelead.api.server import Service, serve_until_signalled
+    from routelead.telemetry.logs import configure_logging
+    from routelead.telemetry.tracing import configure_tracing
+
+    config = _load(path)
+    configure_logging(level)
+    configure_tracing()
+    _run(serve_until_signalled(Service(config, address=listen)))
+    return 0
+
+
+def _demo(leads: int, seed: int) -> int:
+    from routelead.demo.run import run_demo
+    from routelead.telemetry.logs import configure_logging
+    from routelead.telemetry.tracing import configure_tracing
+
+    configure_logging("WARNING", sys.stderr)  # the demo prints its own readable lines
+    configure_tracing()
+    _run(run_demo(leads, sys.stdout, seed))
+    return 0
+
+
+def _buyers_sim(port: int) -> int:
+    from aiohttp import web
+
+    from routelead.demo.fleet import build_app
+
+    print(f"simulated buyers on http://127.0.0.1:{port}/<buyer>/ping|post")
+    web.run_app(build_app(), host="127.0.0.1", port=port, print=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The YAML configuration: validated once at start, compiled into runtime objects."""

@@ -1,0 +1,108 @@
+"""Simulated buyers for the demo and local runs: realistic latencies, bid rates and failures.
+
+Each buyer answers at /<buyer>/ping and /<buyer>/post. Behaviour is random but seeded,
+so a demo run is repeatable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    bid_rate: float
+    price: tuple[float, float]
+    latency_ms: tuple[int, int]
+    accept_rate: float = 0.9
+    hang_rate: float = 0.0
+    broken_rate: float = 0.0
+    style: str = "standard"  # or "nested" (BrightPath's own format)
+
+
+PROFILES = {
+    "sunpower": Profile(0.7, (35, 65), (30, 120), accept_rate=0.85),
+    "solarcity": Profile(0.65, (30, 55), (50, 200)),
+    "brightpath": Profile(0.75, (20, 45), (80, 250), style="nested"),
+    "slowsun": Profile(0.6, (20, 40), (150, 280), hang_rate=0.35),
+    "flakysolar": Profile(0.8, (15, 35), (20, 90), broken_rate=0.35),
+    "catchall": Profile(1.0, (12, 12), (10, 40), accept_rate=0.97),
+}
+
+
+def _json(doc: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
+
+
+def build_app(seed: int = 7) -> web.Application:
+    rng = random.Random(seed)
+
+    async def ping(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["buyer"]
+        p = PROFILES.get(name)
+        if p is None:
+            return _json({"error": "unknown buyer"}, 404)
+        keyed = name in ("sunpower", "solarcity")
+        if keyed and not (request.headers.get("X-API-Key") or request.headers.get("Authorization")):
+            return _json({"error": "missing API key"}, 401)
+        body = orjson.loads(await request.read())
+        await asyncio.sleep(rng.uniform(*p.latency_ms) / 1000)
+        if rng.random() < p.hang_rate:
+            await asyncio.sleep(2.0)  # far past any ping timeout
+        if rng.random() < p.broken_rate:
+            if rng.random() < 0.5:
+                return web.Response(
+                    text="<html><body>502 Bad Gateway</body></html>", status=502, content_type="text/html"
+                )
+            return web.Response(text='{"bid": tru', content_type="application/json")
+        homeowner = body.get("homeowner", body.get("hm"))
+        bids = rng.random() < p.bid_rate and homeowner in (True, "Y", None)
+        price = round(rng.uniform(*p.price), 2)
+        token = uuid.uuid4().hex[:12]
+        if p.style == "nested":
+            if not bids:
+                return _json({"result": {"decision": "pass", "message": "outside buy box"}})
+            return _json({"result": {"decision": "buy", "amount": f"{price:.2f}", "token": token}})
+        if not bids:
+            return _json({"bid": False, "reason": "not interested"})
+        return _json({"bid": True, "price": price, "ping_id": token, "exclusive": True})
+
+    async def post(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["buyer"]
+        p = PROFILES.get(name)
+        if p is None:
+            return _json({"error": "unknown buyer"}, 404)
+        await request.read()
+        await asyncio.sleep(rng.uniform(*p.latency_ms) / 2000)
+        accepted = rng.random() < p.accept_rate
+        lead_id = f"{name[:3].upper()}-{uuid.uuid4().hex[:8]}"
+        if p.style == "nested":
+            decision = "accepted" if accepted else "rejected"
+            return _json(
+                {"result": {"decision": decision, "id": lead_id, "message": "" if accepted else "duplicate"}}
+            )
+        if accepted:
+            return _json({"status": "accepted", "lead_id": lead_id})
+        return _json({"status": "rejected", "reason": "failed internal validation"})
+
+    app = web.Application()
+    app.router.add_post("/{buyer}/ping", ping)
+    app.router.add_post("/{buyer}/post", post)
+    return app
+
+
+async def start_fleet(host: str = "127.0.0.1", port: int = 0, seed: int = 7) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(build_app(seed), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner, int(runner.addresses[0][1])

@@ -1,0 +1,80 @@
+"""`routelead demo`: fleet + service + a stream of sample leads, printing who won and why."""
+
+from __future__ import annotations
+
+import os
+import random
+from decimal import Decimal
+from importlib import resources
+from typing import TextIO
+
+import grpc
+
+from routelead.api.server import Service
+from routelead.config.loader import load_config
+from routelead.demo.fleet import start_fleet
+from routelead.demo.leads import sample_lead
+from routelead.v1 import routelead_pb2 as pb
+from routelead.v1 import routelead_pb2_grpc as pb_grpc
+
+DEMO_KEYS = {"SUNPOWER_API_KEY": "demo-sunpower-key", "SOLARCITY_API_KEY": "demo-solarcity-key"}
+
+
+def example_config_path() -> str:
+    return str(resources.files("routelead") / "examples" / "solar.yaml")
+
+
+async def run_demo(leads: int, out: TextIO, seed: int = 7) -> dict[str, int]:
+    runner, fleet_port = await start_fleet(seed=seed)
+    env = {**DEMO_KEYS, **os.environ, "ROUTELEAD_BUYERS_URL": f"http://127.0.0.1:{fleet_port}"}
+    config = load_config(example_config_path(), env=env)
+    counts: dict[str, int] = {}
+    revenue = cost = Decimal("0")
+    try:
+        async with (
+            Service(config) as service,
+            grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
+        ):
+            stub = pb_grpc.RouteLeadStub(channel)
+            print(
+                f"RouteLead demo: service on 127.0.0.1:{service.port}, simulated buyers on :{fleet_port}",
+                file=out,
+            )
+            rng = random.Random(seed)
+            for n in range(leads):
+                fields = sample_lead(rng, n)
+                if n and n % 7 == 0:
+                    fields = sample_lead(random.Random(seed), 0)  # now and then a repeat: the dedupe check
+                reply = await stub.RouteLead(
+                    pb.RouteLeadRequest(flow="solar", source_id="aff-sunrise", fields=fields), timeout=5
+                )
+                outcome = pb.Outcome.Name(reply.outcome)
+                counts[outcome] = counts.get(outcome, 0) + 1
+                revenue += Decimal(reply.revenue)
+                cost += Decimal(reply.cost)
+                print_reply(reply, fields, out)
+    finally:
+        await runner.cleanup()
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    print(f"\n{leads} leads: {summary}; revenue {revenue}, cost {cost}, margin {revenue - cost}", file=out)
+    return counts
+
+
+def print_reply(reply: pb.RouteLeadResponse, fields: dict[str, str], out: TextIO) -> None:
+    outcome = pb.Outcome.Name(reply.outcome)
+    where = f"{fields.get('state', '?')} {fields.get('zip', '?')[:3]}xx"
+    if reply.sales:
+        sale = reply.sales[0]
+        head = f"SOLD to {sale.buyer_id} at ${sale.price} (margin {_usd(reply.margin)})"
+    else:
+        head = outcome
+    print(f"\nlead {reply.lead_id[:12]} [{where}] → {head} in {reply.elapsed_ms:.0f} ms", file=out)
+    for a in reply.attempts:
+        price = f"${a.price}" if a.price else ""
+        ms = f"{a.ping_ms:.0f}ms" if a.ping_ms else ""
+        status = pb.AttemptStatus.Name(a.status)
+        print(f"    {a.buyer_id:<11} {a.tier:<10} {status:<19} {price:>7} {ms:>6}  {a.reason}", file=out)
+
+
+def _usd(amount: str) -> str:
+    return f"-${amount[1:]}" if amount.startswith("-") else f"${amount}"

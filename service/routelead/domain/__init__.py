@@ -1,0 +1,1 @@
+"""Pure decision logic: no asyncio, no sockets, no clocks of their own."""

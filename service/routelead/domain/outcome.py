@@ -1,0 +1,82 @@
+"""What happened to a lead: attempt statuses, attempts, sales and the routing result."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+class Outcome(enum.Enum):
+    SOLD = "SOLD"
+    UNSOLD = "UNSOLD"
+    DUPLICATE = "DUPLICATE"
+
+
+class Status(enum.Enum):
+    """One per attempt; names match the proto's AttemptStatus."""
+
+    SKIPPED_FILTER = "SKIPPED_FILTER"
+    SKIPPED_CAP = "SKIPPED_CAP"
+    SKIPPED_SCHEDULE = "SKIPPED_SCHEDULE"
+    DUPLICATE_FOR_BUYER = "DUPLICATE_FOR_BUYER"
+    NO_BID = "NO_BID"
+    BID = "BID"
+    BELOW_FLOOR = "BELOW_FLOOR"
+    OUTBID = "OUTBID"
+    TIMED_OUT = "TIMED_OUT"
+    ERROR = "ERROR"
+    POST_ACCEPTED = "POST_ACCEPTED"
+    POST_REJECTED = "POST_REJECTED"
+    POST_ERROR = "POST_ERROR"
+    NOT_OFFERED = "NOT_OFFERED"
+    CONDITION_FAILED = "CONDITION_FAILED"
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One buyer considered for one lead; mutated as the lead moves through the auction."""
+
+    buyer_id: str
+    tier: str
+    status: Status
+    price: Decimal | None = None
+    ping_ms: float = 0.0
+    post_ms: float = 0.0
+    reason: str = ""
+    http_status: int = 0
+    # Carried from the ping answer into the post; never shown to callers.
+    ping_id: str = ""
+    exclusive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Sale:
+    buyer_id: str
+    price: Decimal
+    buyer_lead_id: str
+    exclusive: bool
+    tier: str
+
+
+@dataclass(slots=True)
+class RoutingResult:
+    lead_id: str
+    flow: str
+    source_id: str
+    test: bool
+    outcome: Outcome
+    cost: Decimal
+    sales: list[Sale] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    trace_id: str = ""
+    elapsed_ms: float = 0.0
+    replayed: bool = False
+
+    @property
+    def revenue(self) -> Decimal:
+        return sum((s.price for s in self.sales), Decimal("0"))
+
+    @property
+    def margin(self) -> Decimal:
+        return self.revenue - self.cost

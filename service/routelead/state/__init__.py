@@ -1,0 +1,1 @@
+"""Hot-state ports (caps, dedupe, idempotency) and their adapters."""

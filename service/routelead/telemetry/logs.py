@@ -1,0 +1,26 @@
+"""structlog as JSON lines; callers never pass PII to a logger (the router logs ids and prices)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import orjson
+import structlog
+
+
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    out = stream if stream is not None else sys.stdout
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=lambda o, **_: orjson.dumps(o).decode()),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=True,
+    )

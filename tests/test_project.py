@@ -1,0 +1,54 @@
+"""Project-level checks: generated code is current, the demo runs."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+from routelead.demo.run import run_demo
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_generated_protobuf_code_is_current() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "protos" / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+async def test_the_demo_routes_sample_leads_and_explains_each() -> None:
+    out = io.StringIO()
+
+    counts = await run_demo(12, out)
+
+    text = out.getvalue()
+    assert sum(counts.values()) == 12
+    assert counts.get("SOLD", 0) >= 6
+    assert counts.get("DUPLICATE", 0) >= 1
+    assert "SOLD to" in text and "POST_ACCEPTED" in text and "OUTBID" in text
+    assert "revenue" in text.splitlines()[-1]
+
+
+def _tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / name
+    return subprocess.run(
+        [str(exe), *args], cwd=ROOT, capture_output=True, text=True, check=False, timeout=300
+    )
+
+
+def test_ruff_is_clean() -> None:
+    lint = _tool("ruff", "check", "--output-format", "concise", ".")
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    layout = _tool("ruff", "format", "--check", ".")
+    assert layout.returncode == 0, layout.stdout + layout.stderr
+
+
+def test_mypy_strict_is_clean() -> None:
+    proc = _tool("mypy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,111 @@
+"""The running service: health checking, reflection, JSON logs without PII, draining on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import orjson
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from routelead.telemetry.logs import configure_logging
+from routelead.v1 import routelead_pb2 as pb
+from routelead.v1 import routelead_pb2_grpc as pb_grpc
+
+from tests.buyers import BuyerServer, accept, bid, slow
+from tests.configs import GOOD_LEAD, PII_VALUES, buyer, document
+from tests.conftest import Start
+
+
+async def test_health_checking_reports_serving(buyers: BuyerServer, start: Start) -> None:
+    h = await start([buyer(buyers.url, "a")])
+    stub = health_pb2_grpc.HealthStub(h.channel)
+
+    for name in ("", "routelead.v1.RouteLead"):
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=name))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_service(buyers: BuyerServer, start: Start) -> None:
+    h = await start([buyer(buyers.url, "a")])
+    stub = reflection_pb2_grpc.ServerReflectionStub(h.channel)
+
+    async def ask() -> reflection_pb2.ServerReflectionResponse:
+        call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        async for reply in call:
+            return reply
+        raise AssertionError("no reflection answer")
+
+    names = {s.name for s in (await ask()).list_services_response.service}
+    assert {"routelead.v1.RouteLead", "grpc.health.v1.Health"} <= names
+
+
+async def test_the_decision_log_is_json_and_free_of_pii(buyers: BuyerServer, start: Start) -> None:
+    buyers.on("a", ping=bid(30), post=accept())
+    out = io.StringIO()
+    configure_logging("INFO", out)
+    try:
+        h = await start([buyer(buyers.url, "a")])
+        reply = await h.route()
+    finally:
+        configure_logging("INFO")
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    decision = next(x for x in lines if x["event"] == "lead.routed")
+    assert decision["lead_id"] == reply.lead_id and decision["outcome"] == "SOLD"
+    assert decision["attempts"] == [{"buyer": "a", "status": "POST_ACCEPTED", "price": "30.00"}]
+    for value in PII_VALUES:
+        assert value not in out.getvalue()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_sigterm_drains_in_flight_leads_then_exits(buyers: BuyerServer, tmp_path: Path) -> None:
+    buyers.on("a", ping=slow(0.4, bid(30)), post=accept("A-1"))
+    config = tmp_path / "flows.yaml"
+    config.write_text(yaml.safe_dump(document([buyer(buyers.url, "a", ping={"timeout_ms": 600})])))
+    port = _free_port()
+    proc = subprocess.Popen(  # noqa: ASYNC220 (starting a process does not block; waits go to a thread)
+        [
+            sys.executable,
+            "-m",
+            "routelead.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "ROUTELEAD_LOG_LEVEL": "INFO"},
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), timeout=20)
+            stub = pb_grpc.RouteLeadStub(channel)
+            request = pb.RouteLeadRequest(flow="solar", source_id="src-1", fields=GOOD_LEAD)
+            in_flight = asyncio.ensure_future(stub.RouteLead(request, timeout=10))
+            await asyncio.sleep(0.15)  # the lead is now waiting on the buyer's ping
+            proc.send_signal(signal.SIGTERM)
+            reply = await in_flight
+        assert reply.outcome == pb.SOLD and reply.sales[0].buyer_lead_id == "A-1"
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stdout, stderr = proc.communicate()
+    events = [orjson.loads(line)["event"] for line in stdout.splitlines() if line.startswith(b"{")]
+    assert events.index("server.draining") < events.index("server.stopped"), stderr.decode()
+    assert len(buyers.got("a", "post")) == 1
