@@ -108,5 +108,14 @@ def _buyers_sim(port: int) -> int:
     return 0
 
 
+def entry() -> int:
+    """Console entry point: a closed pipe (`routelead demo | head`) ends quietly."""
+    try:
+        return main()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
