@@ -101,3 +101,15 @@ class MemoryIdempotencyStore:
         while len(self._done) > self._max:
             self._done.popitem(last=False)
         return result
+
+
+class MemoryRotationStore:
+    """Per-process turn counters; the Redis store shares them across processes."""
+
+    def __init__(self) -> None:
+        self._turns: dict[str, int] = {}
+
+    async def next_turn(self, key: str) -> int:
+        turn = self._turns.get(key, 0)
+        self._turns[key] = turn + 1
+        return turn

@@ -49,6 +49,12 @@ class DedupeStore(Protocol):
         """True when `key` was seen within its ttl; records it when `add`."""
 
 
+class RotationStore(Protocol):
+    async def next_turn(self, key: str) -> int:
+        """A counter shared by every process using this store (0, 1, 2, …): whose turn it is for
+        round-robin and weighted orders is derived from it, so replicas rotate as one."""
+
+
 class IdempotencyStore(Protocol):
     async def once(self, lead_id: str, work: Callable[[], Awaitable[RoutingResult]]) -> RoutingResult:
         """Run `work` for the first request of `lead_id`; later ones get a copy marked replayed."""
