@@ -1,0 +1,98 @@
+"""The asyncio client (grpc.aio)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Self
+
+import grpc
+from routelead.v1 import routelead_pb2_grpc as pb_grpc
+
+from routelead_client.errors import error_for
+from routelead_client.models import RouteResult, from_proto
+from routelead_client.policy import (
+    DEFAULT_TIMEOUT_S,
+    RetryPolicy,
+    build_request,
+    channel_options,
+    new_lead_id,
+)
+
+
+class AsyncRouteLeadClient:
+    """One channel to `target` (e.g. `dns:///routelead.ns.svc:50051` or `127.0.0.1:50051`).
+
+    Use as `async with AsyncRouteLeadClient(target) as client: await client.route(...)`.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retry: RetryPolicy | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Mapping[str, int | str] | None = None,
+    ) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self.retry = retry if retry is not None else RetryPolicy()
+        opts = channel_options(options)
+        self._channel = (
+            grpc.aio.secure_channel(target, credentials, options=opts)
+            if credentials is not None
+            else grpc.aio.insecure_channel(target, options=opts)
+        )
+        self._stub = pb_grpc.RouteLeadStub(self._channel)
+
+    async def route(
+        self,
+        flow: str,
+        source_id: str,
+        fields: Mapping[str, str],
+        *,
+        lead_id: str | None = None,
+        test: bool = False,
+        timeout_s: float | None = None,
+    ) -> RouteResult:
+        """Route one lead. `timeout_s` bounds the whole call, retries included.
+
+        Without a lead_id one is generated once, so every retry carries the same idempotency key.
+        """
+        key = lead_id or new_lead_id()
+        request = build_request(flow, source_id, fields, key, test)
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            try:
+                reply = await self._stub.RouteLead(request, timeout=max(remaining, 0.001))
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                pause = self.retry.backoff(attempt)
+                if (
+                    not self.retry.retryable(code)
+                    or attempt >= self.retry.max_attempts
+                    or time.monotonic() + pause >= deadline
+                ):
+                    raise error_for(code, exc.details() or "", key, attempt) from None
+                await asyncio.sleep(pause)
+                continue
+            return from_proto(reply, attempt)
+
+    async def wait_ready(self, timeout_s: float = 5.0) -> None:
+        """Wait until the channel connects (or raise TimeoutError)."""
+        async with asyncio.timeout(timeout_s):
+            await self._channel.channel_ready()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,44 @@
+"""gRPC status codes as exceptions a caller can catch by meaning."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class RouteLeadError(Exception):
+    """The call failed; `code` is the gRPC status, `lead_id` the idempotency key that was used."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, lead_id: str, rpc_attempts: int = 1) -> None:
+        super().__init__(f"{code.name}: {details}" if details else code.name)
+        self.code = code
+        self.details = details
+        self.lead_id = lead_id
+        self.rpc_attempts = rpc_attempts
+
+
+class InvalidLead(RouteLeadError):
+    """INVALID_ARGUMENT: the details name every bad field. Fix the lead; retrying will not help."""
+
+
+class NotFound(RouteLeadError):
+    """NOT_FOUND: unknown flow or source."""
+
+
+class Unavailable(RouteLeadError):
+    """UNAVAILABLE after every retry: no server answered. Retrying later with the same lead_id is safe."""
+
+
+class DeadlineExceeded(RouteLeadError):
+    """The caller's deadline ran out. The lead may have been routed: retry with the same lead_id to learn."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[RouteLeadError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidLead,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+}
+
+
+def error_for(code: grpc.StatusCode, details: str, lead_id: str, rpc_attempts: int) -> RouteLeadError:
+    return _BY_CODE.get(code, RouteLeadError)(code, details, lead_id, rpc_attempts)

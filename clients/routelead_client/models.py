@@ -1,0 +1,98 @@
+"""Typed, immutable results: money as Decimal, statuses as names, straight from the protobuf reply."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from decimal import Decimal
+
+from routelead.v1 import routelead_pb2 as pb
+
+
+class Outcome(enum.Enum):
+    SOLD = "SOLD"
+    UNSOLD = "UNSOLD"
+    DUPLICATE = "DUPLICATE"
+
+
+@dataclass(frozen=True, slots=True)
+class SaleInfo:
+    buyer_id: str
+    price: Decimal
+    buyer_lead_id: str
+    exclusive: bool
+    tier: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptInfo:
+    buyer_id: str
+    tier: str
+    # The proto's AttemptStatus name, e.g. "POST_ACCEPTED", "TIMED_OUT".
+    status: str
+    price: Decimal | None
+    ping_ms: float
+    post_ms: float
+    reason: str
+    http_status: int
+
+
+@dataclass(frozen=True, slots=True)
+class RouteResult:
+    lead_id: str
+    outcome: Outcome
+    sales: tuple[SaleInfo, ...]
+    cost: Decimal
+    revenue: Decimal
+    margin: Decimal
+    attempts: tuple[AttemptInfo, ...]
+    trace_id: str
+    test: bool
+    replayed: bool
+    flow: str
+    source_id: str
+    # Time the service spent on this lead, as it measured it.
+    elapsed_ms: float
+    # How many RPCs this call took (1 unless it was retried after UNAVAILABLE).
+    rpc_attempts: int = 1
+
+    @property
+    def sold(self) -> bool:
+        return self.outcome is Outcome.SOLD
+
+
+def _money(text: str) -> Decimal:
+    return Decimal(text) if text else Decimal("0")
+
+
+def from_proto(reply: pb.RouteLeadResponse, rpc_attempts: int = 1) -> RouteResult:
+    return RouteResult(
+        lead_id=reply.lead_id,
+        outcome=Outcome(pb.Outcome.Name(reply.outcome)),
+        sales=tuple(
+            SaleInfo(s.buyer_id, Decimal(s.price), s.buyer_lead_id, s.exclusive, s.tier) for s in reply.sales
+        ),
+        cost=_money(reply.cost),
+        revenue=_money(reply.revenue),
+        margin=_money(reply.margin),
+        attempts=tuple(
+            AttemptInfo(
+                buyer_id=a.buyer_id,
+                tier=a.tier,
+                status=pb.AttemptStatus.Name(a.status),
+                price=Decimal(a.price) if a.price else None,
+                ping_ms=a.ping_ms,
+                post_ms=a.post_ms,
+                reason=a.reason,
+                http_status=a.http_status,
+            )
+            for a in reply.attempts
+        ),
+        trace_id=reply.trace_id,
+        test=reply.test,
+        replayed=reply.replayed,
+        flow=reply.flow,
+        source_id=reply.source_id,
+        elapsed_ms=reply.elapsed_ms,
+        rpc_attempts=rpc_attempts,
+    )
