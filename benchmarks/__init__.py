@@ -1,0 +1,1 @@
+"""The RouteLead benchmark suite: load over gRPC, buyers in separate processes, ceilings in the same run."""

@@ -1,0 +1,227 @@
+"""Run benchmark scenarios: `python -m benchmarks.run --scenario fast-10` (or `all`, or several).
+
+For each scenario: the buyer fleet in its own process, then the RouteLead service (`routelead serve`,
+a separate process) driven closed-loop (maximum throughput) and open-loop (at half of it), then the
+two ceilings driven the same way, against the same buyers. Writes <out>/<scenario>.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from benchmarks import load
+from benchmarks.procs import Child, Usage, free_port, python, wait_listening
+from benchmarks.report import phase_summary, plot
+from benchmarks.scenarios import SCENARIOS, Scenario, fleet_spec, service_config
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+# Every phase stops at its time limit or at this many leads, whichever comes first.
+MAX_LEADS = 2_000_000
+WARMUP_S = 1.0
+
+
+def _machine() -> dict[str, Any]:
+    load1, load5, _ = os.getloadavg()
+    return {
+        "cpus": os.cpu_count(),
+        "load_avg_1m_at_start": round(load1, 2),
+        "load_avg_5m_at_start": round(load5, 2),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "service_processes": 1,
+    }
+
+
+async def _closed(target: str, s: Scenario, child: Child, seconds: float, **extra: Any) -> tuple[Any, Any]:
+    before = child.usage()
+    tally, took = await load.closed_loop(target, s.concurrency, seconds, MAX_LEADS)
+    return tally, phase_summary(
+        "closed", tally, took, before, child.usage(), concurrency=s.concurrency, **extra
+    )
+
+
+async def _open(target: str, rate: float, child: Child, seconds: float) -> tuple[Any, Any]:
+    before = child.usage()
+    tally, took = await load.open_loop(target, rate, seconds)
+    return tally, phase_summary("open", tally, took, before, child.usage(), target_rate=round(rate, 1))
+
+
+async def _soak(target: str, rate: float, child: Child, seconds: float, steps: int = 6) -> dict[str, Any]:
+    """Open loop in steps, sampling the service's memory after each: is it flat?"""
+    samples: list[dict[str, float]] = []
+    leads = 0
+    for _ in range(steps):
+        tally, _took = await load.open_loop(target, rate, seconds / steps)
+        leads += tally.ok
+        u = child.usage()
+        samples.append({"leads": leads, "rss_mb": round(u.rss_bytes / 2**20, 1)})
+    half = samples[len(samples) // 2 :]
+    growth = (half[-1]["rss_mb"] - half[0]["rss_mb"]) / max(1, half[-1]["leads"] - half[0]["leads"])
+    return {
+        "mode": "soak",
+        "target_rate": rate,
+        "samples": samples,
+        "rss_growth_kb_per_1k_leads_second_half": round(growth * 1024 * 1000, 2),
+    }
+
+
+async def run_scenario(s: Scenario, out: Path, profile: bool = False) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix=f"routelead-bench-{s.name}-"))
+    spec = work / "fleet.json"
+    spec.write_bytes(orjson.dumps(fleet_spec(s)))
+    report: dict[str, Any] = {
+        "scenario": s.name,
+        "description": s.description,
+        "buyers_per_lead": len(s.buyers),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": _machine(),
+        "phases": {},
+    }
+    tallies: dict[str, load.Tally] = {}
+    children: list[Child] = []
+    try:
+        fleet = Child("buyer fleet", [python(), "-m", "benchmarks.fleet", str(spec)])
+        children.append(fleet)
+        buyers_url = f"http://127.0.0.1:{fleet.read_port()}"
+        fleet_before = fleet.usage()
+
+        config = work / "routelead.yaml"
+        config.write_text(yaml.safe_dump(service_config(s, buyers_url), sort_keys=False))
+        port = free_port()
+        argv = ["-m", "routelead.cli", "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}"]
+        if profile:
+            where = str(out / f"{s.name}.profile.txt")
+            argv = ["-m", "benchmarks.profile_service", str(config), f"127.0.0.1:{port}", where]
+        service = Child("routelead serve", [python(), *argv], announces_port=False)
+        children.append(service)
+        wait_listening(port, service)
+        target = f"127.0.0.1:{port}"
+        await load.closed_loop(target, s.concurrency, WARMUP_S, MAX_LEADS)
+        rss_start = service.usage().rss_bytes
+        report["phases"]["routelead_warm_rss_mb"] = round(rss_start / 2**20, 1)
+
+        closed_rate = 0.0
+        if "closed" in s.phases or "open" in s.phases or "soak" in s.phases:
+            tally, summary = await _closed(target, s, service, s.duration_s if "soak" not in s.phases else 3)
+            tallies["closed"] = tally
+            report["phases"]["closed"] = summary
+            closed_rate = summary["leads_per_s"]
+        if "open" in s.phases and closed_rate:
+            tally, summary = await _open(target, closed_rate * s.open_share, service, s.duration_s)
+            tallies["open"] = tally
+            report["phases"]["open"] = summary
+        if "soak" in s.phases and closed_rate:
+            report["phases"]["soak"] = await _soak(target, closed_rate * s.open_share, service, s.duration_s)
+        end: Usage = service.usage()
+        report["memory"] = {
+            "service_rss_mb_warm": round(rss_start / 2**20, 1),
+            "service_rss_mb_after_run": round(end.rss_bytes / 2**20, 1),
+            "service_peak_rss_mb": round(end.peak_rss_bytes / 2**20, 1),
+        }
+        service.stop()
+
+        for kind in ("empty", "fanout"):
+            if kind not in s.phases:
+                continue
+            ceiling = Child(
+                f"{kind} ceiling",
+                [
+                    python(),
+                    "-m",
+                    "benchmarks.ceilings",
+                    kind,
+                    "--buyers-url",
+                    buyers_url,
+                    "--buyers",
+                    ",".join(b.id for b in s.buyers),
+                ],
+            )
+            children.append(ceiling)
+            ctarget = f"127.0.0.1:{ceiling.read_port()}"
+            await load.closed_loop(ctarget, s.concurrency, WARMUP_S / 2, MAX_LEADS)
+            tally, summary = await _closed(ctarget, s, ceiling, s.duration_s)
+            tallies[kind] = tally
+            report["phases"][kind] = summary
+            ceiling.stop()
+        fleet_after = fleet.usage()
+        report["fleet_cpu_s"] = round(fleet_after.cpu_s - fleet_before.cpu_s, 2)
+    finally:
+        for child in children:
+            child.stop()
+
+    phases = report["phases"]
+    if "closed" in phases:
+        ours = phases["closed"]["leads_per_s"]
+        for kind, key in (("empty", "vs_empty_grpc_handler"), ("fanout", "vs_bare_aiohttp_fanout")):
+            if kind in phases and phases[kind]["leads_per_s"]:
+                report.setdefault("throughput_ratio", {})[key] = round(ours / phases[kind]["leads_per_s"], 3)
+    report["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
+    (out / f"{s.name}.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    if tallies:
+        plot(report, tallies, out / f"{s.name}.png")
+    return report
+
+
+def _line(r: dict[str, Any]) -> str:
+    p = r["phases"]
+    c, o = p.get("closed", {}), p.get("open", {})
+    e2e, oh = o.get("e2e_ms", {}), o.get("overhead_ms", {})
+    ratio = r.get("throughput_ratio", {})
+    return (
+        f"{r['scenario']:<13} closed {c.get('leads_per_s', 0):>7} leads/s  "
+        f"open@{o.get('target_rate', 0)}: e2e p99 {e2e.get('p99', '-')} ms, "
+        f"overhead p50/p99 {oh.get('p50', '-')}/{oh.get('p99', '-')} ms  "
+        f"vs empty {ratio.get('vs_empty_grpc_handler', '-')}, "
+        f"vs fanout {ratio.get('vs_bare_aiohttp_fanout', '-')}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--scenario", action="append", required=True, help=f"{', '.join(SCENARIOS)} or all")
+    parser.add_argument("--duration", type=float, help="seconds per phase (default: the scenario's)")
+    parser.add_argument(
+        "--concurrency", type=int, help="closed-loop leads in flight (default: the scenario's)"
+    )
+    parser.add_argument("--phases", help="comma-separated subset of closed,open,empty,fanout (default: all)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the service under pyinstrument (<out>/<scenario>.profile.txt)",
+    )
+    args = parser.parse_args(argv)
+    names = (
+        [n for n in SCENARIOS if n not in ("smoke", "soak-10")] if "all" in args.scenario else args.scenario
+    )
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    import uvloop
+
+    for name in names:
+        s = SCENARIOS[name]
+        if args.duration:
+            s = s.with_(duration_s=args.duration)
+        if args.concurrency:
+            s = s.with_(concurrency=args.concurrency)
+        if args.phases:
+            s = s.with_(phases=tuple(args.phases.split(",")))
+        args.out.mkdir(parents=True, exist_ok=True)
+        report = uvloop.run(run_scenario(s, args.out, args.profile))
+        print(_line(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
