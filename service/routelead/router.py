@@ -217,7 +217,9 @@ class Router:
         assert buyer.ping is not None and buyer.ping_parser is not None
         timeout = min(buyer.ping.timeout_s, deadline - time.monotonic())
         request = buyer.ping.request(lead.ping_fields, Transaction(lead_id))
-        with tracer.start_as_current_span("ping", attributes={"buyer.id": buyer.id, "tier": a.tier}) as span:
+        # start_span, not start_as_current_span: nothing below reads the current span, and skipping the
+        # context attach/detach makes each per-buyer span about a third cheaper (benchmarks/README.md).
+        with tracer.start_span("ping", attributes={"buyer.id": buyer.id, "tier": a.tier}) as span:
             t0 = time.perf_counter()
             try:
                 answer = await self._transport.send(request, timeout, buyer.ping_max_body)
@@ -259,7 +261,7 @@ class Router:
                 a.status, a.reason = Status.SKIPPED_CAP, "cap reached before the post"
                 return None
         request = buyer.post.request(lead.fields, Transaction(result.lead_id, a.ping_id, fmt(price)))
-        with tracer.start_as_current_span("post", attributes={"buyer.id": buyer.id, "tier": a.tier}) as span:
+        with tracer.start_span("post", attributes={"buyer.id": buyer.id, "tier": a.tier}) as span:
             t0 = time.perf_counter()
             try:
                 answer = await self._transport.send(
@@ -312,12 +314,13 @@ def _identity(flow: Flow, lead: Lead) -> str:
 
 
 def _span_result(span: trace.Span, a: Attempt, ms: float) -> None:
-    span.set_attribute("status", a.status.value)
-    span.set_attribute("latency_ms", round(ms, 3))
+    # One set_attributes call: the SDK takes its lock and validates once, not once per attribute.
+    attrs: dict[str, str | float | int] = {"status": a.status.value, "latency_ms": round(ms, 3)}
     if a.http_status:
-        span.set_attribute("http.status_code", a.http_status)
+        attrs["http.status_code"] = a.http_status
     if a.price is not None:
-        span.set_attribute("price", fmt(a.price))
+        attrs["price"] = fmt(a.price)
+    span.set_attributes(attrs)
 
 
 def _log_decision(r: RoutingResult, version: str) -> None:

@@ -178,7 +178,9 @@ _DIGIT_RUN = re.compile(r"\d[\d\s().-]{5,}\d")
 def scrub(text: str) -> str:
     """Buyer text goes into attempts and logs: bounded, printable, and with anything that
     looks like an email address or a phone number masked (buyers echo posted leads)."""
-    text = "".join(c for c in text[:MAX_TEXT] if c.isprintable())
+    text = text[:MAX_TEXT]
+    if not text.isprintable():  # the common case skips the per-character pass
+        text = "".join(c for c in text if c.isprintable())
     return _DIGIT_RUN.sub("[redacted]", _EMAILISH.sub("[redacted]", text))
 
 
