@@ -75,7 +75,9 @@ async def _soak(target: str, rate: float, child: Child, seconds: float, steps: i
     }
 
 
-async def run_scenario(s: Scenario, out: Path, profile: bool = False) -> dict[str, Any]:
+async def run_scenario(
+    s: Scenario, out: Path, profile: bool = False, open_rate: float | None = None
+) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"routelead-bench-{s.name}-"))
     spec = work / "fleet.json"
     spec.write_bytes(orjson.dumps(fleet_spec(s)))
@@ -110,8 +112,8 @@ async def run_scenario(s: Scenario, out: Path, profile: bool = False) -> dict[st
         rss_start = service.usage().rss_bytes
         report["phases"]["routelead_warm_rss_mb"] = round(rss_start / 2**20, 1)
 
-        closed_rate = 0.0
-        if "closed" in s.phases or "open" in s.phases or "soak" in s.phases:
+        closed_rate = open_rate / s.open_share if open_rate else 0.0
+        if "closed" in s.phases or (not open_rate and ("open" in s.phases or "soak" in s.phases)):
             tally, summary = await _closed(target, s, service, s.duration_s if "soak" not in s.phases else 3)
             tallies["closed"] = tally
             report["phases"]["closed"] = summary
@@ -152,6 +154,13 @@ async def run_scenario(s: Scenario, out: Path, profile: bool = False) -> dict[st
             tally, summary = await _closed(ctarget, s, ceiling, s.duration_s)
             tallies[kind] = tally
             report["phases"][kind] = summary
+            if kind == "fanout" and "open" in report["phases"]:
+                # The same open-loop rate against the bare fan-out: the latency floor of the stack at
+                # that load, to read our open-loop overhead against.
+                rate = report["phases"]["open"]["target_rate"]
+                tally, summary = await _open(ctarget, rate, ceiling, s.duration_s)
+                tallies["fanout open"] = tally
+                report["phases"]["fanout_open"] = summary
             ceiling.stop()
         fleet_after = fleet.usage()
         report["fleet_cpu_s"] = round(fleet_after.cpu_s - fleet_before.cpu_s, 2)
@@ -194,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency", type=int, help="closed-loop leads in flight (default: the scenario's)"
     )
     parser.add_argument("--phases", help="comma-separated subset of closed,open,empty,fanout (default: all)")
+    parser.add_argument(
+        "--rate", type=float, help="open-loop leads/s (default: half the closed-loop maximum)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument(
         "--profile",
@@ -218,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.phases:
             s = s.with_(phases=tuple(args.phases.split(",")))
         args.out.mkdir(parents=True, exist_ok=True)
-        report = uvloop.run(run_scenario(s, args.out, args.profile))
+        report = uvloop.run(run_scenario(s, args.out, args.profile, args.rate))
         print(_line(report), flush=True)
     return 0
 
