@@ -29,7 +29,11 @@ def main(argv: list[str]) -> int:
         uvloop.run(serve_until_signalled(Service(config, address=address)))
     finally:
         profiler.stop()
-        Path(out).write_text(profiler.output_text(unicode=True, show_all=False, timeline=False))
+        Path(out).write_text(
+            profiler.output_text(unicode=True, show_all=False, timeline=False)
+            + "\n\nFlat (self time):\n"
+            + profiler.output_text(unicode=True, flat=True, show_all=True)
+        )
         Path(out + ".html").write_text(profiler.output_html())
     return 0
 
