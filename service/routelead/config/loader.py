@@ -304,4 +304,5 @@ def _buyer(
         caps=CapLimits(b.id, b.timezone, limits),
         priority=b.priority,
         dedupe_ttl_s=b.dedupe_days * 86400.0,
+        trace_context=b.trace_context,
     )

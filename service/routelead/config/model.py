@@ -135,6 +135,8 @@ class BuyerModel(Strict):
     priority: int = 0
     # Do not offer this buyer a consumer it already bought within this many days.
     dedupe_days: int = Field(default=0, ge=0, le=3650)
+    # Send W3C `traceparent` to this buyer, so its own tracing joins our trace.
+    trace_context: bool = False
 
     @model_validator(mode="after")
     def _ping_or_fixed(self) -> BuyerModel:

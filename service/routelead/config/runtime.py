@@ -26,6 +26,8 @@ class Buyer:
     caps: CapLimits
     priority: int
     dedupe_ttl_s: float
+    # Send W3C `traceparent` on ping and post.
+    trace_context: bool = False
 
     @property
     def capped(self) -> bool:
