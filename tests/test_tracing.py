@@ -92,7 +92,9 @@ async def test_one_trace_per_lead_is_a_child_of_the_callers_span(
     # The capped winner's slot is reserved before the post and committed after it.
     [reserve], [commit] = children["cap.reserve"], children["cap.commit"]
     assert reserve.attributes is not None and reserve.attributes["cap.reserved"] is True
-    assert reserve.end_time is not None and post.start_time is not None and reserve.end_time <= post.start_time
+    assert (
+        reserve.end_time is not None and post.start_time is not None and reserve.end_time <= post.start_time
+    )
     assert commit.start_time is not None and post.end_time is not None and commit.start_time >= post.end_time
 
     every_value = " ".join(str(v) for s in spans.get_finished_spans() for v in (s.attributes or {}).values())

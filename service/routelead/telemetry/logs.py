@@ -25,7 +25,10 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=True,
+        # Not cached: a cached logger keeps the stream and level of its first use, so configuring
+        # again (a worker after fork, a test capturing lines) would be silently ignored. The cost is
+        # one proxy lookup per line, and the router writes one line per lead.
+        cache_logger_on_first_use=False,
     )
 
 
