@@ -175,6 +175,16 @@ async def test_workers_share_a_tls_port_authenticate_callers_and_drain_on_sigter
         await log.wait_for(lambda ev: sum(e["event"] == "server.started" for e in ev) == 3)
         died = next(e for e in log.events() if e["event"] == "worker.died")
         assert died["exit_code"] == -signal.SIGKILL
+        samples = await scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert value(samples, "routelead_worker_restarts_total") == 1
+        assert value(samples, "routelead_leads_total", outcome="SOLD") == 16  # the dead worker's count stays
+        async with _tls_channel(port, pki) as channel:
+            reply = await pb_grpc.RouteLeadStub(channel).RouteLead(
+                pb.RouteLeadRequest(flow="solar", source_id="src-1", fields=_lead(30)),
+                timeout=10,
+                metadata=auth,
+            )
+            assert reply.outcome == pb.SOLD
 
         # SIGTERM: every worker drains (the slow in-flight lead is still sold), then all exit 0.
         buyers.on("a", ping=slow(0.4, bid(30)), post=accept("A-2"))

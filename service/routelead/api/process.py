@@ -180,7 +180,7 @@ class Supervisor:
                 os.kill(pid, sig)
 
     def _watch(self) -> None:
-        from routelead.telemetry.metrics import worker_exited
+        from routelead.telemetry.metrics import WORKER_RESTARTS, worker_exited
 
         while self.children:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -204,6 +204,7 @@ class Supervisor:
                 self.failed |= code != 0
                 continue
             log.error("worker.died", role=role, pid=pid, exit_code=code)
+            WORKER_RESTARTS.labels(role).inc()
             self._restart_or_give_up(role)
 
     def _restart_or_give_up(self, role: str) -> None:

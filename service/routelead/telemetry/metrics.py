@@ -55,6 +55,9 @@ MARGIN = Histogram(
     ["flow"],
     buckets=(0, 1, 2.5, 5, 10, 20, 40, 80, 160),
 )
+WORKER_RESTARTS = Counter(
+    "routelead_worker_restarts", "Worker processes that died and were replaced by the supervisor.", ["role"]
+)
 AUTH_FAILURES = Counter("routelead_auth_failures", "Calls refused for a missing or wrong token.", ["reason"])
 
 
