@@ -7,12 +7,16 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanKind, StatusCode
 from routelead.telemetry.logs import configure_logging
-from routelead.telemetry.tracing import add_processor
+from routelead.telemetry.spans import ledger_span, step_span
+from routelead.telemetry.tracing import add_processor, build_provider, otlp_exporter
 from routelead.v1 import routelead_pb2 as pb
 
 from tests.buyers import BuyerServer, accept, bid, hang, no_bid
@@ -169,3 +173,40 @@ async def test_log_lines_carry_trace_and_span_ids(
     decision = next(x for x in map(orjson.loads, out.getvalue().splitlines()) if x["event"] == "lead.routed")
     assert decision["trace_id"] == CALLER_TRACE
     assert decision["span_id"] == format(root.context.span_id, "016x")
+
+
+def test_sampling_follows_the_standard_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    provider = build_provider(env={})
+    assert isinstance(provider.sampler, ParentBased)
+    root = provider.sampler._root  # the sampler used when the caller sent no context
+    assert isinstance(root, TraceIdRatioBased) and root.rate == 0.25
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    assert build_provider(env={}).sampler is ALWAYS_OFF
+
+
+def test_otlp_export_only_when_an_endpoint_is_set() -> None:
+    assert otlp_exporter({}) is None
+    url = "http://127.0.0.1:4318"
+    assert isinstance(otlp_exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": url}), HttpExporter)  # spec default
+    grpc_env = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4317",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    }
+    assert isinstance(otlp_exporter(grpc_env), GrpcExporter)
+    assert otlp_exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": url, "OTEL_TRACES_EXPORTER": "none"}) is None
+    with pytest.raises(ValueError, match="unsupported protocol 'http/json'"):
+        otlp_exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": url, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+
+
+async def test_ledger_and_failed_steps_get_spans_without_exception_text(spans: InMemorySpanExporter) -> None:
+    with ledger_span("sale", "L-1", **{"buyer.id": "a", "price": "30.00"}):
+        pass
+    with pytest.raises(RuntimeError), step_span("cap.reserve", {"buyer.id": "a"}):
+        raise RuntimeError("maria.gonzalez@example.com")  # a message that quotes data
+    ledger, failed = spans.get_finished_spans()
+    assert ledger.name == "ledger.sale" and ledger.kind is SpanKind.CLIENT
+    assert dict(ledger.attributes or {}) == {"lead.id": "L-1", "buyer.id": "a", "price": "30.00"}
+    assert failed.status.status_code is StatusCode.ERROR and failed.status.description == "RuntimeError"
+    assert failed.events == () and "maria" not in str(failed.to_json())

@@ -30,6 +30,13 @@ def configure_tracing(
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         return current
+    provider = build_provider(service_name, env)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def build_provider(service_name: str = "routelead", env: Mapping[str, str] | None = None) -> TracerProvider:
+    """A provider as the OTEL_* variables describe it (the sampler is read by the SDK itself)."""
     env = os.environ if env is None else env
     # Resource.create merges OTEL_RESOURCE_ATTRIBUTES; OTEL_SERVICE_NAME wins over our default.
     name = env.get("OTEL_SERVICE_NAME") or service_name
@@ -37,7 +44,6 @@ def configure_tracing(
     exporter = otlp_exporter(env)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
     return provider
 
 
