@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal, Protocol
 
 from routelead.domain.outcome import RoutingResult
@@ -53,6 +54,14 @@ class RotationStore(Protocol):
     async def next_turn(self, key: str) -> int:
         """A counter shared by every process using this store (0, 1, 2, …): whose turn it is for
         round-robin and weighted orders is derived from it, so replicas rotate as one."""
+
+
+class BuyerStats(Protocol):
+    def accept_rate(self, buyer_id: str) -> Decimal:
+        """The buyer's measured post-accept rate (smoothed, so a newcomer is not punished)."""
+
+    def record_post(self, buyer_id: str, accepted: bool) -> None:
+        """Count one post outcome."""
 
 
 class IdempotencyStore(Protocol):
