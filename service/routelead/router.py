@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import re
 import time
@@ -23,9 +24,10 @@ from routelead.domain.lead import Lead, LeadInvalid
 from routelead.domain.mapping import Transaction
 from routelead.domain.money import ZERO, fmt, to_cents
 from routelead.domain.outcome import Attempt, Outcome, RoutingResult, Sale, Status
+from routelead.domain.pricing import book
 from routelead.domain.rules import Facts
 from routelead.domain.tree import Offer, allocate, rotation, value
-from routelead.state.memory import MemoryBuyerStats, MemoryRotationStore
+from routelead.state.memory import MemoryBuyerStats, MemoryRotationStore, MemoryVolumeStore
 from routelead.state.ports import (
     BuyerStats,
     CapStore,
@@ -33,6 +35,7 @@ from routelead.state.ports import (
     IdempotencyStore,
     Reservation,
     RotationStore,
+    VolumeStore,
 )
 from routelead.transport import Transport, TransportError, TransportTimeout
 
@@ -105,6 +108,7 @@ class Router:
         idempotency: IdempotencyStore,
         rotation: RotationStore | None = None,
         stats: BuyerStats | None = None,
+        volume: VolumeStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -114,6 +118,7 @@ class Router:
         self._idempotency = idempotency
         self._rotation = rotation if rotation is not None else MemoryRotationStore()
         self._stats = stats if stats is not None else MemoryBuyerStats()
+        self._volume = volume if volume is not None else MemoryVolumeStore()
         self._clock = clock
 
     async def route(self, req: LeadRequest) -> RoutingResult:
@@ -170,23 +175,59 @@ class Router:
             ):
                 result.outcome = Outcome.DUPLICATE
             else:
+                epoch = self._clock()
+                now = datetime.fromtimestamp(epoch, UTC)
+                subject = f"source:{source.id}"
+                facts = Facts(
+                    lead.fields,
+                    self.config.schema.lead_age_s(lead, now),
+                    now,
+                    _counts("source", self._volume.counts(subject, epoch)),
+                )
+                # Known before any buyer is asked: the fixed part of the cost, so margin protection
+                # can turn it into a floor.
+                fixed_cost = source.pricing.fixed_cost(facts) + flow.fee
+                if not test:
+                    await self._volume.add(subject, epoch)
                 # The ping window leaves time to post; on a short budget, at least 60 % goes to pings.
                 ping_end = started + max(budget_s - flow.post_reserve_s, budget_s * 0.6)
-                await self._auction(result, flow, lead, identity, ping_end, deadline)
-                if result.sales or source.pay_on == "accepted":
-                    result.cost = source.cost
+                margin_floor = (
+                    source.pricing.margin_floor(fixed_cost - flow.fee, flow.fee, flow.min_margin)
+                    if flow.min_margin is not None
+                    else None
+                )
+                await self._auction(result, flow, lead, facts, identity, ping_end, deadline, margin_floor)
+                self._book(result, source, fixed_cost)
             result.elapsed_ms = (time.monotonic() - started) * 1000
             span.set_attribute("outcome", result.outcome.value)
             span.set_attribute("revenue", fmt(result.revenue))
         _log_decision(result, self.config.version)
         return result
 
+    def _book(self, result: RoutingResult, source: Source, fixed_cost: Decimal) -> None:
+        """Cost (fixed part plus any revenue share), rounded once; each sale gets its cost share."""
+        prices = [s.price for s in result.sales]
+        owed = result.sales or source.pay_on == "accepted"
+        cost = source.pricing.cost(fixed_cost, sum(prices, Decimal(0))) if owed else Decimal(0)
+        booked = book(cost, prices)
+        result.cost = booked.cost
+        result.sales = [
+            dataclasses.replace(s, cost=c) for s, c in zip(result.sales, booked.sale_costs, strict=True)
+        ]
+
     async def _auction(
-        self, result: RoutingResult, flow: Flow, lead: Lead, identity: str, ping_end: float, deadline: float
+        self,
+        result: RoutingResult,
+        flow: Flow,
+        lead: Lead,
+        facts: Facts,
+        identity: str,
+        ping_end: float,
+        deadline: float,
+        margin_floor: Decimal | None,
     ) -> None:
         """Walk the ping tree: tiers top-down, each sold as an auction or a waterfall."""
-        now = datetime.fromtimestamp(self._clock(), UTC)
-        facts = Facts(lead.fields, self.config.schema.lead_age_s(lead, now))
+        now = facts.now or datetime.now(UTC)
         tiers = [
             await self._eligible(result, flow, t, tier, facts, identity, now)
             for t, tier in enumerate(flow.tiers)
@@ -198,6 +239,8 @@ class Router:
             if sale.done:
                 break
             floors = flow.floors.for_tier(tier.floor, facts, now)
+            if margin_floor is not None:
+                floors = Floors(max(floors.shared, margin_floor), floors.exclusive)
             if tier.mode == "auction":
                 await self._ping_all(live, lead, result.lead_id, ping_end)  # no-op for the pinged
                 offers = self._acceptable(live, flow, tier, floors, facts)
@@ -292,7 +335,13 @@ class Router:
             a.status, a.reason = Status.CONDITION_FAILED, verdict.failure
             return False
         a.exclusive = a.exclusive or verdict.exclusive
-        floor = floors.for_bid(a.exclusive or flow.max_buyers == 1)
+        exclusive = a.exclusive or flow.max_buyers == 1
+        if x.buyer.pricing.rules:
+            epoch = self._clock()
+            counts = _counts("buyer", self._volume.counts(f"buyer:{x.buyer.id}", epoch))
+            priced = dataclasses.replace(facts, counts=counts, exclusive=exclusive)
+            a.price = x.buyer.pricing.apply(a.price or Decimal(0), priced)
+        floor = floors.for_bid(exclusive)
         price = a.price or Decimal(0)
         if price < floor or price <= 0:
             kind = "exclusive floor" if floor > floors.shared else "floor"
@@ -451,6 +500,11 @@ class Router:
             return None
         if reservation is not None:
             await self._caps.commit(reservation)
+        if parsed.price is not None and parsed.price != price:
+            # The buyer's post answer states what it pays: that is the revenue (seed 003).
+            price = to_cents(parsed.price)
+            a.price = price
+        await self._volume.add(f"buyer:{buyer.id}", self._clock())
         a.status, a.reason = (
             Status.POST_ACCEPTED,
             f"sold at {fmt(price)}" + (f": {parsed.reason}" if parsed.reason else ""),
@@ -465,6 +519,10 @@ class Router:
                 await self._caps.unsettled(r, a.reason)
         elif r is not None:
             await self._caps.release(r)
+
+
+def _counts(kind: str, by_period: dict[str, int]) -> dict[str, int]:
+    return {f"{kind}:{period}": n for period, n in by_period.items()}
 
 
 def _explain_loser(a: Attempt, winners: set[str], sales: list[Sale]) -> None:
@@ -521,6 +579,7 @@ def _log_decision(r: RoutingResult, version: str) -> None:
         cost=fmt(r.cost),
         revenue=fmt(r.revenue),
         margin=fmt(r.margin),
+        negative_margin=r.negative_margin,
         elapsed_ms=round(r.elapsed_ms, 2),
         trace_id=r.trace_id,
         config_version=version,

@@ -26,6 +26,7 @@ from routelead.domain.floors import FloorPolicy, QualityStep
 from routelead.domain.lead import FieldSpec, LeadSchema, Limits
 from routelead.domain.mapping import BodyBuilder, FieldKind
 from routelead.domain.mapping import Source as MapSource
+from routelead.domain.pricing import PriceBook, PriceRule, SourcePricing
 from routelead.domain.rules import PASS, RuleError, compile_rule
 from routelead.domain.schedule import Schedule, build_schedule
 from routelead.domain.tree import ScoreWeights, TierOrder, smooth_weighted_sequence
@@ -129,6 +130,15 @@ def check(c: m.ConfigModel) -> list[str]:
     if stamp is not None and (stamp not in fields or fields[stamp].type != "datetime"):
         problems.append(f"lead.created_at_field: {stamp!r} is not a lead field of type datetime")
 
+    for i, src in enumerate(c.sources):
+        problems += _pricing_problems(src.pricing, f"sources[{i}].pricing", fields)
+        if src.price_field is not None and (
+            src.price_field not in fields or fields[src.price_field].type != "decimal"
+        ):
+            problems.append(
+                f"sources[{i}].price_field: {src.price_field!r} is not a lead field of type decimal"
+            )
+
     problems += _unique("sources", [s.id for s in c.sources])
     problems += _unique("buyers", [b.id for b in c.buyers])
     problems += _unique("flows", [f.id for f in c.flows])
@@ -143,6 +153,7 @@ def check(c: m.ConfigModel) -> list[str]:
             problems.append(f"{at}.timezone: unknown timezone {b.timezone!r}")
         if b.filter is not None:
             problems += _rule_problems(b.filter, f"{at}.filter", fields)
+        problems += _pricing_problems(b.pricing, f"{at}.pricing", fields)
         if b.schedule is not None:
             problems += _schedule_problems(b.schedule, b.timezone, f"{at}.schedule")
         for step, ep in (("ping", b.ping), ("post", b.post)):
@@ -214,6 +225,29 @@ def _rule_problems(spec: object, path: str, fields: Mapping[str, m.FieldModel]) 
     return []
 
 
+def _pricing_problems(
+    rules: list[m.PriceRuleModel], path: str, fields: Mapping[str, m.FieldModel]
+) -> list[str]:
+    out: list[str] = []
+    for j, rule in enumerate(rules):
+        if rule.when is not None:
+            out += _rule_problems(rule.when, f"{path}[{j}].when", fields)
+    return out
+
+
+def _price_book(rules: list[m.PriceRuleModel], fields: Mapping[str, m.FieldModel]) -> PriceBook:
+    return PriceBook(
+        tuple(
+            PriceRule(
+                compile_rule(r.when, "", fields) if r.when is not None else PASS,
+                "set" if r.set is not None else "add",
+                r.set if r.set is not None else (r.add or Decimal(0)),
+            )
+            for r in rules
+        )
+    )
+
+
 def _schedule_problems(model: m.ScheduleModel, default_tz: str, path: str) -> list[str]:
     problems = []
     try:
@@ -268,7 +302,15 @@ def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
         b.id: _buyer(b, kinds, public, list(specs), c.max_price, c.lead.fields) for b in c.buyers if b.enabled
     }
     flows = {f.id: _flow(f, buyers, c.lead.fields) for f in c.flows}
-    sources = {s.id: Source(s.id, s.cost, s.pay_on) for s in c.sources}
+    sources = {
+        s.id: Source(
+            s.id,
+            s.cost,
+            s.pay_on,
+            SourcePricing(s.cost, _price_book(s.pricing, c.lead.fields), s.price_field, s.revenue_share),
+        )
+        for s in c.sources
+    }
     return RuntimeConfig(
         schema, sources, buyers, flows, c.server.max_message_bytes, c.server.verify_buyer_tls, version
     )
@@ -300,6 +342,8 @@ def _flow(f: m.FlowModel, buyers: Mapping[str, Buyer], fields: Mapping[str, m.Fi
         ranking=f.ranking,
         score_weights=ScoreWeights(w.price, w.acceptance, w.payment),
         consent_field=f.consent_field,
+        fee=f.fee,
+        min_margin=f.min_margin,
     )
 
 
@@ -398,4 +442,5 @@ def _buyer(
         filter=compile_rule(b.filter, "", fields) if b.filter is not None else PASS,
         schedule=_schedule(b.schedule, b.timezone) if b.schedule is not None else None,
         payment_days=b.payment_days,
+        pricing=_price_book(b.pricing, fields),
     )

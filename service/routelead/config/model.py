@@ -48,12 +48,31 @@ class LeadModel(Strict):
     max_value_length: int = Field(default=4096, ge=1, le=1_048_576)
 
 
+class PriceRuleModel(Strict):
+    """A pricing rule: when the condition holds (always, if absent), set the price or add to it."""
+
+    when: dict[str, Any] | None = None
+    set: Money | None = None
+    add: Annotated[Decimal, BeforeValidator(_money), Field(allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> PriceRuleModel:
+        if (self.set is None) == (self.add is None):
+            raise ValueError("give exactly one of `set` or `add`")
+        return self
+
+
 class SourceModel(Strict):
     id: Id
     name: str = ""
     cost: Money = Decimal("0")
     # `sold`: we pay the source only for leads we sell (the ping-post norm); `accepted`: every valid lead.
     pay_on: Literal["sold", "accepted"] = "sold"
+    # Cost rules (all evaluated, last match wins), a lead field carrying the source's own price,
+    # and a revenue share in percent paid to the source on top of the fixed cost.
+    pricing: list[PriceRuleModel] = []
+    price_field: str | None = None
+    revenue_share: Money = Field(default=Decimal("0"), le=100)
 
 
 def _mapping_entry(value: object) -> object:
@@ -153,6 +172,8 @@ class BuyerModel(Strict):
     schedule: ScheduleModel | None = None
     # How fast the buyer pays, for the `score` ranking.
     payment_days: int = Field(default=30, ge=0, le=365)
+    # Revenue rules on top of the bid or fixed price (all evaluated, last match wins).
+    pricing: list[PriceRuleModel] = []
 
     @model_validator(mode="after")
     def _ping_or_fixed(self) -> BuyerModel:
@@ -224,6 +245,10 @@ class FlowModel(Strict):
     score_weights: ScoreWeightsModel = ScoreWeightsModel()
     # The lead field that records consent, for bids conditioned on it.
     consent_field: str | None = None
+    # A per-lead processing fee booked as cost (e.g. a verification charge).
+    fee: Money = Decimal("0")
+    # Margin protection: a bid that would earn less than this is not taken.
+    min_margin: Annotated[Decimal, BeforeValidator(_money), Field(allow_inf_nan=False)] | None = None
 
 
 class ServerModel(Strict):

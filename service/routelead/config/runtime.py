@@ -10,6 +10,7 @@ from typing import Literal
 from routelead.buyers.json_protocol import Endpoint, PingParser, PostParser
 from routelead.domain.floors import FloorPolicy
 from routelead.domain.lead import LeadSchema
+from routelead.domain.pricing import PriceBook, SourcePricing
 from routelead.domain.rules import PASS, Rule
 from routelead.domain.schedule import Schedule
 from routelead.domain.tree import Ranking, ScoreWeights, TierMode, TierOrder
@@ -33,6 +34,7 @@ class Buyer:
     filter: Rule = PASS
     schedule: Schedule | None = None
     payment_days: int = 30
+    pricing: PriceBook = field(default_factory=PriceBook)
 
     @property
     def capped(self) -> bool:
@@ -70,6 +72,8 @@ class Flow:
     ranking: Ranking = "price"
     score_weights: ScoreWeights = field(default_factory=ScoreWeights)
     consent_field: str | None = None
+    fee: Decimal = Decimal(0)
+    min_margin: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,7 @@ class Source:
     id: str
     cost: Decimal
     pay_on: Literal["sold", "accepted"]
+    pricing: SourcePricing = field(default_factory=lambda: SourcePricing(Decimal(0)))
 
 
 @dataclass(frozen=True, slots=True)

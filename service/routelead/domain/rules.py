@@ -9,17 +9,55 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 
 @dataclass(frozen=True, slots=True)
 class Facts:
-    """What a rule may look at: the normalised lead fields and how old the lead is."""
+    """What a rule may look at: the normalised lead fields and how old the lead is; pricing
+    rules also see the time, today's volumes and whether the sale is exclusive."""
 
     fields: Mapping[str, str]
     lead_age_s: float = 0.0
+    now: datetime | None = None
+    # "source" / "buyer" → leads so far in the current day / hour / week / month ("source:day").
+    counts: Mapping[str, int] = field(default_factory=dict)
+    exclusive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    key: str
+    test: Callable[[Decimal], bool]
+    text: str
+
+    def failure(self, facts: Facts) -> str | None:
+        return None if self.test(Decimal(facts.counts.get(self.key, 0))) else self.text
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Hour of day or day of week, in a timezone."""
+
+    tz: str
+    test: Callable[[datetime], bool]
+    text: str
+
+    def failure(self, facts: Facts) -> str | None:
+        now = facts.now or datetime.now(UTC)
+        return None if self.test(now.astimezone(ZoneInfo(self.tz))) else self.text
+
+
+@dataclass(frozen=True, slots=True)
+class IsExclusive:
+    want: bool
+
+    def failure(self, facts: Facts) -> str | None:
+        return None if facts.exclusive == self.want else ("not exclusive" if self.want else "exclusive")
 
 
 class Rule(Protocol):
@@ -233,6 +271,14 @@ def compile_rule(spec: object, path: str, fields: Mapping[str, object]) -> Rule:
     if keys == {"max_lead_age_minutes"}:
         minutes = _number(spec["max_lead_age_minutes"], f"{path}.max_lead_age_minutes")
         return LeadAge(float(minutes) * 60, f"lead older than {minutes} minutes")
+    if keys == {"exclusive"}:
+        if not isinstance(spec["exclusive"], bool):
+            raise RuleError(f"{path}.exclusive", "write true or false")
+        return IsExclusive(spec["exclusive"])
+    if "volume" in keys:
+        return _volume(spec, path)
+    if "hour" in keys or "weekday" in keys:
+        return _clock(spec, path)
     if keys == {"states"}:
         return _field_test(_known("state", path, fields), "in", spec["states"], path)
     if keys == {"zip_prefix"} or keys == {"zips"}:
@@ -248,6 +294,77 @@ def compile_rule(spec: object, path: str, fields: Mapping[str, object]) -> Rule:
     raise RuleError(
         path, f"unknown rule {sorted(keys)}; use field/all/any/not/consent/states/zips/zip_prefix"
     )
+
+
+_PERIODS = ("hour", "day", "week", "month")
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _within(lo: Decimal, hi: Decimal) -> Callable[[Decimal], bool]:
+    return lambda n: lo <= n <= hi
+
+
+def _compare(cmp: Callable[[Decimal, Decimal], bool], bound: Decimal) -> Callable[[Decimal], bool]:
+    return lambda n: cmp(n, bound)
+
+
+def _comparison(spec: Mapping[str, object], path: str, what: str) -> tuple[Callable[[Decimal], bool], str]:
+    """`{gt: 100}`, `{gte: 9, lt: 17}`, `{between: [a, b]}` over a number."""
+    tests: list[Callable[[Decimal], bool]] = []
+    words: list[str] = []
+    for op, arg in spec.items():
+        if op == "between":
+            if not isinstance(arg, list) or len(arg) != 2:
+                raise RuleError(f"{path}.between", "expected [low, high]")
+            lo, hi = _number(arg[0], f"{path}.between[0]"), _number(arg[1], f"{path}.between[1]")
+            tests.append(_within(lo, hi))
+            words.append(f"between {lo} and {hi}")
+        elif op in _NUMERIC:
+            bound = _number(arg, f"{path}.{op}")
+            cmp, sym = _NUMERIC[op]
+            tests.append(_compare(cmp, bound))
+            words.append(f"{sym} {bound}")
+        else:
+            raise RuleError(f"{path}.{op}", "use gt, gte, lt, lte or between")
+    if not tests:
+        raise RuleError(path, "give a comparison such as {gt: 100}")
+    return (lambda n: all(t(n) for t in tests)), f"{what} must be {' and '.join(words)}"
+
+
+def _volume(spec: Mapping[str, object], path: str) -> Rule:
+    """`{volume: source, period: day, gt: 100}`: today's count of leads for the source or buyer."""
+    of, period = spec.get("volume"), spec.get("period", "day")
+    if of not in ("source", "buyer"):
+        raise RuleError(f"{path}.volume", "write source or buyer")
+    if period not in _PERIODS:
+        raise RuleError(f"{path}.period", f"use one of {', '.join(_PERIODS)}")
+    rest = {k: v for k, v in spec.items() if k not in ("volume", "period")}
+    test, text = _comparison(rest, path, f"{of} volume this {period}")
+    return Volume(f"{of}:{period}", test, text)
+
+
+def _clock(spec: Mapping[str, object], path: str) -> Rule:
+    """`{hour: {gte: 9, lt: 17}, timezone: ...}` or `{weekday: [sat, sun], timezone: ...}`."""
+    tz = spec.get("timezone", "UTC")
+    if not isinstance(tz, str):
+        raise RuleError(f"{path}.timezone", "expected a timezone name")
+    try:
+        ZoneInfo(tz)
+    except Exception:
+        raise RuleError(f"{path}.timezone", f"unknown timezone {tz!r}") from None
+    if set(spec) - {"hour", "weekday", "timezone"} or ("hour" in spec) == ("weekday" in spec):
+        raise RuleError(path, "give `hour: {...}` or `weekday: [...]`, with an optional `timezone`")
+    if "weekday" in spec:
+        days = _list(spec["weekday"], f"{path}.weekday")
+        if bad := [d for d in days if d not in _WEEKDAYS]:
+            raise RuleError(f"{path}.weekday", f"unknown day {bad[0]!r}")
+        wanted = frozenset(_WEEKDAYS.index(d) for d in days)
+        return Clock(tz, lambda t: t.weekday() in wanted, f"weekday not in {_show(days)} ({tz})")
+    hour = spec["hour"]
+    if not isinstance(hour, dict):
+        raise RuleError(f"{path}.hour", "expected a comparison such as {gte: 9, lt: 17}")
+    test, text = _comparison(hour, f"{path}.hour", f"hour ({tz})")
+    return Clock(tz, lambda t: test(Decimal(t.hour)), text)
 
 
 def _known(name: object, path: str, fields: Mapping[str, object]) -> str:
