@@ -162,12 +162,12 @@ async def test_log_lines_carry_trace_and_span_ids(
 ) -> None:
     buyers.on("a", ping=bid(30), post=accept())
     out = io.StringIO()
-    configure_logging("INFO", out)
+    configure_logging("INFO", out, cache=False)
     try:
         h = await start([buyer(buyers.url, "a")])
         await _route(h)
     finally:
-        configure_logging("INFO")
+        configure_logging("INFO", cache=False)
     root, _ = _tree(spans)
     assert root.context is not None
     decision = next(x for x in map(orjson.loads, out.getvalue().splitlines()) if x["event"] == "lead.routed")

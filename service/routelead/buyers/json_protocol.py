@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import orjson
@@ -72,11 +73,16 @@ class PingParser:
     conditions: Path | None
     no_bid_statuses: frozenset[int]
     max_price: Decimal
+    watched: tuple[bytes, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        paths = (self.bid.path, self.price, self.ping_id, self.exclusive, self.conditions)
+        object.__setattr__(self, "watched", _needles(paths))
 
     def parse(self, answer: HttpAnswer) -> PingAnswer:
         if answer.status in self.no_bid_statuses:
             return PingAnswer(bid=False, reason=f"HTTP {answer.status}")
-        doc = _json_object(answer)
+        doc = _json_object(answer, self.watched)
         reason = _text(doc, self.reason)
         if not self.bid.test(doc):
             return PingAnswer(bid=False, reason=reason)
@@ -107,9 +113,13 @@ class PostParser:
     reason: Path | None
     price: Path | None
     max_price: Decimal
+    watched: tuple[bytes, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "watched", _needles((self.accepted.path, self.lead_id, self.price)))
 
     def parse(self, answer: HttpAnswer) -> PostAnswer:
-        doc = _json_object(answer)
+        doc = _json_object(answer, self.watched)
         reason = _text(doc, self.reason)
         if not self.accepted.test(doc):
             return PostAnswer(accepted=False, reason=reason)
@@ -146,18 +156,42 @@ def json_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], .
     return (*headers, *extra)
 
 
-def _json_object(answer: HttpAnswer) -> dict[str, object]:
+def _needles(paths: Sequence[Path | None]) -> tuple[bytes, ...]:
+    return tuple({f'"{part}"'.encode() for p in paths if p is not None for part in p.parts})
+
+
+def _refuse_duplicate_keys(body: bytes, watched: tuple[bytes, ...]) -> None:
+    """orjson keeps the last of two equal keys, so `"price": 1, "price": 1000` would read as 1000.
+    An answer that says two things is refused. The byte count keeps this off the common path."""
+    if not any(body.count(needle) > 1 for needle in watched):
+        return
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise BadAnswer(f"duplicate key {scrub(key)!r} in answer")
+            seen.add(key)
+        return dict(items)
+
+    json.loads(body, object_pairs_hook=pairs)
+
+
+def _json_object(answer: HttpAnswer, watched: tuple[bytes, ...] = ()) -> dict[str, object]:
     if not 200 <= answer.status < 300:
         raise BadAnswer(f"HTTP {answer.status}")
     if not answer.body.strip():
         raise BadAnswer("empty answer")
     try:
         doc = orjson.loads(answer.body)
-    except orjson.JSONDecodeError:
-        kind = "HTML, not JSON" if answer.body.lstrip()[:1] == b"<" else "invalid JSON"
+    except orjson.JSONDecodeError as exc:
+        if answer.body.lstrip()[:1] == b"<":
+            raise BadAnswer("HTML, not JSON") from None
+        kind = "not valid UTF-8" if "UTF-8" in str(exc) else "invalid JSON"
         raise BadAnswer(kind) from None
     if not isinstance(doc, dict):
         raise BadAnswer(f"answer is a JSON {_type_name(doc)}, not an object")
+    _refuse_duplicate_keys(answer.body, watched)
     return doc
 
 

@@ -12,7 +12,9 @@ from opentelemetry import trace
 from structlog.typing import EventDict, WrappedLogger
 
 
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+def configure_logging(level: str = "INFO", stream: TextIO | None = None, *, cache: bool = True) -> None:
+    """JSON lines to `stream`. `cache=False` lets a later call re-route loggers already in use
+    (tests capture output this way); serving caches them, which is faster."""
     out = stream if stream is not None else sys.stdout
     structlog.configure(
         processors=[
@@ -25,10 +27,7 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(out),
-        # Not cached: a cached logger keeps the stream and level of its first use, so configuring
-        # again (a worker after fork, a test capturing lines) would be silently ignored. The cost is
-        # one proxy lookup per line, and the router writes one line per lead.
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
 
 
