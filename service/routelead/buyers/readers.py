@@ -170,8 +170,49 @@ class Name:
         return self.name
 
 
+_BLOCKS = frozenset(
+    [
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "br",
+        "dd",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figure",
+        "footer",
+        "form",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hr",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "table",
+        "td",
+        "th",
+        "title",
+        "tr",
+        "ul",
+    ]
+)
+
+
 class _VisibleText(HTMLParser):
-    """The text a browser would show: tags dropped, entities decoded, scripts and styles skipped."""
+    """The text a browser would show: tags dropped, entities decoded, scripts and styles skipped,
+    block elements apart."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -181,10 +222,14 @@ class _VisibleText(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in ("script", "style"):
             self._hidden += 1
+        elif tag in _BLOCKS:
+            self.parts.append(" ")
 
     def handle_endtag(self, tag: str) -> None:
         if tag in ("script", "style") and self._hidden:
             self._hidden -= 1
+        elif tag in _BLOCKS:
+            self.parts.append(" ")
 
     def handle_data(self, data: str) -> None:
         if not self._hidden:
@@ -195,7 +240,7 @@ def visible_text(html: str) -> str:
     parser = _VisibleText()
     parser.feed(html)
     parser.close()
-    return " ".join(" ".join(parser.parts).split())
+    return " ".join("".join(parser.parts).split())
 
 
 @dataclass(frozen=True, slots=True)
