@@ -143,7 +143,14 @@ def _ping_view(a: PingAnswer) -> dict[str, Any]:
 
 
 def _expected_ping(e: dict[str, Any]) -> dict[str, Any]:
-    base = {"price": None, "ping_id": "", "carried": {}, "exclusive": False, "reason": "", "conditions": {}}
+    base: dict[str, Any] = {
+        "price": None,
+        "ping_id": "",
+        "carried": {},
+        "exclusive": False,
+        "reason": "",
+        "conditions": {},
+    }
     out = {**base, **e}
     if out["price"] is not None:
         out["price"] = str(Decimal(str(out["price"])))
