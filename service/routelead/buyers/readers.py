@@ -119,7 +119,11 @@ class XmlPath:
             root, _, body = body[1:].partition("/")
         parts = [p for p in body.split("/") if p not in ("", ".")]
         attribute = parts.pop()[1:] if parts and parts[-1].startswith("@") else None
-        for name in [*parts, *([root] if root is not None else []), *([attribute] if attribute else [])]:
+        for name in [
+            *parts,
+            *([root] if root is not None else []),
+            *([attribute] if attribute is not None else []),
+        ]:
             if not _XML_NAME.match(name):
                 raise ValueError(f"{text!r}: {name!r} is not an XML element or attribute name")
         return cls(text, root, tuple(parts), attribute)
