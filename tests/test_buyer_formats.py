@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+import yaml
 from aiohttp import web
 from routelead.buyers.base import BadAnswer, HttpAnswer
-from routelead.config.loader import ConfigError
+from routelead.config.loader import ConfigError, load_config_bytes
+from routelead.domain.mapping import Transaction
 from routelead.v1 import routelead_pb2 as pb
 
 from tests.buyers import BuyerServer, raw
@@ -233,3 +236,21 @@ async def test_a_form_buyer_answering_xml_and_a_text_buyer_end_to_end(
     for ping in buyers.got(step="ping"):
         for value in PII_VALUES:
             assert value.encode() not in ping.body
+
+
+def test_the_readme_buyer_format_example_loads() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Buyer formats", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    entry = yaml.safe_load(block.replace("  - id:", "- id:", 1).replace("\n    ", "\n  "))
+    doc = document(entry)
+    doc["lead"]["fields"] = {**doc["lead"]["fields"], "birth_date": {"type": "date", "pii": True}}
+    text = yaml.safe_dump(doc, sort_keys=False).encode()
+    config = load_config_bytes(text, "README.md", {"SUNVALLEY_KEY": "k"})
+    ping = config.buyers["sunvalley"].ping
+    assert ping is not None
+    request = ping.request(
+        {"state": "CA", "zip": "90210", "homeowner": "true", "credit_range": "600-650"}, Transaction("L")
+    )
+    assert request.body == b"st=California&zip=90210&own=1&credit=fair"
+    assert ("X-Key", "k") in request.headers
