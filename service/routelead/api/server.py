@@ -13,8 +13,13 @@ from grpc_reflection.v1alpha import reflection
 from routelead.api.servicer import RouteLeadServicer
 from routelead.config.runtime import RuntimeConfig
 from routelead.router import Router
-from routelead.state.memory import MemoryCapStore, MemoryDedupeStore, MemoryIdempotencyStore
-from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore
+from routelead.state.memory import (
+    MemoryCapStore,
+    MemoryDedupeStore,
+    MemoryIdempotencyStore,
+    MemoryRotationStore,
+)
+from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore
 from routelead.transport import Transport
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
@@ -34,12 +39,14 @@ class Service:
         caps: CapStore | None = None,
         dedupe: DedupeStore | None = None,
         idempotency: IdempotencyStore | None = None,
+        rotation: RotationStore | None = None,
     ) -> None:
         self.config = config
         self.address = address
         self.caps = caps if caps is not None else MemoryCapStore()
         self.dedupe = dedupe if dedupe is not None else MemoryDedupeStore()
         self.idempotency = idempotency if idempotency is not None else MemoryIdempotencyStore()
+        self.rotation = rotation if rotation is not None else MemoryRotationStore()
         self.transport = Transport(verify_tls=config.verify_buyer_tls)
         self.port = 0
         self._server: grpc.aio.Server | None = None
@@ -52,7 +59,7 @@ class Service:
 
     async def start(self) -> int:
         await self.transport.start()
-        router = Router(self.config, self.transport, self.caps, self.dedupe, self.idempotency)
+        router = Router(self.config, self.transport, self.caps, self.dedupe, self.idempotency, self.rotation)
         size = self.config.max_message_bytes
         server = grpc.aio.server(
             options=[

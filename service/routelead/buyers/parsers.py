@@ -138,7 +138,7 @@ class PingParser:
         if isinstance(value, dict):
             return value
         if isinstance(value, ET.Element):
-            return {child.tag: (child.text or "").strip() for child in value}
+            return {child.tag: xml_value(child) for child in value}
         raise BadAnswer(f"'{self.conditions}' has type {type_name(value)}")
 
 
@@ -182,6 +182,18 @@ class PostParser:
             except PriceError as exc:
                 raise BadAnswer(f"post price: {exc}") from None
         return PostAnswer(accepted=True, buyer_lead_id=text_at(doc, self.lead_id), reason=reason, price=price)
+
+
+def xml_value(node: ET.Element) -> object:
+    """XML conditions typed as JSON ones would be: true / false as booleans, an element whose
+    children share one tag as a list (<states><state>CA</state>…), other children as an object."""
+    children = list(node)
+    if not children:
+        text = (node.text or "").strip()
+        return {"true": True, "false": False}.get(text.lower(), text)
+    if len(children) > 1 and len({c.tag for c in children}) == 1:
+        return [xml_value(c) for c in children]
+    return {c.tag: xml_value(c) for c in children}
 
 
 def http_error(answer: HttpAnswer) -> BadAnswer:

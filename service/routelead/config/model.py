@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from routelead.domain.lead import FieldType
 from routelead.domain.mapping import Transform, TxValue
+from routelead.domain.tree import Ranking, TierMode, TierOrder
 
 TX_PATTERN = r"^(ping_id|price|lead_id|ping\.[A-Za-z_][A-Za-z0-9_]{0,63})$"
 
@@ -41,9 +43,25 @@ class FieldModel(Strict):
 
 class LeadModel(Strict):
     fields: dict[str, FieldModel] = Field(min_length=1)
+    # A `datetime` field saying when the consumer submitted the form: lead age rules use it.
+    created_at_field: str | None = None
     unknown_fields: Literal["reject", "drop"] = "reject"
     max_fields: int = Field(default=200, ge=1, le=10_000)
     max_value_length: int = Field(default=4096, ge=1, le=1_048_576)
+
+
+class PriceRuleModel(Strict):
+    """A pricing rule: when the condition holds (always, if absent), set the price or add to it."""
+
+    when: dict[str, Any] | None = None
+    set: Money | None = None
+    add: Annotated[Decimal, BeforeValidator(_money), Field(allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> PriceRuleModel:
+        if (self.set is None) == (self.add is None):
+            raise ValueError("give exactly one of `set` or `add`")
+        return self
 
 
 class SourceModel(Strict):
@@ -52,6 +70,11 @@ class SourceModel(Strict):
     cost: Money = Decimal("0")
     # `sold`: we pay the source only for leads we sell (the ping-post norm); `accepted`: every valid lead.
     pay_on: Literal["sold", "accepted"] = "sold"
+    # Cost rules (all evaluated, last match wins), a lead field carrying the source's own price,
+    # and a revenue share in percent paid to the source on top of the fixed cost.
+    pricing: list[PriceRuleModel] = []
+    price_field: str | None = None
+    revenue_share: Money = Field(default=Decimal("0"), le=100)
 
 
 def _mapping_entry(value: object) -> object:
@@ -163,6 +186,15 @@ class CapsModel(Strict):
     month: int | None = Field(default=None, ge=0)
 
 
+class ScheduleModel(Strict):
+    """Hours of operation; `timezone` defaults to the buyer's."""
+
+    timezone: str | None = None
+    days: list[str] | None = None
+    hours: str | dict[str, str | list[str]] | None = None
+    dates_off: list[date] = []
+
+
 class BuyerModel(Strict):
     id: Id
     name: str = ""
@@ -176,6 +208,13 @@ class BuyerModel(Strict):
     priority: int = 0
     # Do not offer this buyer a consumer it already bought within this many days.
     dedupe_days: int = Field(default=0, ge=0, le=3650)
+    # Acceptance criteria in the rule language; a filtered buyer is not pinged.
+    filter: dict[str, Any] | None = None
+    schedule: ScheduleModel | None = None
+    # How fast the buyer pays, for the `score` ranking.
+    payment_days: int = Field(default=30, ge=0, le=365)
+    # Revenue rules on top of the bid or fixed price (all evaluated, last match wins).
+    pricing: list[PriceRuleModel] = []
 
     @model_validator(mode="after")
     def _ping_or_fixed(self) -> BuyerModel:
@@ -187,6 +226,14 @@ class BuyerModel(Strict):
 class TierModel(Strict):
     name: Id
     buyers: list[Id] = Field(min_length=1)
+    # auction: ping in parallel, best first; waterfall: offer one by one, first acceptance wins.
+    mode: TierMode = "auction"
+    # Default: by bid in an auction, by priority in a waterfall.
+    order: TierOrder | None = None
+    # Replaces the flow's floor for this tier (e.g. a catch-all that buys at a minimum price).
+    floor: Money | None = None
+    # For `order: weighted`: buyer id → weight (default 1).
+    weights: dict[Id, Annotated[int, Field(ge=1, le=1000)]] = {}
 
 
 class DedupeModel(Strict):
@@ -195,6 +242,26 @@ class DedupeModel(Strict):
     # Reject a repeat of the same consumer into this flow within this many days; 0 keeps only
     # the per-buyer check (`buyers[].dedupe_days`).
     days: int = Field(default=30, ge=0, le=3650)
+
+
+class QualityStepModel(Strict):
+    when: dict[str, Any]
+    multiplier: Money
+
+
+class BusinessHoursModel(ScheduleModel):
+    multiplier: Money
+
+
+class DynamicFloorModel(Strict):
+    quality: list[QualityStepModel] = []
+    business_hours: BusinessHoursModel | None = None
+
+
+class ScoreWeightsModel(Strict):
+    price: Money = Decimal("0.5")
+    acceptance: Money = Decimal("0.3")
+    payment: Money = Decimal("0.2")
 
 
 class FlowModel(Strict):
@@ -207,6 +274,22 @@ class FlowModel(Strict):
     sources: list[Id] | None = None
     tiers: list[TierModel] = Field(min_length=1)
     dedupe: DedupeModel | None = None
+    # all_at_once: ping every tier together, then walk the tiers (lowest latency);
+    # tier_by_tier: ping a tier only when the ones above found no acceptable bid.
+    ping_strategy: Literal["all_at_once", "tier_by_tier"] = "all_at_once"
+    # Floor for an exclusive sale (every sale when max_buyers is 1).
+    exclusive_floor: Money | None = None
+    dynamic_floor: DynamicFloorModel = DynamicFloorModel()
+    # Shared sale: sell to up to this many buyers when that earns more than the best exclusive bid.
+    max_buyers: int = Field(default=1, ge=1, le=20)
+    ranking: Ranking = "price"
+    score_weights: ScoreWeightsModel = ScoreWeightsModel()
+    # The lead field that records consent, for bids conditioned on it.
+    consent_field: str | None = None
+    # A per-lead processing fee booked as cost (e.g. a verification charge).
+    fee: Money = Decimal("0")
+    # Margin protection: a bid that would earn less than this is not taken.
+    min_margin: Annotated[Decimal, BeforeValidator(_money), Field(allow_inf_nan=False)] | None = None
 
 
 class ServerModel(Strict):

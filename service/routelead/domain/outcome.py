@@ -53,10 +53,16 @@ class Attempt:
 @dataclass(frozen=True, slots=True)
 class Sale:
     buyer_id: str
-    price: Decimal
+    price: Decimal  # the revenue from this buyer
     buyer_lead_id: str
     exclusive: bool
     tier: str
+    # This sale's share of the lead's cost, so each sale carries its own margin.
+    cost: Decimal = Decimal("0.00")
+
+    @property
+    def margin(self) -> Decimal:
+        return self.price - self.cost
 
 
 @dataclass(slots=True)
@@ -80,3 +86,7 @@ class RoutingResult:
     @property
     def margin(self) -> Decimal:
         return self.revenue - self.cost
+
+    @property
+    def negative_margin(self) -> bool:
+        return self.margin < 0
