@@ -7,7 +7,7 @@ PII-free reason; the router turns that into an ERROR / POST_ERROR attempt.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
@@ -16,7 +16,7 @@ import orjson
 
 from routelead.buyers.base import BadAnswer, HttpAnswer, PingAnswer, PostAnswer
 from routelead.buyers.readers import MISSING, JsonReader, Locator, Reader, type_name
-from routelead.buyers.text import excerpt, scrub
+from routelead.buyers.text import MAX_TEXT, excerpt, scrub
 from routelead.domain.mapping import pack_carry
 from routelead.domain.money import PriceError, parse_price
 
@@ -118,8 +118,8 @@ class PingParser:
             price = parse_price(raw, max_price=self.max_price)
         except PriceError as exc:
             raise BadAnswer(str(exc)) from None
-        carried = {"ping_id": text_at(doc, self.ping_id)}
-        carried.update((name, text_at(doc, where)) for name, where in self.carry)
+        carried = {"ping_id": id_at(doc, self.ping_id)}
+        carried.update((name, id_at(doc, where)) for name, where in self.carry)
         return PingAnswer(
             bid=True,
             price=price,
@@ -162,7 +162,7 @@ class PostParser:
             reason = _soft_text(self.reader, answer, self.reason) or f"HTTP {answer.status}"
             return PostAnswer(accepted=False, reason=reason)
         if action == "accepted":
-            lead_id = _soft_text(self.reader, answer, self.lead_id)
+            lead_id = _soft_text(self.reader, answer, self.lead_id, id_at)
             return PostAnswer(
                 accepted=True, buyer_lead_id=lead_id, reason=_soft_text(self.reader, answer, self.reason)
             )
@@ -181,7 +181,7 @@ class PostParser:
                 price = parse_price(raw, max_price=self.max_price)
             except PriceError as exc:
                 raise BadAnswer(f"post price: {exc}") from None
-        return PostAnswer(accepted=True, buyer_lead_id=text_at(doc, self.lead_id), reason=reason, price=price)
+        return PostAnswer(accepted=True, buyer_lead_id=id_at(doc, self.lead_id), reason=reason, price=price)
 
 
 def xml_value(node: ET.Element) -> object:
@@ -201,24 +201,39 @@ def http_error(answer: HttpAnswer) -> BadAnswer:
     return BadAnswer(f"HTTP {answer.status}{quoted}")
 
 
-def _soft_text(reader: Reader, answer: HttpAnswer, where: Locator | None) -> str:
+def _soft_text(
+    reader: Reader,
+    answer: HttpAnswer,
+    where: Locator | None,
+    read: Callable[[object, Locator], str] | None = None,
+) -> str:
     """A value from an answer whose status already decided the outcome; unreadable → ""."""
     if where is None:
         return ""
     try:
-        return text_at(reader.read(answer), where)
+        return (read or text_at)(reader.read(answer), where)
     except BadAnswer:
         return ""
 
 
 def text_at(doc: object, where: Locator | None) -> str:
+    """Free text (reasons): bounded, with anything like contact details masked."""
+    return scrub(_raw_text(doc, where))
+
+
+def id_at(doc: object, where: Locator | None) -> str:
+    """An id or token the buyer needs back verbatim: bounded and printable, never masked
+    (numeric lead ids and tokens look like phone numbers to the reason scrubber)."""
+    return "".join(c for c in _raw_text(doc, where)[:MAX_TEXT] if c.isprintable()).strip()
+
+
+def _raw_text(doc: object, where: Locator | None) -> str:
     if where is None:
         return ""
     value = scalar(where.get(doc))
     if value is MISSING or value is None or isinstance(value, dict | list | ET.Element):
         return ""
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    return scrub(text)
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
 def flag_at(doc: object, where: Locator | None) -> bool:
