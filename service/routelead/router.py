@@ -18,6 +18,7 @@ from opentelemetry import trace
 
 from routelead.buyers.base import BadAnswer
 from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source, Tier
+from routelead.domain.breaker import Breakers
 from routelead.domain.conditions import check_conditions
 from routelead.domain.floors import Floors
 from routelead.domain.lead import Lead, LeadInvalid
@@ -119,6 +120,7 @@ class Router:
         self._rotation = rotation if rotation is not None else MemoryRotationStore()
         self._stats = stats if stats is not None else MemoryBuyerStats()
         self._volume = volume if volume is not None else MemoryVolumeStore()
+        self.breakers = Breakers()
         self._clock = clock
 
     async def route(self, req: LeadRequest) -> RoutingResult:
@@ -292,6 +294,12 @@ class Router:
             ):
                 a.status = Status.DUPLICATE_FOR_BUYER
                 a.reason = f"bought this consumer within the last {buyer.dedupe_ttl_s / 86400:.0f} days"
+            elif buyer.breaker_failures and (
+                tripped := self.breakers.get(
+                    buyer.id, buyer.breaker_failures, buyer.breaker_cooldown_s
+                ).allow(time.monotonic())
+            ):
+                a.status, a.reason = Status.SKIPPED_CIRCUIT, tripped
             else:
                 if buyer.fixed_price is not None:
                     a.price = buyer.fixed_price
@@ -452,6 +460,7 @@ class Router:
                         a.status, a.reason = Status.NO_BID, parsed.reason or "no bid"
             a.ping_ms = (time.perf_counter() - t0) * 1000
             _span_result(span, a, a.ping_ms)
+        self._health(buyer, ok=a.status not in (Status.TIMED_OUT, Status.ERROR))
 
     async def _offer(
         self, x: _Live, lead: Lead, result: RoutingResult, deadline: float, exclusive: bool
@@ -482,10 +491,12 @@ class Router:
                 a.http_status = answer.status
                 parsed = buyer.post_parser.parse(answer)
             except TransportError as exc:
+                self._health(buyer, ok=False)
                 a.status, a.reason = Status.POST_ERROR, f"post failed: {exc}"
                 await self._unknown_or_release(reservation, exc.delivered_maybe, a)
                 return None
             except BadAnswer as exc:
+                self._health(buyer, ok=False)
                 a.status, a.reason = Status.POST_ERROR, f"bad post answer: {exc}"
                 await self._unknown_or_release(reservation, True, a)
                 return None
@@ -494,7 +505,8 @@ class Router:
                 _span_result(span, a, a.post_ms)
         self._stats.record_post(buyer.id, parsed.accepted)
         if not parsed.accepted:
-            a.status, a.reason = Status.POST_REJECTED, f"post rejected: {parsed.reason or 'no reason given'}"
+            why = _redact(parsed.reason, lead) or "no reason given"
+            a.status, a.reason = Status.POST_REJECTED, f"post rejected: {why}"
             if reservation is not None:
                 await self._caps.release(reservation)
             return None
@@ -507,9 +519,14 @@ class Router:
         await self._volume.add(f"buyer:{buyer.id}", self._clock())
         a.status, a.reason = (
             Status.POST_ACCEPTED,
-            f"sold at {fmt(price)}" + (f": {parsed.reason}" if parsed.reason else ""),
+            f"sold at {fmt(price)}" + (f": {_redact(parsed.reason, lead)}" if parsed.reason else ""),
         )
         return Sale(buyer.id, price, parsed.buyer_lead_id, exclusive, a.tier)
+
+    def _health(self, buyer: Buyer, *, ok: bool) -> None:
+        if buyer.breaker_failures:
+            breaker = self.breakers.get(buyer.id, buyer.breaker_failures, buyer.breaker_cooldown_s)
+            breaker.record(ok, time.monotonic())
 
     async def _unknown_or_release(self, r: Reservation | None, delivered_maybe: bool, a: Attempt) -> None:
         if delivered_maybe:
@@ -519,6 +536,14 @@ class Router:
                 await self._caps.unsettled(r, a.reason)
         elif r is not None:
             await self._caps.release(r)
+
+
+def _redact(text: str, lead: Lead) -> str:
+    """A buyer that has the full lead may echo it in its answer: take the lead's own PII out."""
+    for pii in lead.pii_values:
+        if pii.lower() in text.lower():
+            text = re.sub(re.escape(pii), "[redacted]", text, flags=re.IGNORECASE)
+    return text
 
 
 def _counts(kind: str, by_period: dict[str, int]) -> dict[str, int]:

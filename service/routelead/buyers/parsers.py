@@ -15,7 +15,7 @@ from typing import Literal
 import orjson
 
 from routelead.buyers.base import BadAnswer, HttpAnswer, PingAnswer, PostAnswer
-from routelead.buyers.readers import MISSING, JsonReader, Locator, Reader, type_name
+from routelead.buyers.readers import MISSING, JsonReader, Locator, Reader, type_name, watching
 from routelead.buyers.text import MAX_TEXT, excerpt, scrub
 from routelead.domain.mapping import pack_carry
 from routelead.domain.money import PriceError, parse_price
@@ -97,6 +97,11 @@ class PingParser:
     # Values the post must echo (auction token, the buyer's own ids), by name.
     carry: tuple[tuple[str, Locator], ...] = ()
 
+    def __post_init__(self) -> None:
+        decisive = (self.bid.path, self.price, self.ping_id, self.exclusive, self.conditions)
+        carried = (where for _, where in self.carry)
+        object.__setattr__(self, "reader", watching(self.reader, (*decisive, *carried)))
+
     def parse(self, answer: HttpAnswer) -> PingAnswer:
         action = "no_bid" if answer.status in self.no_bid_statuses else self.statuses.action(answer.status)
         if action == "no_bid":
@@ -153,6 +158,10 @@ class PostParser:
     statuses: StatusRules = StatusRules()
     # When set, an answer that is neither accepted nor one of these words is an error.
     rejected: Match | None = None
+
+    def __post_init__(self) -> None:
+        decisive = (self.accepted.path, self.lead_id, self.price)
+        object.__setattr__(self, "reader", watching(self.reader, decisive))
 
     def parse(self, answer: HttpAnswer) -> PostAnswer:
         action = self.statuses.action(answer.status)

@@ -7,9 +7,10 @@ post parsers are the same for every format and only ask the reader for values.
 from __future__ import annotations
 
 import enum
+import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Protocol
@@ -18,7 +19,7 @@ import orjson
 
 from routelead.buyers import safe_xml
 from routelead.buyers.base import BadAnswer, HttpAnswer
-from routelead.buyers.text import excerpt
+from routelead.buyers.text import excerpt, scrub
 
 
 class Missing(enum.Enum):
@@ -77,21 +78,54 @@ class JsonPath:
         return ".".join(self.parts)
 
 
+@dataclass(frozen=True, slots=True)
 class JsonReader:
+    # Quoted keys of the paths the parser reads; see _refuse_duplicate_keys.
+    watched: tuple[bytes, ...] = ()
+
     def read(self, answer: HttpAnswer) -> object:
         if not answer.body.strip():
             raise BadAnswer("empty answer")
         try:
             doc = orjson.loads(answer.body)
-        except orjson.JSONDecodeError:
-            kind = "HTML, not JSON" if answer.body.lstrip()[:1] == b"<" else "invalid JSON"
-            raise BadAnswer(f"{kind}: {excerpt(answer.body)}") from None
+        except orjson.JSONDecodeError as exc:
+            if answer.body.lstrip()[:1] == b"<":
+                raise BadAnswer(f"HTML, not JSON: {excerpt(answer.body)}") from None
+            if "UTF-8" in str(exc):
+                raise BadAnswer("not valid UTF-8") from None
+            raise BadAnswer(f"invalid JSON: {excerpt(answer.body)}") from None
         if not isinstance(doc, dict):
             raise BadAnswer(f"answer is a JSON {type_name(doc)}, not an object")
+        _refuse_duplicate_keys(answer.body, self.watched)
         return doc
 
     def locate(self, path: str) -> Locator:
         return JsonPath.parse(path)
+
+
+def _refuse_duplicate_keys(body: bytes, watched: tuple[bytes, ...]) -> None:
+    """orjson keeps the last of two equal keys, so `"price": 1, "price": 1000` would read as 1000.
+    An answer that says two things is refused. The byte count keeps this off the common path."""
+    if not any(body.count(needle) > 1 for needle in watched):
+        return
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise BadAnswer(f"duplicate key {scrub(key, 40)!r} in answer")
+            seen.add(key)
+        return dict(items)
+
+    json.loads(body, object_pairs_hook=pairs)
+
+
+def watching(reader: Reader, paths: Iterable[Locator | None]) -> Reader:
+    """The reader, told which JSON keys decide the outcome (so a repeat of one is refused)."""
+    if not isinstance(reader, JsonReader):
+        return reader
+    needles = {f'"{part}"'.encode() for p in paths if isinstance(p, JsonPath) for part in p.parts}
+    return JsonReader(tuple(sorted(needles)))
 
 
 # --- XML -------------------------------------------------------------------------------

@@ -395,4 +395,6 @@ def _buyer(
         schedule=_schedule(b.schedule, b.timezone) if b.schedule is not None else None,
         payment_days=b.payment_days,
         pricing=_price_book(b.pricing, fields),
+        breaker_failures=b.breaker.failures if b.breaker.enabled else 0,
+        breaker_cooldown_s=b.breaker.cooldown_s,
     )

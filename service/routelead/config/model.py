@@ -195,6 +195,14 @@ class ScheduleModel(Strict):
     dates_off: list[date] = []
 
 
+class BreakerModel(Strict):
+    """Skip a buyer after this many consecutive timeouts or errors, for `cooldown_s`, then probe."""
+
+    enabled: bool = True
+    failures: int = Field(default=5, ge=1, le=1000)
+    cooldown_s: float = Field(default=30, gt=0, le=3600)
+
+
 class BuyerModel(Strict):
     id: Id
     name: str = ""
@@ -215,6 +223,7 @@ class BuyerModel(Strict):
     payment_days: int = Field(default=30, ge=0, le=365)
     # Revenue rules on top of the bid or fixed price (all evaluated, last match wins).
     pricing: list[PriceRuleModel] = []
+    breaker: BreakerModel = BreakerModel()
 
     @model_validator(mode="after")
     def _ping_or_fixed(self) -> BuyerModel:

@@ -36,6 +36,9 @@ class Buyer:
     schedule: Schedule | None = None
     payment_days: int = 30
     pricing: PriceBook = field(default_factory=PriceBook)
+    # Consecutive failures that open the circuit (0: no breaker), and the cool-down.
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
 
     @property
     def capped(self) -> bool:

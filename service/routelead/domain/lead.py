@@ -105,6 +105,11 @@ class Lead:
     fields: Mapping[str, str]
     ping_fields: Mapping[str, str]
 
+    @property
+    def pii_values(self) -> list[str]:
+        """The lead's PII values worth looking for in text (short ones would match anything)."""
+        return [v for k, v in self.fields.items() if k not in self.ping_fields and len(v) >= 3]
+
 
 class LeadInvalid(ValueError):
     """Every problem with a lead, each naming its field, so the caller fixes all at once."""

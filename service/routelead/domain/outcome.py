@@ -31,6 +31,7 @@ class Status(enum.Enum):
     POST_ERROR = "POST_ERROR"
     NOT_OFFERED = "NOT_OFFERED"
     CONDITION_FAILED = "CONDITION_FAILED"
+    SKIPPED_CIRCUIT = "SKIPPED_CIRCUIT"
 
 
 @dataclass(slots=True)

@@ -70,6 +70,8 @@ class _AttemptStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attempt
     """An acceptable bid that was not offered because the deadline ran out."""
     CONDITION_FAILED: _AttemptStatus.ValueType  # 15
     """A bid the buyer made conditional on something this lead fails."""
+    SKIPPED_CIRCUIT: _AttemptStatus.ValueType  # 16
+    """The buyer's circuit breaker is open after repeated timeouts or errors; not asked."""
 
 class AttemptStatus(_AttemptStatus, metaclass=_AttemptStatusEnumTypeWrapper): ...
 
@@ -94,6 +96,8 @@ NOT_OFFERED: AttemptStatus.ValueType  # 14
 """An acceptable bid that was not offered because the deadline ran out."""
 CONDITION_FAILED: AttemptStatus.ValueType  # 15
 """A bid the buyer made conditional on something this lead fails."""
+SKIPPED_CIRCUIT: AttemptStatus.ValueType  # 16
+"""The buyer's circuit breaker is open after repeated timeouts or errors; not asked."""
 Global___AttemptStatus: _TypeAlias = AttemptStatus  # noqa: Y015
 
 @_typing.final
