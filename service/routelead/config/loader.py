@@ -18,14 +18,12 @@ from typing import Any
 import pydantic
 import yaml
 
-from routelead.buyers.json_protocol import Endpoint, Match, PingParser, PostParser, json_headers
-from routelead.buyers.json_protocol import Path as AnswerPath
 from routelead.config import model as m
+from routelead.config.buyers import Problems, buyer_problems, compile_ping, compile_post
 from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source, Tier
 from routelead.domain.floors import FloorPolicy, QualityStep
 from routelead.domain.lead import FieldSpec, LeadSchema, Limits
-from routelead.domain.mapping import BodyBuilder, FieldKind
-from routelead.domain.mapping import Source as MapSource
+from routelead.domain.mapping import FieldKind
 from routelead.domain.pricing import PriceBook, PriceRule, SourcePricing
 from routelead.domain.rules import PASS, RuleError, compile_rule
 from routelead.domain.schedule import Schedule, build_schedule
@@ -168,8 +166,9 @@ def check(c: m.ConfigModel) -> list[str]:
                     problems.append(f"{where}: unknown lead field {entry.field!r}")
                 if step == "ping" and entry.field in pii:
                     problems.append(f"{where}: {entry.field!r} is PII and may not be sent in a ping")
-                if step == "ping" and entry.from_ in ("ping_id", "price"):
+                if step == "ping" and entry.from_ not in (None, "lead_id"):
                     problems.append(f"{where}: `from: {entry.from_}` exists only for the post")
+        problems += buyer_problems(b, at, fields, c.max_price)
 
     for i, flow in enumerate(c.flows):
         at = f"flows[{i}]"
@@ -298,8 +297,9 @@ def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
         n: ("bool" if s.type == "bool" else "int" if s.type == "int" else "string") for n, s in specs.items()
     }
     public = [n for n, s in specs.items() if not s.pii]
+    types = {n: str(s.type) for n, s in specs.items()}
     buyers = {
-        b.id: _buyer(b, kinds, public, list(specs), c.max_price, c.lead.fields) for b in c.buyers if b.enabled
+        b.id: _buyer(b, kinds, types, public, c.max_price, c.lead.fields) for b in c.buyers if b.enabled
     }
     flows = {f.id: _flow(f, buyers, c.lead.fields) for f in c.flows}
     sources = {
@@ -356,67 +356,21 @@ def _tier(t: m.TierModel, buyers: Mapping[str, Buyer]) -> Tier:
     return Tier(t.name, members, t.mode, order, t.floor, sequence)
 
 
-def _mapping(entries: m.Mapping) -> dict[str, MapSource]:
-    return {
-        key: MapSource(field=e.field, transform=e.transform, static=e.value, tx=e.from_)
-        for key, e in entries.items()
-    }
-
-
-def _endpoint(ep: m.EndpointModel, body: BodyBuilder) -> Endpoint:
-    return Endpoint(ep.url, ep.method, json_headers(list(ep.headers.items())), body, ep.timeout_ms / 1000)
-
-
-def _match(x: m.MatchModel) -> Match:
-    values = frozenset(v.strip().lower() if isinstance(v, str) else v for v in x.values)
-    return Match(AnswerPath.parse(x.path), values)
-
-
-def _opt(path: str | None) -> AnswerPath | None:
-    return AnswerPath.parse(path) if path else None
-
-
 def _buyer(
     b: m.BuyerModel,
     kinds: dict[str, FieldKind],
+    types: dict[str, str],
     public: list[str],
-    every: list[str],
     max_price: Any,
     fields: Mapping[str, m.FieldModel],
 ) -> Buyer:
+    p = Problems(f"buyers.{b.id}")
     ping = ping_parser = None
     if b.ping is not None:
-        body = (
-            BodyBuilder.compile(_mapping(b.ping.fields), kinds)
-            if b.ping.fields is not None
-            else BodyBuilder.passthrough(public, kinds, {"lead_id": MapSource(tx="lead_id")})
-        )
-        ping = _endpoint(b.ping, body)
-        a = b.ping.answer
-        ping_parser = PingParser(
-            bid=_match(a.bid),
-            price=AnswerPath.parse(a.price),
-            ping_id=_opt(a.ping_id),
-            exclusive=_opt(a.exclusive),
-            reason=_opt(a.reason),
-            conditions=_opt(a.conditions),
-            no_bid_statuses=frozenset(a.no_bid_statuses),
-            max_price=max_price,
-        )
-    post_body = (
-        BodyBuilder.compile(_mapping(b.post.fields), kinds)
-        if b.post.fields is not None
-        else BodyBuilder.passthrough(
-            every,
-            kinds,
-            {
-                "ping_id": MapSource(tx="ping_id"),
-                "price": MapSource(tx="price"),
-                "lead_id": MapSource(tx="lead_id"),
-            },
-        )
-    )
-    pa = b.post.answer
+        ping, ping_parser = compile_ping(b.ping, kinds, public, max_price, p, types)
+    post, post_parser = compile_post(b.post, kinds, list(types), max_price, p, types, b.ping)
+    if p.found:  # check() has already reported these; compiling an unchecked model is a bug
+        raise ValueError("; ".join(p.found))
     periods: tuple[tuple[Period, int | None], ...] = (
         ("hour", b.caps.hour),
         ("day", b.caps.day),
@@ -430,10 +384,8 @@ def _buyer(
         ping=ping,
         ping_parser=ping_parser,
         ping_max_body=b.ping.max_body_bytes if b.ping else 0,
-        post=_endpoint(b.post, post_body),
-        post_parser=PostParser(
-            _match(pa.accepted), _opt(pa.lead_id), _opt(pa.reason), _opt(pa.price), max_price
-        ),
+        post=post,
+        post_parser=post_parser,
         post_max_body=b.post.max_body_bytes,
         fixed_price=b.fixed_price,
         caps=CapLimits(b.id, b.timezone, limits),

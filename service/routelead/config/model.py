@@ -12,6 +12,8 @@ from routelead.domain.lead import FieldType
 from routelead.domain.mapping import Transform, TxValue
 from routelead.domain.tree import Ranking, TierMode, TierOrder
 
+TX_PATTERN = r"^(ping_id|price|lead_id|ping\.[A-Za-z_][A-Za-z0-9_]{0,63})$"
+
 
 def _money(value: object) -> object:
     # Floats would smuggle binary rounding into the books: money in config is a string or an int.
@@ -82,16 +84,26 @@ def _mapping_entry(value: object) -> object:
 class MappingEntry(Strict):
     field: str | None = None
     value: str | int | bool | None = None
-    transform: Transform | None = None
-    from_: TxValue | None = Field(default=None, alias="from")
+    transform: Transform | list[Transform] | None = None
+    from_: TxValue | None = Field(default=None, alias="from", pattern=TX_PATTERN)
+    # A value table ("CA" → "California"); unmapped values become `default`, or pass unchanged.
+    map: dict[str, str | int | bool] | None = None
+    default: str | int | bool | None = None
+    date_format: str | None = None
+    max_length: int | None = Field(default=None, ge=1, le=65536)
 
     @model_validator(mode="after")
     def _one_source(self) -> MappingEntry:
         given = [k for k in ("field", "value", "from_") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of `field`, `value` or `from`")
-        if self.transform is not None and self.field is None:
-            raise ValueError("`transform` applies to a `field`")
+        shaping = ("transform", "map", "default", "date_format", "max_length")
+        if self.field is None and any(getattr(self, k) is not None for k in shaping):
+            raise ValueError(
+                "`transform`, `map`, `default`, `date_format` and `max_length` apply to a `field`"
+            )
+        if self.default is not None and self.map is None:
+            raise ValueError("`default` is the value for what `map` does not list; give `map` too")
         return self
 
 
@@ -103,26 +115,55 @@ class MatchModel(Strict):
     values: list[str | bool | int] = Field(min_length=1)
 
 
-class PingAnswerModel(Strict):
+StatusAction = Literal["read", "no_bid", "accepted", "rejected", "error"]
+
+
+class AnswerModel(Strict):
+    """How to read an answer: its format, text parsing, and what HTTP statuses mean."""
+
+    format: Literal["json", "xml", "text", "html"] = "json"
+    # text / html: a regex with named groups, or a delimiter and the names of its columns.
+    pattern: str | None = None
+    delimiter: str | None = Field(default=None, min_length=1)
+    columns: list[str | None] = []
+    # 204: no_bid, 409: rejected, 4xx: read …; exact codes win over classes.
+    statuses: dict[int | str, StatusAction] = {}
+
+
+class PingAnswerModel(AnswerModel):
     bid: MatchModel = MatchModel(path="bid", values=[True, "true", "yes", "accepted", "bid"])
+    # When given, an answer that is neither a bid nor one of these is an error, not a no-bid.
+    no_bid: MatchModel | None = None
     price: str = "price"
     ping_id: str | None = "ping_id"
     exclusive: str | None = "exclusive"
     reason: str | None = "reason"
     conditions: str | None = "conditions"
     no_bid_statuses: list[int] = [204]
+    # Further values the post must echo: {post name: path in this answer}; use as `from: ping.NAME`.
+    carry: dict[str, str] = {}
 
 
-class PostAnswerModel(Strict):
+class PostAnswerModel(AnswerModel):
     accepted: MatchModel = MatchModel(path="status", values=["accepted", "success", "ok", True])
+    # When given, an answer that is neither accepted nor one of these is an error, not a rejection.
+    rejected: MatchModel | None = None
     lead_id: str | None = "lead_id"
     reason: str | None = "reason"
     price: str | None = None
 
 
+class XmlModel(Strict):
+    root: str = "lead"
+    declaration: bool = True
+
+
 class EndpointModel(Strict):
     url: str = Field(pattern=r"^https?://[^\s]+$")
-    method: Literal["POST", "PUT"] = "POST"
+    method: Literal["POST", "PUT", "GET"] = "POST"
+    # How the request carries the values: a JSON body, a form body, an XML body, or the URL query.
+    format: Literal["json", "form", "xml", "query"] = "json"
+    xml: XmlModel = XmlModel()
     timeout_ms: int = Field(ge=1, le=60_000)
     headers: dict[str, str] = {}
     # Absent: the ping carries every non-PII field, the post every field, under their own names.

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
-from routelead.buyers.json_protocol import Endpoint, PingParser, PostParser
+from routelead.buyers.endpoint import Endpoint
+from routelead.buyers.parsers import PingParser, PostParser
 from routelead.domain.floors import FloorPolicy
 from routelead.domain.lead import LeadSchema
 from routelead.domain.pricing import PriceBook, SourcePricing
