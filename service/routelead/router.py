@@ -454,6 +454,7 @@ class Router:
                 else:
                     if parsed.bid:
                         a.price, a.ping_id, a.exclusive = parsed.price, parsed.ping_id, parsed.exclusive
+                        a.carried = parsed.carried
                         x.conditions = parsed.conditions
                         a.reason = parsed.reason or "bid"
                     else:
@@ -481,7 +482,9 @@ class Router:
             if reservation is None:
                 a.status, a.reason = Status.SKIPPED_CAP, "cap reached before the post"
                 return None
-        request = buyer.post.request(lead.fields, Transaction(result.lead_id, a.ping_id, fmt(price)))
+        request = buyer.post.request(
+            lead.fields, Transaction(result.lead_id, a.ping_id, fmt(price), a.carried)
+        )
         with tracer.start_as_current_span("post", attributes={"buyer.id": buyer.id, "tier": a.tier}) as span:
             t0 = time.perf_counter()
             try:
