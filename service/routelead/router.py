@@ -465,6 +465,7 @@ class Router:
                 else:
                     if parsed.bid:
                         a.price, a.ping_id, a.exclusive = parsed.price, parsed.ping_id, parsed.exclusive
+                        a.carried = parsed.carried
                         x.conditions = parsed.conditions
                         a.reason = parsed.reason or "bid"
                     else:
@@ -492,7 +493,9 @@ class Router:
             if reservation is None:
                 a.status, a.reason = Status.SKIPPED_CAP, "cap reached before the post"
                 return None
-        request = buyer.post.request(lead.fields, Transaction(result.lead_id, a.ping_id, fmt(price)))
+        request = buyer.post.request(
+            lead.fields, Transaction(result.lead_id, a.ping_id, fmt(price), a.carried)
+        )
         with tracer.start_as_current_span(
             "post", kind=trace.SpanKind.CLIENT, attributes={"buyer.id": buyer.id, "tier": a.tier}
         ) as span:
