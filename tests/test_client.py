@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import socket
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from routelead.api.security import Security
+from routelead.api.server import Service
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
 from routelead_client import (
@@ -22,12 +25,13 @@ from routelead_client import (
     Outcome,
     RetryPolicy,
     RouteLeadClient,
+    RouteLeadError,
     Unavailable,
 )
 from routelead_client.cli import main as cli_main
 
 from tests.buyers import BuyerServer, accept, bid, hang
-from tests.configs import GOOD_LEAD, buyer
+from tests.configs import GOOD_LEAD, buyer, compile_doc, document
 from tests.conftest import Start
 
 
@@ -226,3 +230,34 @@ async def test_cli_names_every_problem_of_a_bad_lead_file(tmp_path: Path) -> Non
     message = err.getvalue()
     assert "unknown keys: colour" in message and "source_id: required" in message
     assert "fields.zip: must be a string, number or boolean" in message
+
+
+TOKEN = "client-test-token-0123456789"
+
+
+async def test_a_bearer_token_is_sent_on_every_call_and_its_absence_is_not_retried(
+    buyers: BuyerServer, tmp_path: Path
+) -> None:
+    buyers.on("a", ping=bid(30), post=accept())
+    config = compile_doc(document([buyer(buyers.url, "a")]))
+    security = Security(token_digests=(hashlib.sha256(TOKEN.encode()).digest(),))
+    async with Service(config, security=security) as service:
+        target = f"127.0.0.1:{service.port}"
+        async with AsyncRouteLeadClient(target, token=TOKEN) as client:
+            r = await client.route("solar", "src-1", GOOD_LEAD)
+        assert r.outcome is Outcome.SOLD
+
+        async with AsyncRouteLeadClient(target) as anonymous:
+            with pytest.raises(RouteLeadError) as refused:
+                await anonymous.route("solar", "src-1", _lead(1))
+        assert refused.value.code is grpc.StatusCode.UNAUTHENTICATED and refused.value.rpc_attempts == 1
+
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN + "\n")
+        lead = tmp_path / "lead.json"
+        lead.write_text(json.dumps({"flow": "solar", "source_id": "src-1", "fields": _lead(2)}))
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["route", str(lead), "--target", target, "--token-file", str(token_file)]
+        code = await asyncio.to_thread(cli_main, argv, out, err)
+        assert code == 0 and "SOLD to a" in out.getvalue(), err.getvalue()
+    assert len(buyers.got("a", "post")) == 2

@@ -14,6 +14,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
+import grpc
+
 from routelead_client.errors import InvalidLead, NotFound, RouteLeadError
 from routelead_client.models import RouteResult
 from routelead_client.sync import RouteLeadClient
@@ -105,6 +107,11 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
     route.add_argument("--lead-id", help="idempotency key (overrides the file's)")
     route.add_argument("--test", action="store_true", help="ping and decide, post nothing")
     route.add_argument("--json", action="store_true", help="print the result as JSON")
+    route.add_argument(
+        "--token-file", help="file holding the bearer token (else ROUTELEAD_TOKEN, else no token)"
+    )
+    route.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --ca-file)")
+    route.add_argument("--ca-file", help="PEM CA bundle that signed the server certificate (implies --tls)")
     args = parser.parse_args(argv)
 
     try:
@@ -119,7 +126,19 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
     if args.lead_id:
         kwargs["lead_id"] = args.lead_id
     kwargs["test"] = kwargs["test"] or args.test
-    with RouteLeadClient(args.target, timeout_s=args.timeout) as client:
+    try:
+        # Secrets from a file or the environment, never from the command line (it shows in `ps`).
+        token = (
+            Path(args.token_file).read_text().strip()
+            if args.token_file
+            else os.environ.get("ROUTELEAD_TOKEN")
+        )
+        ca = Path(args.ca_file).read_bytes() if args.ca_file else None
+    except OSError as exc:
+        print(f"routelead-client: cannot read {exc.filename}: {exc.strerror}", file=err)
+        return 2
+    creds = grpc.ssl_channel_credentials(root_certificates=ca) if (args.tls or ca) else None
+    with RouteLeadClient(args.target, timeout_s=args.timeout, token=token, credentials=creds) as client:
         try:
             result = client.route(**kwargs)
         except (InvalidLead, NotFound) as exc:

@@ -14,6 +14,7 @@ from routelead_client.models import RouteResult, from_proto
 from routelead_client.policy import (
     DEFAULT_TIMEOUT_S,
     RetryPolicy,
+    auth_metadata,
     build_request,
     channel_options,
     new_lead_id,
@@ -30,9 +31,12 @@ class RouteLeadClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         options: Mapping[str, int | str] | None = None,
     ) -> None:
         self.target = target
+        # Sent as `authorization: Bearer <token>` on every call; pair it with TLS credentials off loopback.
+        self._metadata = auth_metadata(token)
         self.timeout_s = timeout_s
         self.retry = retry if retry is not None else RetryPolicy()
         opts = channel_options(options)
@@ -62,7 +66,7 @@ class RouteLeadClient:
             attempt += 1
             remaining = deadline - time.monotonic()
             try:
-                reply = self._stub.RouteLead(request, timeout=max(remaining, 0.001))
+                reply = self._stub.RouteLead(request, timeout=max(remaining, 0.001), metadata=self._metadata)
             except grpc.RpcError as exc:
                 code, details = exc.code(), exc.details()
                 pause = self.retry.backoff(attempt)
