@@ -105,34 +105,51 @@ async def _one(stub: pb_grpc.RouteLeadStub, req: pb.RouteLeadRequest, due: float
     tally.record(time.perf_counter() - due, reply)
 
 
+class Connections:
+    """`n` separate HTTP/2 connections, so `serve --workers N` (SO_REUSEPORT) spreads them over workers."""
+
+    def __init__(self, target: str, n: int) -> None:
+        # Without a local subchannel pool, channels with equal arguments share one connection.
+        self._channels = [
+            grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(max(1, n))
+        ]
+        self.stubs = [pb_grpc.RouteLeadStub(c) for c in self._channels]
+
+    async def __aenter__(self) -> Connections:
+        await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in self._channels)), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.gather(*(c.close() for c in self._channels))
+
+
 async def closed_loop(
-    target: str, concurrency: int, duration_s: float, max_leads: int
+    target: str, concurrency: int, duration_s: float, max_leads: int, connections: int = 1
 ) -> tuple[Tally, float]:
     """N workers, each sending its next lead when the last one is answered. Returns (tally, seconds)."""
     tally, leads = Tally(), Leads()
-    async with grpc.aio.insecure_channel(target) as channel:
-        await asyncio.wait_for(channel.channel_ready(), 10)
-        stub = pb_grpc.RouteLeadStub(channel)
+    async with Connections(target, connections) as conns:
         start = time.perf_counter()
         stop_at = start + duration_s
 
-        async def worker() -> None:
+        async def worker(stub: pb_grpc.RouteLeadStub) -> None:
             while time.perf_counter() < stop_at and tally.sent < max_leads:
                 await _one(stub, leads.next(), time.perf_counter(), tally)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        stubs = conns.stubs
+        await asyncio.gather(*(worker(stubs[i % len(stubs)]) for i in range(concurrency)))
         return tally, time.perf_counter() - start
 
 
 async def open_loop(
-    target: str, rate: float, duration_s: float, max_in_flight: int = 4000
+    target: str, rate: float, duration_s: float, max_in_flight: int = 4000, connections: int = 1
 ) -> tuple[Tally, float]:
     """Send `rate` leads/s for `duration_s`; latency counts from each lead's due time."""
     tally, leads = Tally(), Leads()
     total = max(1, int(rate * duration_s))
-    async with grpc.aio.insecure_channel(target) as channel:
-        await asyncio.wait_for(channel.channel_ready(), 10)
-        stub = pb_grpc.RouteLeadStub(channel)
+    async with Connections(target, connections) as conns:
+        stubs = conns.stubs
         in_flight: set[asyncio.Task[None]] = set()
         start = time.perf_counter()
         for i in range(total):
@@ -143,7 +160,7 @@ async def open_loop(
             if len(in_flight) >= max_in_flight:
                 tally.shed += 1
                 continue
-            task = asyncio.create_task(_one(stub, leads.next(), due, tally))
+            task = asyncio.create_task(_one(stubs[i % len(stubs)], leads.next(), due, tally))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
         if in_flight:

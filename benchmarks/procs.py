@@ -59,8 +59,21 @@ class Child:
         raise RuntimeError(f"{self.name} did not start (exit code {self.proc.poll()})")
 
     def usage(self) -> Usage:
-        t = self.ps.cpu_times()
-        return Usage(t.user + t.system, self.ps.memory_info().rss, _peak_rss(self.proc.pid))
+        """The process and its children (`serve --workers N` forks workers): CPU and memory summed."""
+        cpu, rss, peak = 0.0, 0, 0
+        try:
+            family = [self.ps, *self.ps.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        for p in family:
+            try:
+                t = p.cpu_times()
+                cpu += t.user + t.system
+                rss += p.memory_info().rss
+                peak += _peak_rss(p.pid)
+            except psutil.NoSuchProcess:
+                continue  # a worker that just exited
+        return Usage(cpu, rss, peak)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -38,30 +38,33 @@ def _machine() -> dict[str, Any]:
         "load_avg_5m_at_start": round(load5, 2),
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
-        "service_processes": 1,
     }
 
 
-async def _closed(target: str, s: Scenario, child: Child, seconds: float, **extra: Any) -> tuple[Any, Any]:
+async def _closed(
+    target: str, s: Scenario, child: Child, seconds: float, conns: int = 1, **extra: Any
+) -> tuple[Any, Any]:
     before = child.usage()
-    tally, took = await load.closed_loop(target, s.concurrency, seconds, MAX_LEADS)
+    tally, took = await load.closed_loop(target, s.concurrency, seconds, MAX_LEADS, conns)
     return tally, phase_summary(
         "closed", tally, took, before, child.usage(), concurrency=s.concurrency, **extra
     )
 
 
-async def _open(target: str, rate: float, child: Child, seconds: float) -> tuple[Any, Any]:
+async def _open(target: str, rate: float, child: Child, seconds: float, conns: int = 1) -> tuple[Any, Any]:
     before = child.usage()
-    tally, took = await load.open_loop(target, rate, seconds)
+    tally, took = await load.open_loop(target, rate, seconds, connections=conns)
     return tally, phase_summary("open", tally, took, before, child.usage(), target_rate=round(rate, 1))
 
 
-async def _soak(target: str, rate: float, child: Child, seconds: float, steps: int = 6) -> dict[str, Any]:
+async def _soak(
+    target: str, rate: float, child: Child, seconds: float, conns: int = 1, steps: int = 6
+) -> dict[str, Any]:
     """Open loop in steps, sampling the service's memory after each: is it flat?"""
     samples: list[dict[str, float]] = []
     leads = 0
     for _ in range(steps):
-        tally, _took = await load.open_loop(target, rate, seconds / steps)
+        tally, _took = await load.open_loop(target, rate, seconds / steps, connections=conns)
         leads += tally.ok
         u = child.usage()
         samples.append({"leads": leads, "rss_mb": round(u.rss_bytes / 2**20, 1)})
@@ -76,7 +79,7 @@ async def _soak(target: str, rate: float, child: Child, seconds: float, steps: i
 
 
 async def run_scenario(
-    s: Scenario, out: Path, profile: bool = False, open_rate: float | None = None
+    s: Scenario, out: Path, profile: bool = False, open_rate: float | None = None, workers: int = 1
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"routelead-bench-{s.name}-"))
     spec = work / "fleet.json"
@@ -86,7 +89,7 @@ async def run_scenario(
         "description": s.description,
         "buyers_per_lead": len(s.buyers),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": _machine(),
+        "machine": {**_machine(), "service_processes": workers},
         "phases": {},
     }
     tallies: dict[str, load.Tally] = {}
@@ -101,6 +104,7 @@ async def run_scenario(
         config.write_text(yaml.safe_dump(service_config(s, buyers_url), sort_keys=False))
         port = free_port()
         argv = ["-m", "routelead.cli", "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}"]
+        argv += ["--workers", str(workers)]
         if profile:
             where = str(out / f"{s.name}.profile.txt")
             argv = ["-m", "benchmarks.profile_service", str(config), f"127.0.0.1:{port}", where]
@@ -108,22 +112,26 @@ async def run_scenario(
         children.append(service)
         wait_listening(port, service)
         target = f"127.0.0.1:{port}"
-        await load.closed_loop(target, s.concurrency, WARMUP_S, MAX_LEADS)
+        # SO_REUSEPORT places each connection on one worker by hash: several per worker spread them.
+        conns = 1 if workers == 1 else 4 * workers
+        await load.closed_loop(target, s.concurrency, WARMUP_S, MAX_LEADS, conns)
         rss_start = service.usage().rss_bytes
         report["phases"]["routelead_warm_rss_mb"] = round(rss_start / 2**20, 1)
 
         closed_rate = open_rate / s.open_share if open_rate else 0.0
         if "closed" in s.phases or (not open_rate and ("open" in s.phases or "soak" in s.phases)):
-            tally, summary = await _closed(target, s, service, s.duration_s if "soak" not in s.phases else 3)
+            seconds = s.duration_s if "soak" not in s.phases else 3
+            tally, summary = await _closed(target, s, service, seconds, conns)
             tallies["closed"] = tally
             report["phases"]["closed"] = summary
             closed_rate = summary["leads_per_s"]
         if "open" in s.phases and closed_rate:
-            tally, summary = await _open(target, closed_rate * s.open_share, service, s.duration_s)
+            tally, summary = await _open(target, closed_rate * s.open_share, service, s.duration_s, conns)
             tallies["open"] = tally
             report["phases"]["open"] = summary
         if "soak" in s.phases and closed_rate:
-            report["phases"]["soak"] = await _soak(target, closed_rate * s.open_share, service, s.duration_s)
+            rate = closed_rate * s.open_share
+            report["phases"]["soak"] = await _soak(target, rate, service, s.duration_s, conns)
         end: Usage = service.usage()
         report["memory"] = {
             "service_rss_mb_warm": round(rss_start / 2**20, 1),
@@ -150,15 +158,15 @@ async def run_scenario(
             )
             children.append(ceiling)
             ctarget = f"127.0.0.1:{ceiling.read_port()}"
-            await load.closed_loop(ctarget, s.concurrency, WARMUP_S / 2, MAX_LEADS)
-            tally, summary = await _closed(ctarget, s, ceiling, s.duration_s)
+            await load.closed_loop(ctarget, s.concurrency, WARMUP_S / 2, MAX_LEADS, conns)
+            tally, summary = await _closed(ctarget, s, ceiling, s.duration_s, conns)
             tallies[kind] = tally
             report["phases"][kind] = summary
             if kind == "fanout" and "open" in report["phases"]:
                 # The same open-loop rate against the bare fan-out: the latency floor of the stack at
                 # that load, to read our open-loop overhead against.
                 rate = report["phases"]["open"]["target_rate"]
-                tally, summary = await _open(ctarget, rate, ceiling, s.duration_s)
+                tally, summary = await _open(ctarget, rate, ceiling, s.duration_s, conns)
                 tallies["fanout open"] = tally
                 report["phases"]["fanout_open"] = summary
             ceiling.stop()
@@ -206,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rate", type=float, help="open-loop leads/s (default: half the closed-loop maximum)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="service worker processes (routelead serve --workers)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument(
         "--profile",
@@ -230,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.phases:
             s = s.with_(phases=tuple(args.phases.split(",")))
         args.out.mkdir(parents=True, exist_ok=True)
-        report = uvloop.run(run_scenario(s, args.out, args.profile, args.rate))
+        report = uvloop.run(run_scenario(s, args.out, args.profile, args.rate, args.workers))
         print(_line(report), flush=True)
     return 0
 
