@@ -45,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     sim = sub.add_parser("buyers-sim", help="run the simulated buyer fleet (for the example config)")
     sim.add_argument("--port", type=int, default=8700)
 
+    from routelead.state.cli import add_state_commands, run_state_command
+
+    add_state_commands(sub)
     args = parser.parse_args(argv)
+    if getattr(args, "state_command", None):
+        return run_state_command(args)
     match args.command:
         case "serve":
             return _serve(args.config, args.listen, args.log_level)
@@ -77,13 +82,29 @@ def _check(path: str) -> int:
 
 def _serve(path: str | None, listen: str, level: str) -> int:
     from routelead.api.server import Service, serve_until_signalled
+    from routelead.state.select import StateConfigError, hot_state
     from routelead.telemetry.logs import configure_logging
     from routelead.telemetry.tracing import configure_tracing
 
     config = _load(path)
     configure_logging(level)
     configure_tracing()
-    _run(serve_until_signalled(Service(config, address=listen)))
+    try:
+        state = hot_state()
+    except StateConfigError as exc:
+        print(f"routelead: {exc}", file=sys.stderr)
+        return 2
+
+    async def serve() -> None:
+        service = Service(
+            config, address=listen, caps=state.caps, dedupe=state.dedupe, idempotency=state.idempotency
+        )
+        try:
+            await serve_until_signalled(service)
+        finally:
+            await state.close()
+
+    _run(serve())
     return 0
 
 

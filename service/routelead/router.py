@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import time
 import uuid
@@ -16,11 +15,20 @@ from opentelemetry import trace
 from routelead.buyers.base import BadAnswer
 from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source
 from routelead.domain.auction import Candidate, mark_losers, rank
+from routelead.domain.identity import normalise
 from routelead.domain.lead import Lead, LeadInvalid
 from routelead.domain.mapping import Transaction
 from routelead.domain.money import ZERO, fmt, to_cents
 from routelead.domain.outcome import Attempt, Outcome, RoutingResult, Sale, Status
-from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, Reservation
+from routelead.state.plan import describe
+from routelead.state.ports import (
+    CapStore,
+    DedupeStore,
+    IdempotencyStore,
+    Reservation,
+    StateUnavailable,
+    lead_deadline,
+)
 from routelead.transport import Transport, TransportError, TransportTimeout
 
 _LEAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -106,6 +114,8 @@ class Router:
         if req.caller_budget_s is not None:
             budget = max(0.0, min(budget, req.caller_budget_s - REPLY_MARGIN_S))
         validated = lead
+        # Every hot-state call made for this lead is bounded by its deadline.
+        lead_deadline.set(time.monotonic() + budget)
         return await self._idempotency.once(
             lead_id, lambda: self._route(lead_id, flow, source, validated, req.test, budget)
         )
@@ -121,14 +131,8 @@ class Router:
         ) as span:
             result = RoutingResult(lead_id, flow.id, source.id, test, Outcome.UNSOLD, ZERO)
             result.trace_id = format(span.get_span_context().trace_id, "032x")
-            identity = _identity(flow, lead)
-            if (
-                identity
-                and flow.dedupe_ttl_s
-                and await self._dedupe.seen_or_add(
-                    f"lead|{flow.id}|{identity}", flow.dedupe_ttl_s, add=not test
-                )
-            ):
+            identity = self._identity(flow, lead)
+            if identity and flow.dedupe_ttl_s and await self._seen_in_flow(flow, identity, test):
                 result.outcome = Outcome.DUPLICATE
             else:
                 # The ping window leaves time to post; on a short budget, at least 60 % goes to pings.
@@ -163,7 +167,10 @@ class Router:
                 result.outcome = Outcome.SOLD
                 if identity and not result.test and buyers[sale.buyer_id].dedupe_ttl_s:
                     b = buyers[sale.buyer_id]
-                    await self._dedupe.seen_or_add(f"buyer|{b.id}|{identity}", b.dedupe_ttl_s, add=True)
+                    try:
+                        await self._dedupe.seen_or_add(f"buyer|{b.id}|{identity}", b.dedupe_ttl_s, add=True)
+                    except StateUnavailable as exc:
+                        log.warning("dedupe.unrecorded", lead_id=result.lead_id, buyer=b.id, error=str(exc))
                 break
         winner = next((a for a in result.attempts if a.status is Status.POST_ACCEPTED), None)
         if winner is None and result.test and result.sales:
@@ -180,21 +187,16 @@ class Router:
                 attempt = Attempt(buyer.id, tier.name, Status.BID)
                 result.attempts.append(attempt)
                 order += 1
-                if buyer.capped and not self._caps.has_room(buyer.caps, now):
+                if buyer.capped and not self._caps.has_room(buyer.caps, now, buyer.fixed_price):
                     attempt.status = Status.SKIPPED_CAP
-                    attempt.reason = "cap reached: " + ", ".join(f"{n}/{p}" for p, n in buyer.caps.limits)
-                    continue
-                if (
-                    identity
-                    and buyer.dedupe_ttl_s
-                    and await self._dedupe.seen_or_add(
-                        f"buyer|{buyer.id}|{identity}", buyer.dedupe_ttl_s, add=False
-                    )
-                ):
-                    attempt.status = Status.DUPLICATE_FOR_BUYER
                     attempt.reason = (
-                        f"this buyer bought the same consumer within {buyer.dedupe_ttl_s / 86400:.0f} days"
+                        f"cap reached: {describe(buyer.caps)}"
+                        if self._caps.healthy
+                        else "cap state unavailable: not sold to while its counters are unknown"
                     )
+                    continue
+                if identity and buyer.dedupe_ttl_s and (why := await self._seen_by_buyer(buyer, identity)):
+                    attempt.status, attempt.reason = Status.DUPLICATE_FOR_BUYER, why
                     continue
                 if buyer.fixed_price is not None:
                     attempt.price = buyer.fixed_price
@@ -254,9 +256,13 @@ class Router:
             return None  # mark_losers says NOT_OFFERED
         reservation: Reservation | None = None
         if buyer.capped:
-            reservation = await self._caps.reserve(buyer.caps, result.lead_id, self._clock())
+            try:
+                reservation = await self._caps.reserve(buyer.caps, result.lead_id, self._clock(), price)
+            except StateUnavailable:
+                a.status, a.reason = Status.SKIPPED_CAP, "cap state unavailable: not sold to while unknown"
+                return None
             if reservation is None:
-                a.status, a.reason = Status.SKIPPED_CAP, "cap reached before the post"
+                a.status, a.reason = Status.SKIPPED_CAP, "cap, budget or balance reached before the post"
                 return None
         request = buyer.post.request(lead.fields, Transaction(result.lead_id, a.ping_id, fmt(price)))
         with tracer.start_as_current_span("post", attributes={"buyer.id": buyer.id, "tier": a.tier}) as span:
@@ -291,6 +297,37 @@ class Router:
         )
         return Sale(buyer.id, price, parsed.buyer_lead_id, a.exclusive, a.tier)
 
+    def _identity(self, flow: Flow, lead: Lead) -> str:
+        """A keyed digest of the consumer's normalised identity fields: dedupe keys hold no PII."""
+        if not flow.dedupe_fields:
+            return ""
+        fields = self.config.schema.fields
+        values = [
+            normalise(fields[n].type if n in fields else "string", lead.fields.get(n, ""))
+            for n in flow.dedupe_fields
+        ]
+        return self._dedupe.fingerprint(values) if any(values) else ""
+
+    async def _seen_in_flow(self, flow: Flow, identity: str, test: bool) -> bool:
+        try:
+            return await self._dedupe.seen_or_add(
+                f"lead|{flow.id}|{identity}", flow.dedupe_ttl_s, add=not test
+            )
+        except StateUnavailable as exc:
+            # Fail open: a lead is worth more than a missed repeat; buyers' own checks still apply.
+            log.warning("dedupe.unavailable", flow=flow.id, error=str(exc))
+            return False
+
+    async def _seen_by_buyer(self, buyer: Buyer, identity: str) -> str:
+        """Why this buyer must not get this consumer again ("" when it may)."""
+        try:
+            if await self._dedupe.seen_or_add(f"buyer|{buyer.id}|{identity}", buyer.dedupe_ttl_s, add=False):
+                return f"this buyer bought the same consumer within {buyer.dedupe_ttl_s / 86400:.0f} days"
+        except StateUnavailable:
+            # Fail closed for this buyer: it is not offered a consumer it may already have bought.
+            return "duplicate check unavailable: not offered while its history is unknown"
+        return ""
+
     async def _unknown_or_release(self, r: Reservation | None, delivered_maybe: bool, a: Attempt) -> None:
         if delivered_maybe:
             # The buyer may have taken it: the cap slot stays used until someone settles it.
@@ -299,16 +336,6 @@ class Router:
                 await self._caps.unsettled(r, a.reason)
         elif r is not None:
             await self._caps.release(r)
-
-
-def _identity(flow: Flow, lead: Lead) -> str:
-    """A one-way digest of the consumer's identity fields: dedupe keys never hold PII."""
-    if not flow.dedupe_fields:
-        return ""
-    values = [lead.fields.get(name, "") for name in flow.dedupe_fields]
-    if not any(values):
-        return ""
-    return hashlib.blake2b("\x1f".join(values).encode(), digest_size=16).hexdigest()
 
 
 def _span_result(span: trace.Span, a: Attempt, ms: float) -> None:

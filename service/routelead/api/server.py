@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Self
 
 import grpc
@@ -34,6 +36,7 @@ class Service:
         caps: CapStore | None = None,
         dedupe: DedupeStore | None = None,
         idempotency: IdempotencyStore | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.address = address
@@ -41,6 +44,7 @@ class Service:
         self.dedupe = dedupe if dedupe is not None else MemoryDedupeStore()
         self.idempotency = idempotency if idempotency is not None else MemoryIdempotencyStore()
         self.transport = Transport(verify_tls=config.verify_buyer_tls)
+        self._clock = clock
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -52,7 +56,7 @@ class Service:
 
     async def start(self) -> int:
         await self.transport.start()
-        router = Router(self.config, self.transport, self.caps, self.dedupe, self.idempotency)
+        router = Router(self.config, self.transport, self.caps, self.dedupe, self.idempotency, self._clock)
         size = self.config.max_message_bytes
         server = grpc.aio.server(
             options=[

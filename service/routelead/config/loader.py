@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +290,13 @@ def _buyer(
         ("month", b.caps.month),
     )
     limits = tuple((period, limit) for period, limit in periods if limit is not None)
+    amounts: tuple[tuple[Period, Decimal | None], ...] = (
+        ("hour", b.budgets.hour),
+        ("day", b.budgets.day),
+        ("week", b.budgets.week),
+        ("month", b.budgets.month),
+    )
+    budgets = tuple((period, amount) for period, amount in amounts if amount is not None)
     return Buyer(
         id=b.id,
         name=b.name or b.id,
@@ -301,7 +309,14 @@ def _buyer(
         ),
         post_max_body=b.post.max_body_bytes,
         fixed_price=b.fixed_price,
-        caps=CapLimits(b.id, b.timezone, limits),
+        caps=CapLimits(
+            b.id,
+            b.timezone,
+            limits,
+            budgets,
+            prepaid=b.prepaid is not None,
+            credit_limit=b.prepaid.credit_limit if b.prepaid else Decimal("0"),
+        ),
         priority=b.priority,
         dedupe_ttl_s=b.dedupe_days * 86400.0,
     )

@@ -122,6 +122,21 @@ class CapsModel(Strict):
     month: int | None = Field(default=None, ge=0)
 
 
+class BudgetsModel(Strict):
+    """Dollar budgets per period (quoted decimals), counted like caps in the buyer's timezone."""
+
+    hour: Money | None = None
+    day: Money | None = None
+    week: Money | None = None
+    month: Money | None = None
+
+
+class BalanceModel(Strict):
+    """A prepaid buyer: each sale draws its balance down; it may go as low as −credit_limit."""
+
+    credit_limit: Money = Decimal("0")
+
+
 class BuyerModel(Strict):
     id: Id
     name: str = ""
@@ -131,6 +146,8 @@ class BuyerModel(Strict):
     # A fixed-price buyer takes a direct post at this price, without a ping.
     fixed_price: Money | None = None
     caps: CapsModel = CapsModel()
+    budgets: BudgetsModel = BudgetsModel()
+    prepaid: BalanceModel | None = None
     timezone: str = "UTC"
     priority: int = 0
     # Do not offer this buyer a consumer it already bought within this many days.
