@@ -60,10 +60,11 @@ class RedisIdempotencyStore:
                 mine = await self._health.call(
                     "idempotency.claim",
                     lambda: self._redis.set(key, token, nx=True, ex=self._inflight_ttl),
+                    settle=True,  # bounded by the op timeout; the wait below by our deadline
                 )
                 if mine:
                     return await self._run(key, token, work)
-                seen = await self._health.call("idempotency.get", lambda: self._redis.get(key))
+                seen = await self._health.call("idempotency.get", lambda: self._redis.get(key), settle=True)
             except StateUnavailable:
                 # Fail open: leads keep flowing on this replica's own memory while Redis is down
                 # (documented; caps still guard every sale).
