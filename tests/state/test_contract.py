@@ -17,8 +17,8 @@ NY = ZoneInfo("America/New_York")
 D = Decimal
 
 
-def at(*parts: int, tz: ZoneInfo = NY) -> float:
-    return datetime(*parts, tzinfo=tz).timestamp()  # type: ignore[misc]
+def at(year: int, month: int, day: int, hour: int, minute: int) -> float:
+    return datetime(year, month, day, hour, minute, tzinfo=NY).timestamp()
 
 
 NOON = at(2026, 11, 20, 12, 0)
@@ -187,7 +187,7 @@ async def test_commit_accepts_a_ledger_outbox_record(backend: Backend) -> None:
     assert await backend.caps.reserve(c, "l2", NOON) is not None
     assert await backend.caps.reserve(c, "l3", NOON) is None
     if backend.redis is not None:
-        entries = await backend.redis.redis.xrange("rl:{ob}:outbox")
+        entries = await backend.redis.redis.xrange("rl:{ob}:outbox") or []
         assert [fields for _, fields in entries] == [{b"record": b'{"lead":"l1","price":"42.00"}'}]
         assert not await backend.redis.redis.hexists("rl:{ob}:res", r.id)
 

@@ -36,7 +36,7 @@ async def test_keys_share_the_buyers_hash_tag_and_expire_with_their_period(redis
         now = time.time()
         r = await state.caps.reserve(DAY, "l1", now, Decimal("42.50"))
         assert r is not None
-        keys = sorted(k.decode() for k in await state.redis.keys("*"))
+        keys = sorted(str(k, "utf-8") if isinstance(k, bytes) else k for k in await state.redis.keys("*"))
         assert keys and all(k.startswith("rl:{b1}:") for k in keys)
         day_key = f"rl:{{b1}}:{r.keys[0]}"
         expected = period_end("day", now, "America/New_York") - now + GRACE_S
