@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+import yaml
 from routelead.domain.outcome import Outcome, RoutingResult
 from routelead.state.periods import period_end
 from routelead.state.plan import GRACE_S
 from routelead.state.ports import CapLimits, LeadInFlight, StateUnavailable, lead_deadline
 from routelead.state.redis import connect
 
+from tests.configs import document, fixed_buyer
 from tests.state.conftest import SECRET, RedisProcess
 
 DAY = CapLimits("b1", "America/New_York", (("day", 2),), (("week", Decimal("500")),))
@@ -128,3 +134,52 @@ async def test_with_redis_down_every_call_is_bounded_and_fails_safe(own_redis: R
         assert state.caps.healthy
     finally:
         await state.close()
+
+
+def test_serving_on_redis_without_a_dedupe_key_is_refused(redis_url: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTELEAD_DEDUPE")}
+    env["REDIS_URL"] = redis_url
+    (tmp_path / "c.yaml").write_text(
+        yaml.safe_dump(document([fixed_buyer(lambda b, s: "http://127.0.0.1:9/x", "a", "5")]))
+    )
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "routelead.cli", "serve", "--config", str(tmp_path / "c.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert proc.returncode == 2
+    assert "ROUTELEAD_DEDUPE_KEY" in proc.stderr
+
+
+def test_balances_are_shown_and_topped_up_from_the_cli(redis_url: str) -> None:
+    env = {**os.environ, "REDIS_URL": redis_url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "routelead.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert cli("balance", "pp", "--top-up", "250.00").stdout.strip() == "250.00"
+    assert cli("balance", "pp", "--top-up", "-50").stdout.strip() == "200.00"
+    assert cli("balance", "pp").stdout.strip() == "200.00"
+    bad = cli("balance", "pp", "--top-up", "lots")
+    assert bad.returncode == 2 and "not an amount" in bad.stderr
+    unknown = cli("settle", "pp", "nope", "--free")
+    assert unknown.returncode == 1 and "no open reservation" in unknown.stderr
+    no_redis = subprocess.run(
+        [sys.executable, "-m", "routelead.cli", "unsettled"],
+        env={k: v for k, v in env.items() if k != "REDIS_URL"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert no_redis.returncode == 2 and "REDIS_URL" in no_redis.stderr

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import structlog
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from routelead.state.ports import StateMetrics, StateUnavailable, remaining_s
 
@@ -16,7 +17,10 @@ T = TypeVar("T")
 log = structlog.get_logger("routelead.state.redis")
 
 # After a failure, callers treat Redis as down this long (the mirror refresh clears it sooner).
-DOWN_FOR_S = 1.0
+DOWN_FOR_S = 0.5
+# A refused connection means down at once; timeouts only when they come in a row (one slow
+# answer on a busy event loop is not an outage).
+TIMEOUTS_FOR_DOWN = 3
 
 
 class Health:
@@ -26,6 +30,7 @@ class Health:
         self.op_timeout_s = op_timeout_s
         self.metrics = metrics
         self._down_until = 0.0
+        self._timeouts = 0
 
     @property
     def up(self) -> bool:
@@ -33,12 +38,17 @@ class Health:
 
     def ok(self) -> None:
         self._down_until = 0.0
+        self._timeouts = 0
 
     def failed(self, what: str, exc: BaseException) -> None:
+        self.metrics.redis_errors_total += 1
+        if isinstance(exc, TimeoutError | RedisTimeout):
+            self._timeouts += 1
+            if self._timeouts < TIMEOUTS_FOR_DOWN:
+                return
         if self.up:
             log.warning("redis.unavailable", op=what, error=type(exc).__name__)
         self._down_until = time.monotonic() + DOWN_FOR_S
-        self.metrics.redis_errors_total += 1
 
     async def call(self, what: str, op: Callable[[], Awaitable[T]], *, settle: bool = False) -> T:
         """Run `op` within the op timeout, and within the lead deadline unless it records an outcome
