@@ -187,7 +187,8 @@ class Router:
                 attempt = Attempt(buyer.id, tier.name, Status.BID)
                 result.attempts.append(attempt)
                 order += 1
-                if buyer.capped and not self._caps.has_room(buyer.caps, now, buyer.fixed_price):
+                scopes = (f"flow={flow.id}", f"source={result.source_id}")
+                if buyer.capped and not self._caps.has_room(buyer.caps, now, buyer.fixed_price, scopes):
                     attempt.status = Status.SKIPPED_CAP
                     attempt.reason = (
                         f"cap reached: {describe(buyer.caps)}"
@@ -257,7 +258,10 @@ class Router:
         reservation: Reservation | None = None
         if buyer.capped:
             try:
-                reservation = await self._caps.reserve(buyer.caps, result.lead_id, self._clock(), price)
+                scopes = (f"flow={result.flow}", f"source={result.source_id}")
+                reservation = await self._caps.reserve(
+                    buyer.caps, result.lead_id, self._clock(), price, scopes
+                )
             except StateUnavailable:
                 a.status, a.reason = Status.SKIPPED_CAP, "cap state unavailable: not sold to while unknown"
                 return None

@@ -263,3 +263,27 @@ async def test_turns_are_handed_out_once_each(backend: Backend) -> None:
 
     assert sorted(turns) == list(range(30))
     assert await backend.rotation.next_turn("solar/t2") == 0
+
+
+async def test_caps_per_flow_and_per_source_count_only_their_leads(backend: Backend) -> None:
+    c = CapLimits(
+        "fs",
+        "UTC",
+        (("day", 5),),
+        scoped_limits=(("flow=solar", "day", 2),),
+        scoped_budgets=(("source=aff", "day", D("50")),),
+    )
+    solar, roof = ("flow=solar", "source=own"), ("flow=roof", "source=own")
+    aff = ("flow=roof", "source=aff")
+
+    assert [await backend.caps.reserve(c, f"s{i}", NOON, D("10"), solar) is not None for i in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+    assert not backend.caps.has_room(c, NOON, None, solar) and backend.caps.has_room(c, NOON, None, roof)
+    assert await backend.caps.reserve(c, "a1", NOON, D("30"), aff) is not None
+    assert await backend.caps.reserve(c, "a2", NOON, D("30"), aff) is None  # $60 > $50 from aff
+    assert await backend.caps.reserve(c, "r1", NOON, D("30"), roof) is not None
+    assert await backend.caps.reserve(c, "r2", NOON, D("30"), roof) is not None
+    assert await backend.caps.reserve(c, "r3", NOON, D("30"), roof) is None  # the buyer's 5 a day

@@ -92,3 +92,18 @@ async def test_a_post_with_an_unknown_outcome_stays_counted_and_listed(
     assert (u.buyer_id, u.lead_id, u.state) == ("a", timed_out.lead_id, "unsettled")
     assert attempt(next_lead, "a").status == SKIPPED_CAP
     assert len(buyers.got("a", "ping")) == 1  # the full buyer was not pinged again
+
+
+async def test_a_per_source_cap_counts_only_that_sources_leads(
+    backend: Backend, buyers: BuyerServer, on: Start
+) -> None:
+    buyers.on("a", ping=bid(40), post=accept())
+    h = await on([buyer(buyers.url, "a", caps={"sources": {"src-1": {"day": 1}}})])
+
+    first = await h.route()
+    second = await h.route()
+    other = await h.route(source_id="src-free")
+
+    assert [s.buyer_id for s in first.sales] == ["a"]
+    assert attempt(second, "a").status == SKIPPED_CAP and "for source=src-1" in attempt(second, "a").reason
+    assert [s.buyer_id for s in other.sales] == ["a"]

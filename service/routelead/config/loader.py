@@ -25,7 +25,7 @@ from routelead.domain.lead import FieldSpec, LeadSchema, Limits
 from routelead.domain.mapping import BodyBuilder, FieldKind
 from routelead.domain.mapping import Source as MapSource
 from routelead.state.periods import zone
-from routelead.state.ports import CapLimits, Period
+from routelead.state.ports import PERIODS, CapLimits, Period
 
 _REF = re.compile(r"\$\{(?:file:(?P<file>[^}]+)|(?P<var>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?)\}")
 
@@ -132,6 +132,14 @@ def check(c: m.ConfigModel) -> list[str]:
             zone(b.timezone)
         except Exception:
             problems.append(f"{at}.timezone: unknown timezone {b.timezone!r}")
+        flow_ids = {f.id for f in c.flows}
+        for kind, scoped in (("caps", b.caps), ("budgets", b.budgets)):
+            for name in scoped.flows:
+                if name not in flow_ids:
+                    problems.append(f"{at}.{kind}.flows.{name}: unknown flow {name!r}")
+            for name in scoped.sources:
+                if name not in sources:
+                    problems.append(f"{at}.{kind}.sources.{name}: unknown source {name!r}")
         for step, ep in (("ping", b.ping), ("post", b.post)):
             if ep is None:
                 continue
@@ -283,20 +291,12 @@ def _buyer(
         )
     )
     pa = b.post.answer
-    periods: tuple[tuple[Period, int | None], ...] = (
-        ("hour", b.caps.hour),
-        ("day", b.caps.day),
-        ("week", b.caps.week),
-        ("month", b.caps.month),
-    )
-    limits = tuple((period, limit) for period, limit in periods if limit is not None)
-    amounts: tuple[tuple[Period, Decimal | None], ...] = (
-        ("hour", b.budgets.hour),
-        ("day", b.budgets.day),
-        ("week", b.budgets.week),
-        ("month", b.budgets.month),
-    )
-    budgets = tuple((period, amount) for period, amount in amounts if amount is not None)
+    scoped_caps = {f"flow={k}": v for k, v in b.caps.flows.items()} | {
+        f"source={k}": v for k, v in b.caps.sources.items()
+    }
+    scoped_budgets = {f"flow={k}": v for k, v in b.budgets.flows.items()} | {
+        f"source={k}": v for k, v in b.budgets.sources.items()
+    }
     return Buyer(
         id=b.id,
         name=b.name or b.id,
@@ -312,11 +312,18 @@ def _buyer(
         caps=CapLimits(
             b.id,
             b.timezone,
-            limits,
-            budgets,
+            _periods(b.caps),
+            _periods(b.budgets),
             prepaid=b.prepaid is not None,
             credit_limit=b.prepaid.credit_limit if b.prepaid else Decimal("0"),
+            scoped_limits=tuple((s, p, n) for s, m in scoped_caps.items() for p, n in _periods(m)),
+            scoped_budgets=tuple((s, p, d) for s, m in scoped_budgets.items() for p, d in _periods(m)),
         ),
         priority=b.priority,
         dedupe_ttl_s=b.dedupe_days * 86400.0,
     )
+
+
+def _periods(m: m.PeriodCapsModel | m.PeriodBudgetsModel) -> tuple[tuple[Period, Any], ...]:
+    """The periods that have a limit, in a fixed order."""
+    return tuple((p, getattr(m, p)) for p in PERIODS if getattr(m, p) is not None)

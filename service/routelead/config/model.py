@@ -115,20 +115,31 @@ class PostModel(EndpointModel):
     answer: PostAnswerModel = PostAnswerModel()
 
 
-class CapsModel(Strict):
+class PeriodCapsModel(Strict):
     hour: int | None = Field(default=None, ge=0)
     day: int | None = Field(default=None, ge=0)
     week: int | None = Field(default=None, ge=0)
     month: int | None = Field(default=None, ge=0)
 
 
-class BudgetsModel(Strict):
-    """Dollar budgets per period (quoted decimals), counted like caps in the buyer's timezone."""
+class CapsModel(PeriodCapsModel):
+    # The same buyer's caps for leads from one flow or one source (on top of the totals).
+    flows: dict[str, PeriodCapsModel] = {}
+    sources: dict[str, PeriodCapsModel] = {}
 
+
+class PeriodBudgetsModel(Strict):
     hour: Money | None = None
     day: Money | None = None
     week: Money | None = None
     month: Money | None = None
+
+
+class BudgetsModel(PeriodBudgetsModel):
+    """Dollar budgets per period (quoted decimals), counted like caps in the buyer's timezone."""
+
+    flows: dict[str, PeriodBudgetsModel] = {}
+    sources: dict[str, PeriodBudgetsModel] = {}
 
 
 class BalanceModel(Strict):

@@ -41,12 +41,16 @@ class MemoryCapStore:
             return 0
         return found[0]
 
-    def has_room(self, caps: CapLimits, now: float, price: Decimal | None = None) -> bool:
+    def has_room(
+        self, caps: CapLimits, now: float, price: Decimal | None = None, scopes: tuple[str, ...] = ()
+    ) -> bool:
         cents = to_cents(price) if price is not None else 0
-        return self._fits(caps, now, cents, strict=price is None)
+        return self._fits(caps, now, cents, scopes, strict=price is None)
 
-    def _fits(self, caps: CapLimits, now: float, cents: int, *, strict: bool) -> bool:
-        for c in counters(caps, now, cents):
+    def _fits(
+        self, caps: CapLimits, now: float, cents: int, scopes: tuple[str, ...], *, strict: bool
+    ) -> bool:
+        for c in counters(caps, now, cents, scopes):
             value = self._get(f"{caps.buyer_id}|{c.name}")
             # With the price unknown, a budget that is exactly spent is full; otherwise price must fit.
             if value + c.add > c.limit or (strict and value >= c.limit):
@@ -58,12 +62,17 @@ class MemoryCapStore:
         return True
 
     async def reserve(
-        self, caps: CapLimits, lead_id: str, now: float, price: Decimal = Decimal("0")
+        self,
+        caps: CapLimits,
+        lead_id: str,
+        now: float,
+        price: Decimal = Decimal("0"),
+        scopes: tuple[str, ...] = (),
     ) -> Reservation | None:
         cents = to_cents(price)
-        if not self._fits(caps, now, cents, strict=False):
+        if not self._fits(caps, now, cents, scopes, strict=False):
             return None
-        plan = counters(caps, now, cents)
+        plan = counters(caps, now, cents, scopes)
         for c in plan:
             key = f"{caps.buyer_id}|{c.name}"
             self._values[key] = (self._get(key) + c.add, time.time() + c.ttl_s)

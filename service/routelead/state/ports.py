@@ -39,10 +39,13 @@ class CapLimits:
     # Prepaid: a sale draws the balance down; it may go as low as −credit_limit.
     prepaid: bool = False
     credit_limit: Decimal = Decimal("0")
+    # Caps and budgets of this buyer for leads of one flow or source ("flow=solar", "source=aff").
+    scoped_limits: tuple[tuple[str, Period, int], ...] = ()
+    scoped_budgets: tuple[tuple[str, Period, Decimal], ...] = ()
 
     @property
     def active(self) -> bool:
-        return bool(self.limits or self.budgets or self.prepaid)
+        return bool(self.limits or self.budgets or self.prepaid or self.scoped_limits or self.scoped_budgets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +95,19 @@ class CapStore(Protocol):
     def healthy(self) -> bool:
         """False while the authoritative counters cannot be reached."""
 
-    def has_room(self, caps: CapLimits, now: float, price: Decimal | None = None) -> bool:
-        """Fast, possibly stale check, so a full buyer is not pinged (price: when already known)."""
+    def has_room(
+        self, caps: CapLimits, now: float, price: Decimal | None = None, scopes: tuple[str, ...] = ()
+    ) -> bool:
+        """Fast, possibly stale check, so a full buyer is not pinged (price: when already known;
+        scopes: the lead's flow and source, "flow=solar", "source=aff")."""
 
     async def reserve(
-        self, caps: CapLimits, lead_id: str, now: float, price: Decimal = Decimal("0")
+        self,
+        caps: CapLimits,
+        lead_id: str,
+        now: float,
+        price: Decimal = Decimal("0"),
+        scopes: tuple[str, ...] = (),
     ) -> Reservation | None:
         """Atomically count one lead (and its price) against every period and the balance, or None
         when any is full; raises StateUnavailable when the counters cannot be reached in time."""

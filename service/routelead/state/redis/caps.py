@@ -50,7 +50,7 @@ class RedisCapStore:
         self._script = redis.register_script(CAP_SCRIPT)
         self._refresh_s = refresh_s
         self._mirror: dict[str, int] = {}
-        self._watched: dict[str, CapLimits] = {}
+        self._watched: dict[tuple[str, tuple[str, ...]], CapLimits] = {}
         # The latest `now` the router passed in, and when: the mirror follows the caller's clock.
         self._seen_now = (time.time(), time.monotonic())
         self._refresher: asyncio.Task[None] | None = None
@@ -62,13 +62,15 @@ class RedisCapStore:
 
     # ---- fast path -------------------------------------------------------------------------
 
-    def has_room(self, caps: CapLimits, now: float, price: Decimal | None = None) -> bool:
-        self._watch(caps, now)
+    def has_room(
+        self, caps: CapLimits, now: float, price: Decimal | None = None, scopes: tuple[str, ...] = ()
+    ) -> bool:
+        self._watch(caps, now, scopes)
         if not self._health.up:
             return False  # counters unknown: a capped buyer is not sold to (the Redis-down policy)
         cents = to_cents(price) if price is not None else 0
         t = tag(caps.buyer_id)
-        for c in counters(caps, now, cents):
+        for c in counters(caps, now, cents, scopes):
             value = self._mirror.get(f"{t}:{c.name}", 0)
             if value + c.add > c.limit or (price is None and value >= c.limit):
                 return False
@@ -78,8 +80,8 @@ class RedisCapStore:
                 return False
         return True
 
-    def _watch(self, caps: CapLimits, now: float) -> None:
-        self._watched[caps.buyer_id] = caps
+    def _watch(self, caps: CapLimits, now: float, scopes: tuple[str, ...]) -> None:
+        self._watched[(caps.buyer_id, scopes)] = caps
         self._seen_now = (now, time.monotonic())
         if self._refresher is None or self._refresher.done():
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
@@ -93,12 +95,13 @@ class RedisCapStore:
     async def refresh(self) -> None:
         """Re-read every watched buyer's current counters and balance (one pipelined round trip)."""
         now = self._seen_now[0] + (time.monotonic() - self._seen_now[1])
-        keys: list[str] = []
-        for caps in list(self._watched.values()):
+        wanted: set[str] = set()
+        for (_, scopes), caps in list(self._watched.items()):
             t = tag(caps.buyer_id)
-            keys.extend(f"{t}:{c.name}" for c in counters(caps, now, 0))
+            wanted.update(f"{t}:{c.name}" for c in counters(caps, now, 0, scopes))
             if caps.prepaid:
-                keys.append(f"{t}:balance")
+                wanted.add(f"{t}:balance")
+        keys = sorted(wanted)
         if not keys:
             return
 
@@ -118,11 +121,16 @@ class RedisCapStore:
         return await self._health.call(what, lambda: self._script(keys=keys, args=args), settle=settle)
 
     async def reserve(
-        self, caps: CapLimits, lead_id: str, now: float, price: Decimal = Decimal("0")
+        self,
+        caps: CapLimits,
+        lead_id: str,
+        now: float,
+        price: Decimal = Decimal("0"),
+        scopes: tuple[str, ...] = (),
     ) -> Reservation | None:
-        self._watch(caps, now)
+        self._watch(caps, now, scopes)
         cents = to_cents(price)
-        plan = counters(caps, now, cents)
+        plan = counters(caps, now, cents, scopes)
         r = Reservation(
             caps.buyer_id,
             tuple(c.name for c in plan if not c.budget),
