@@ -97,7 +97,12 @@ def _serve(path: str | None, listen: str, level: str) -> int:
 
     async def serve() -> None:
         service = Service(
-            config, address=listen, caps=state.caps, dedupe=state.dedupe, idempotency=state.idempotency
+            config,
+            address=listen,
+            caps=state.caps,
+            dedupe=state.dedupe,
+            idempotency=state.idempotency,
+            rotation=state.rotation,
         )
         try:
             await serve_until_signalled(service)

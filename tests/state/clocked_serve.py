@@ -29,6 +29,7 @@ def main() -> None:
             caps=state.caps,
             dedupe=state.dedupe,
             idempotency=state.idempotency,
+            rotation=state.rotation,
             clock=clock,
         )
         try:

@@ -9,17 +9,22 @@ from typing import Self
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from routelead.api.servicer import RouteLeadServicer
 from routelead.config.runtime import RuntimeConfig
 from routelead.router import Router
-from routelead.state.memory import MemoryCapStore, MemoryDedupeStore, MemoryIdempotencyStore
-from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore
+from routelead.state.memory import (
+    MemoryCapStore,
+    MemoryDedupeStore,
+    MemoryIdempotencyStore,
+    MemoryRotationStore,
+)
+from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore
 from routelead.transport import Transport
 from routelead.v1 import routelead_pb2 as pb
-from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
 log = structlog.get_logger("routelead.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RouteLead"].full_name
@@ -36,6 +41,7 @@ class Service:
         caps: CapStore | None = None,
         dedupe: DedupeStore | None = None,
         idempotency: IdempotencyStore | None = None,
+        rotation: RotationStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -43,9 +49,11 @@ class Service:
         self.caps = caps if caps is not None else MemoryCapStore()
         self.dedupe = dedupe if dedupe is not None else MemoryDedupeStore()
         self.idempotency = idempotency if idempotency is not None else MemoryIdempotencyStore()
+        self.rotation = rotation if rotation is not None else MemoryRotationStore()
         self.transport = Transport(verify_tls=config.verify_buyer_tls)
         self._clock = clock
         self.port = 0
+        self.router: Router | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
 
@@ -56,7 +64,15 @@ class Service:
 
     async def start(self) -> int:
         await self.transport.start()
-        router = Router(self.config, self.transport, self.caps, self.dedupe, self.idempotency, self._clock)
+        router = self.router = Router(
+            self.config,
+            self.transport,
+            self.caps,
+            self.dedupe,
+            self.idempotency,
+            self.rotation,
+            clock=self._clock,
+        )
         size = self.config.max_message_bytes
         server = grpc.aio.server(
             options=[
@@ -68,7 +84,7 @@ class Service:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ]
         )
-        pb_grpc.add_RouteLeadServicer_to_server(RouteLeadServicer(router), server)
+        server.add_generic_rpc_handlers((_route_lead_handler(RouteLeadServicer(router)),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
@@ -109,6 +125,35 @@ class Service:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _route_lead_handler(servicer: RouteLeadServicer) -> grpc.GenericRpcHandler:
+    """The generated registration, except that a request which does not decode (for instance
+    invalid UTF-8 in a string, sent by a non-Python client) gets INVALID_ARGUMENT saying so,
+    instead of gRPC's generic INTERNAL."""
+
+    def decode(data: bytes) -> pb.RouteLeadRequest | None:
+        try:
+            return pb.RouteLeadRequest.FromString(data)
+        except DecodeError:
+            return None
+
+    async def route(
+        request: pb.RouteLeadRequest | None,
+        context: grpc.aio.ServicerContext[pb.RouteLeadRequest, pb.RouteLeadResponse],
+    ) -> pb.RouteLeadResponse:
+        if request is None:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "request is not a valid routelead.v1.RouteLeadRequest (strings must be UTF-8)",
+            )
+        assert request is not None
+        return await servicer.RouteLead(request, context)
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        route, request_deserializer=decode, response_serializer=pb.RouteLeadResponse.SerializeToString
+    )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, {"RouteLead": handler})
 
 
 async def serve_until_signalled(service: Service) -> None:

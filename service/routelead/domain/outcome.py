@@ -31,6 +31,7 @@ class Status(enum.Enum):
     POST_ERROR = "POST_ERROR"
     NOT_OFFERED = "NOT_OFFERED"
     CONDITION_FAILED = "CONDITION_FAILED"
+    SKIPPED_CIRCUIT = "SKIPPED_CIRCUIT"
 
 
 @dataclass(slots=True)
@@ -53,10 +54,16 @@ class Attempt:
 @dataclass(frozen=True, slots=True)
 class Sale:
     buyer_id: str
-    price: Decimal
+    price: Decimal  # the revenue from this buyer
     buyer_lead_id: str
     exclusive: bool
     tier: str
+    # This sale's share of the lead's cost, so each sale carries its own margin.
+    cost: Decimal = Decimal("0.00")
+
+    @property
+    def margin(self) -> Decimal:
+        return self.price - self.cost
 
 
 @dataclass(slots=True)
@@ -80,3 +87,7 @@ class RoutingResult:
     @property
     def margin(self) -> Decimal:
         return self.revenue - self.cost
+
+    @property
+    def negative_margin(self) -> bool:
+        return self.margin < 0

@@ -152,6 +152,23 @@ class RotationStore(Protocol):
         round-robin and weighted orders is derived from it, so replicas rotate as one."""
 
 
+class VolumeStore(Protocol):
+    def counts(self, subject: str, now: float) -> dict[str, int]:
+        """Leads so far for `subject` ("source:s1", "buyer:b2") in the current UTC hour, day,
+        week and month, keyed by period; for volume pricing rules."""
+
+    async def add(self, subject: str, now: float) -> None:
+        """Count one more lead for `subject`."""
+
+
+class BuyerStats(Protocol):
+    def accept_rate(self, buyer_id: str) -> Decimal:
+        """The buyer's measured post-accept rate (smoothed, so a newcomer is not punished)."""
+
+    def record_post(self, buyer_id: str, accepted: bool) -> None:
+        """Count one post outcome."""
+
+
 class IdempotencyStore(Protocol):
     async def once(self, lead_id: str, work: Callable[[], Awaitable[RoutingResult]]) -> RoutingResult:
         """Run `work` for the first request of `lead_id`; later ones get a copy marked replayed."""

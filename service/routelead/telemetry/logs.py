@@ -10,7 +10,9 @@ import orjson
 import structlog
 
 
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+def configure_logging(level: str = "INFO", stream: TextIO | None = None, *, cache: bool = True) -> None:
+    """JSON lines to `stream`. `cache=False` lets a later call re-route loggers already in use
+    (tests capture output this way); serving caches them, which is faster."""
     out = stream if stream is not None else sys.stdout
     structlog.configure(
         processors=[
@@ -22,5 +24,5 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
