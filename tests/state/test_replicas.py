@@ -21,7 +21,7 @@ from routelead.state.redis import connect
 from routelead.v1 import routelead_pb2 as pb
 
 from tests.buyers import BuyerServer, accept, bid, slow
-from tests.configs import GOOD_LEAD, buyer, document
+from tests.configs import GOOD_LEAD, buyer, document, fixed_buyer
 from tests.state.conftest import SECRET, RedisProcess
 from tests.state.replicas import ROOT, Replica, consumer, env_for, replicas, run_cli, sold_to, write_config
 
@@ -212,3 +212,25 @@ async def test_redis_stopped_and_restarted_mid_run_never_hangs_or_oversells(
     # Back: a sells exactly its last two, and never a sixth.
     assert sold_to([r for _, r in after]) == {"a": 2, "c": 6}
     assert len(buyers.got("a", "post")) == 5
+
+
+async def test_a_round_robin_tier_rotates_fairly_across_replicas(
+    buyers: BuyerServer, redis_url: str, tmp_path: Path
+) -> None:
+    names = ["x", "y", "z"]
+    for name in names:
+        buyers.on(name, post=accept())
+    doc = document([fixed_buyer(buyers.url, n, "20.00") for n in names])
+    doc["flows"][0]["tiers"][0] |= {"mode": "waterfall", "order": "round_robin"}
+    fleet = await replicas(2, write_config(tmp_path, doc), redis_url)
+    try:
+        # Four leads each: on private turn counters both replicas would start x, y, z, x (x: 4,
+        # z: 2); shared turns 0-7 give 3, 3, 2.
+        replies = [await fleet[i % 2].route(consumer(i)) for i in range(8)]
+    finally:
+        for r in fleet:
+            await r.stop()
+
+    shares = sold_to(replies)
+    assert sum(shares.values()) == 8
+    assert sorted(shares.values()) == [2, 3, 3]
