@@ -19,7 +19,7 @@ import pytest
 import yaml
 from routelead.buyers.base import BadAnswer, HttpAnswer, HttpRequest, PingAnswer, PostAnswer
 from routelead.config.loader import load_config_bytes
-from routelead.domain.mapping import Transaction, unpack_carry
+from routelead.domain.mapping import Transaction
 from routelead.domain.money import fmt
 
 from tests.configs import LEAD_FIELDS, document
@@ -60,7 +60,10 @@ def test_buyer_fixture(path: Path) -> None:
                 assert _ping_view(outcome) == _expected_ping(call["expected"]), where
         else:
             tx = Transaction(
-                LEAD_ID, ping.ping_id if ping else "", fmt(ping.price) if ping and ping.price else ""
+                LEAD_ID,
+                ping.ping_id if ping else "",
+                fmt(ping.price) if ping and ping.price else "",
+                ping.carried if ping else {},
             )
             request = buyer.post.request(lead.fields, tx)
             _check_request(request, call["request"], env, where)
@@ -130,12 +133,11 @@ def _outcome(parse: Any, answer: dict[str, Any], prefix: str) -> PingAnswer | Po
 
 
 def _ping_view(a: PingAnswer) -> dict[str, Any]:
-    carried = unpack_carry(a.ping_id)
     return {
         "bid": a.bid,
         "price": None if a.price is None else str(a.price),
-        "ping_id": carried.pop("ping_id", ""),
-        "carried": carried,
+        "ping_id": a.ping_id,
+        "carried": a.carried,
         "exclusive": a.exclusive,
         "reason": a.reason,
         "conditions": a.conditions,

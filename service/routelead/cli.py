@@ -34,6 +34,28 @@ def main(argv: list[str] | None = None) -> int:
         "--listen", default=os.environ.get("ROUTELEAD_LISTEN", "0.0.0.0:50051"), help="host:port"
     )
     serve.add_argument("--log-level", default=os.environ.get("ROUTELEAD_LOG_LEVEL", "INFO"))
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("ROUTELEAD_WORKERS", "1")),
+        help="worker processes sharing the port (SO_REUSEPORT); 0 = one per core (or ROUTELEAD_WORKERS)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        default=os.environ.get("ROUTELEAD_METRICS_LISTEN", ""),
+        help="host:port for Prometheus /metrics; empty = off (or ROUTELEAD_METRICS_LISTEN)",
+    )
+    serve.add_argument(
+        "--health-listen",
+        default=os.environ.get("ROUTELEAD_HEALTH_LISTEN", ""),
+        help="host:port of a plaintext health-only gRPC port for probes (or ROUTELEAD_HEALTH_LISTEN)",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        default=os.environ.get("ROUTELEAD_INSECURE", "") == "1",
+        help="allow a non-loopback listener without TLS and caller authentication (or ROUTELEAD_INSECURE=1)",
+    )
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("config")
@@ -53,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_state_command(args)
     match args.command:
         case "serve":
-            return _serve(args.config, args.listen, args.log_level)
+            return _serve(args)
         case "check-config":
             return _check(args.config)
         case "demo":
@@ -80,37 +102,44 @@ def _check(path: str) -> int:
     return 0
 
 
-def _serve(path: str | None, listen: str, level: str) -> int:
-    from routelead.api.server import Service, serve_until_signalled
-    from routelead.state.select import StateConfigError, hot_state
+def _serve(args: argparse.Namespace) -> int:
+    # Nothing here creates a gRPC object: workers are forked first and build their own.
+    from routelead.api.process import ServeOptions, prepare_metrics_dir, serve
+    from routelead.state.select import StateConfigError, check_state_env
     from routelead.telemetry.logs import configure_logging
-    from routelead.telemetry.tracing import configure_tracing
 
-    config = _load(path)
-    configure_logging(level)
-    configure_tracing()
+    config = _load(args.config)
+    configure_logging(args.log_level)
     try:
-        state = hot_state()
+        check_state_env(os.environ)  # before any worker is forked: fail once, clearly
     except StateConfigError as exc:
         print(f"routelead: {exc}", file=sys.stderr)
         return 2
+    workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
+    own_dir = prepare_metrics_dir() if workers > 1 and args.metrics_listen else None
 
-    async def serve() -> None:
-        service = Service(
-            config,
-            address=listen,
-            caps=state.caps,
-            dedupe=state.dedupe,
-            idempotency=state.idempotency,
-            rotation=state.rotation,
-        )
-        try:
-            await serve_until_signalled(service)
-        finally:
-            await state.close()
+    from routelead.api.security import Security, SecurityError
 
-    _run(serve())
-    return 0
+    try:
+        security = Security.from_env()
+        security.check_exposure(args.listen, args.insecure)
+    except SecurityError as exc:
+        print(f"routelead: {exc}", file=sys.stderr)
+        return 2
+    opts = ServeOptions(
+        config=config,
+        listen=args.listen,
+        security=security,
+        workers=workers,
+        metrics_listen=args.metrics_listen,
+        health_listen=args.health_listen,
+        log_level=args.log_level,
+    )
+    try:
+        return serve(opts, own_dir)
+    except ValueError as exc:
+        print(f"routelead: {exc}", file=sys.stderr)
+        return 2
 
 
 def _demo(leads: int, seed: int) -> int:

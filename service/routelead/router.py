@@ -41,6 +41,8 @@ from routelead.state.ports import (
     VolumeStore,
     lead_deadline,
 )
+from routelead.telemetry.metrics import record_lead
+from routelead.telemetry.propagation import with_traceparent
 from routelead.transport import Transport, TransportError, TransportTimeout
 
 _LEAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -168,6 +170,7 @@ class Router:
         deadline = started + budget_s
         with tracer.start_as_current_span(
             "RouteLead",
+            kind=trace.SpanKind.SERVER,
             attributes={"lead.id": lead_id, "flow": flow.id, "source": source.id, "test": test},
         ) as span:
             result = RoutingResult(lead_id, flow.id, source.id, test, Outcome.UNSOLD, ZERO)
@@ -202,7 +205,11 @@ class Router:
             result.elapsed_ms = (time.monotonic() - started) * 1000
             span.set_attribute("outcome", result.outcome.value)
             span.set_attribute("revenue", fmt(result.revenue))
-        _log_decision(result, self.config.version)
+            span.set_attribute("cost", fmt(result.cost))
+            span.set_attribute("margin", fmt(result.margin))
+            span.set_attribute("latency_ms", round(result.elapsed_ms, 3))
+            _log_decision(result, self.config.version)  # inside the span: the line carries its ids
+        record_lead(result, budget_s)
         return result
 
     def _book(self, result: RoutingResult, source: Source, fixed_cost: Decimal) -> None:
@@ -438,7 +445,11 @@ class Router:
         assert buyer.ping is not None and buyer.ping_parser is not None
         timeout = min(buyer.ping.timeout_s, deadline - time.monotonic())
         request = buyer.ping.request(lead.ping_fields, Transaction(lead_id))
-        with tracer.start_as_current_span("ping", attributes={"buyer.id": buyer.id, "tier": a.tier}) as span:
+        with tracer.start_as_current_span(
+            "ping", kind=trace.SpanKind.CLIENT, attributes={"buyer.id": buyer.id, "tier": a.tier}
+        ) as span:
+            if buyer.trace_context:
+                request = with_traceparent(request)
             t0 = time.perf_counter()
             try:
                 answer = await self._transport.send(request, timeout, buyer.ping_max_body)
@@ -455,6 +466,7 @@ class Router:
                 else:
                     if parsed.bid:
                         a.price, a.ping_id, a.exclusive = parsed.price, parsed.ping_id, parsed.exclusive
+                        a.carried = parsed.carried
                         x.conditions = parsed.conditions
                         a.reason = parsed.reason or "bid"
                     else:
@@ -489,8 +501,14 @@ class Router:
             if reservation is None:
                 a.status, a.reason = Status.SKIPPED_CAP, "cap, budget or balance reached before the post"
                 return None
-        request = buyer.post.request(lead.fields, Transaction(result.lead_id, a.ping_id, fmt(price)))
-        with tracer.start_as_current_span("post", attributes={"buyer.id": buyer.id, "tier": a.tier}) as span:
+        request = buyer.post.request(
+            lead.fields, Transaction(result.lead_id, a.ping_id, fmt(price), a.carried)
+        )
+        with tracer.start_as_current_span(
+            "post", kind=trace.SpanKind.CLIENT, attributes={"buyer.id": buyer.id, "tier": a.tier}
+        ) as span:
+            if buyer.trace_context:
+                request = with_traceparent(request)
             t0 = time.perf_counter()
             try:
                 answer = await self._transport.send(
@@ -498,6 +516,8 @@ class Router:
                 )
                 a.http_status = answer.status
                 parsed = buyer.post_parser.parse(answer)
+                # Known now, so the post span's status says it (reasons are added below).
+                a.status = Status.POST_ACCEPTED if parsed.accepted else Status.POST_REJECTED
             except TransportError as exc:
                 self._health(buyer, ok=False)
                 a.status, a.reason = Status.POST_ERROR, f"post failed: {exc}"

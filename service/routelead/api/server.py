@@ -13,6 +13,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from routelead.api.security import Security
 from routelead.api.servicer import RouteLeadServicer
 from routelead.config.runtime import RuntimeConfig
 from routelead.router import Router
@@ -23,6 +24,7 @@ from routelead.state.memory import (
     MemoryRotationStore,
 )
 from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore
+from routelead.telemetry.spans import TracedCapStore
 from routelead.transport import Transport
 from routelead.v1 import routelead_pb2 as pb
 
@@ -42,10 +44,20 @@ class Service:
         dedupe: DedupeStore | None = None,
         idempotency: IdempotencyStore | None = None,
         rotation: RotationStore | None = None,
+        security: Security | None = None,
+        reuse_port: bool = False,
+        health_address: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.address = address
+        self.security = security if security is not None else Security()
+        # `serve --workers N`: every worker binds the same port, the kernel spreads connections.
+        self.reuse_port = reuse_port
+        # A plaintext, health-only listener for kubelet's gRPC probes (they cannot speak TLS).
+        self.health_address = health_address
+        self.health_port = 0
+        self._health_server: grpc.aio.Server | None = None
         self.caps = caps if caps is not None else MemoryCapStore()
         self.dedupe = dedupe if dedupe is not None else MemoryDedupeStore()
         self.idempotency = idempotency if idempotency is not None else MemoryIdempotencyStore()
@@ -67,7 +79,7 @@ class Service:
         router = self.router = Router(
             self.config,
             self.transport,
-            self.caps,
+            TracedCapStore(self.caps),
             self.dedupe,
             self.idempotency,
             self.rotation,
@@ -79,10 +91,11 @@ class Service:
                 ("grpc.max_receive_message_length", size),
                 ("grpc.max_send_message_length", 4 * size),
                 # One process owns its port unless `serve --workers` asks otherwise.
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(self.reuse_port)),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            ]
+            ],
+            interceptors=self.security.interceptors(),
         )
         server.add_generic_rpc_handlers((_route_lead_handler(RouteLeadServicer(router)),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -94,15 +107,34 @@ class Service:
             ),
             server,
         )
-        self.port = server.add_insecure_port(self.address)
+        if self.security.tls:
+            self.port = server.add_secure_port(self.address, self.security.server_credentials())
+        else:
+            self.port = server.add_insecure_port(self.address)
         if self.port == 0:
             await self.transport.close()
             raise OSError(f"cannot listen on {self.address}")
+        if self.health_address:
+            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", int(self.reuse_port))])
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+            self.health_port = self._health_server.add_insecure_port(self.health_address)
+            if self.health_port == 0:
+                await self.transport.close()
+                raise OSError(f"cannot listen on {self.health_address}")
+            await self._health_server.start()
         await server.start()
         self._server = server
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        log.info("server.started", address=self.address, port=self.port, config_version=self.config.version)
+        log.info(
+            "server.started",
+            address=self.address,
+            port=self.port,
+            tls=self.security.tls,
+            auth="mtls" if self.security.client_ca else "token" if self.security.token_digests else "none",
+            health_port=self.health_port or None,
+            config_version=self.config.version,
+        )
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
@@ -112,6 +144,9 @@ class Service:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self.drain_s if grace is None else grace)
         self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+            self._health_server = None
         await self.transport.close()
         log.info("server.stopped", port=self.port)
 

@@ -17,7 +17,6 @@ import orjson
 from routelead.buyers.base import BadAnswer, HttpAnswer, PingAnswer, PostAnswer
 from routelead.buyers.readers import MISSING, JsonReader, Locator, Reader, type_name, watching
 from routelead.buyers.text import MAX_TEXT, excerpt, scrub
-from routelead.domain.mapping import pack_carry
 from routelead.domain.money import PriceError, parse_price
 
 # What an HTTP status means before the body is looked at; `read` lets the body decide.
@@ -123,12 +122,12 @@ class PingParser:
             price = parse_price(raw, max_price=self.max_price)
         except PriceError as exc:
             raise BadAnswer(str(exc)) from None
-        carried = {"ping_id": id_at(doc, self.ping_id)}
-        carried.update((name, id_at(doc, where)) for name, where in self.carry)
+        carried = {name: value for name, where in self.carry if (value := id_at(doc, where))}
         return PingAnswer(
             bid=True,
             price=price,
-            ping_id=pack_carry({k: v for k, v in carried.items() if v}),
+            ping_id=id_at(doc, self.ping_id),
+            carried=carried,
             exclusive=flag_at(doc, self.exclusive),
             reason=reason,
             conditions=self._conditions(doc),

@@ -413,6 +413,7 @@ def _buyer(
         pricing=_price_book(b.pricing, fields),
         breaker_failures=b.breaker.failures if b.breaker.enabled else 0,
         breaker_cooldown_s=b.breaker.cooldown_s,
+        trace_context=b.trace_context,
     )
 
 

@@ -252,6 +252,8 @@ class BuyerModel(Strict):
     # Revenue rules on top of the bid or fixed price (all evaluated, last match wins).
     pricing: list[PriceRuleModel] = []
     breaker: BreakerModel = BreakerModel()
+    # Send W3C `traceparent` to this buyer, so its own tracing joins our trace.
+    trace_context: bool = False
 
     @model_validator(mode="after")
     def _ping_or_fixed(self) -> BuyerModel:

@@ -39,6 +39,8 @@ class Buyer:
     # Consecutive failures that open the circuit (0: no breaker), and the cool-down.
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
+    # Send W3C `traceparent` on ping and post.
+    trace_context: bool = False
 
     @property
     def capped(self) -> bool:

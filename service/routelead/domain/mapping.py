@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -104,37 +104,23 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Transaction:
-    """Per-sale values a request may carry. `ping_id` is the token the ping parser made:
-    the buyer's ping id, or every value its ping answer asked us to carry (see pack_carry)."""
+    """Per-sale values a request may carry: ours, and those the buyer's ping answer asked us to
+    send back on the post (its ping id, an auction token, …) under `from: ping.NAME`."""
 
     lead_id: str
     ping_id: str = ""
     price: str = ""
+    carried: Mapping[str, str] = field(default_factory=dict)
 
     def value(self, name: TxValue) -> str:
         if name == "lead_id":
             return self.lead_id
         if name == "price":
             return self.price
-        carried = unpack_carry(self.ping_id)
-        return carried.get(name.removeprefix("ping."), "")
-
-
-_PACKED = "\x1e"  # never starts a real ping id: buyer text is stripped of control characters
-
-
-def pack_carry(values: Mapping[str, str]) -> str:
-    """The ping answer's values for the post, in the one string the router carries (Attempt.ping_id)."""
-    if set(values) <= {"ping_id"}:
-        return values.get("ping_id", "")
-    return _PACKED + orjson.dumps(dict(values)).decode()
-
-
-def unpack_carry(token: str) -> dict[str, str]:
-    if not token.startswith(_PACKED):
-        return {"ping_id": token} if token else {}
-    loaded = orjson.loads(token[1:])
-    return {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+        key = name.removeprefix("ping.")
+        if key == "ping_id":
+            return self.ping_id
+        return self.carried.get(key, "")
 
 
 Getter = Callable[[Mapping[str, str], Transaction], JsonValue]

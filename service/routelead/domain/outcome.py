@@ -48,6 +48,7 @@ class Attempt:
     http_status: int = 0
     # Carried from the ping answer into the post; never shown to callers.
     ping_id: str = ""
+    carried: dict[str, str] = field(default_factory=dict)
     exclusive: bool = False
 
 

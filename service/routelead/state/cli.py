@@ -38,9 +38,9 @@ def add_state_commands(sub: Any) -> None:
 
 
 def run_state_command(args: argparse.Namespace) -> int:
-    from routelead.state.select import StateConfigError, dedupe_secret
+    from routelead.state.select import StateConfigError, dedupe_secret, redis_url
 
-    url = os.environ.get("REDIS_URL")
+    url = redis_url(os.environ)
     if not url:
         print(
             "routelead: set REDIS_URL: without it each `serve` process keeps its state in its own memory",

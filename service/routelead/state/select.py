@@ -50,10 +50,26 @@ def dedupe_secret(env: Mapping[str, str]) -> bytes | None:
     return secret
 
 
+def redis_url(env: Mapping[str, str]) -> str:
+    """REDIS_URL, or ROUTELEAD_REDIS_URL (the name deploy/ uses); empty: memory."""
+    return env.get("REDIS_URL") or env.get("ROUTELEAD_REDIS_URL") or ""
+
+
+def check_state_env(env: Mapping[str, str]) -> None:
+    """Raise StateConfigError for a hot-state setting `hot_state` would refuse."""
+    secret = dedupe_secret(env)
+    if redis_url(env) and secret is None:
+        # Replicas must agree on the key, or the same consumer hashes differently on each.
+        raise StateConfigError(
+            "REDIS_URL is set but no dedupe key: set ROUTELEAD_DEDUPE_KEY (or ROUTELEAD_DEDUPE_KEY_FILE)"
+        )
+
+
 def hot_state(env: Mapping[str, str] | None = None) -> HotState:
     env = os.environ if env is None else env
+    check_state_env(env)
     secret = dedupe_secret(env)
-    url = env.get("REDIS_URL")
+    url = redis_url(env)
     if not url:
         return HotState(
             MemoryCapStore(),
@@ -62,11 +78,7 @@ def hot_state(env: Mapping[str, str] | None = None) -> HotState:
             MemoryRotationStore(),
             "memory",
         )
-    if secret is None:
-        # Replicas must agree on the key, or the same consumer hashes differently on each.
-        raise StateConfigError(
-            "REDIS_URL is set but no dedupe key: set ROUTELEAD_DEDUPE_KEY (or ROUTELEAD_DEDUPE_KEY_FILE)"
-        )
+    assert secret is not None  # checked above
     from routelead.state.redis import connect
 
     shared = connect(url, secret)

@@ -8,6 +8,8 @@ from typing import TextIO
 
 import orjson
 import structlog
+from opentelemetry import trace
+from structlog.typing import EventDict, WrappedLogger
 
 
 def configure_logging(level: str = "INFO", stream: TextIO | None = None, *, cache: bool = True) -> None:
@@ -17,6 +19,7 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None, *, cach
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -26,3 +29,12 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None, *, cach
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=cache,
     )
+
+
+def add_trace_ids(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """trace_id and span_id of the current span, so a log line leads to its trace (and back)."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event.setdefault("trace_id", format(ctx.trace_id, "032x"))
+        event.setdefault("span_id", format(ctx.span_id, "016x"))
+    return event
