@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Self
 
 import grpc
@@ -45,6 +47,7 @@ class Service:
         security: Security | None = None,
         reuse_port: bool = False,
         health_address: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.address = address
@@ -60,6 +63,7 @@ class Service:
         self.idempotency = idempotency if idempotency is not None else MemoryIdempotencyStore()
         self.rotation = rotation if rotation is not None else MemoryRotationStore()
         self.transport = Transport(verify_tls=config.verify_buyer_tls)
+        self._clock = clock
         self.port = 0
         self.router: Router | None = None
         self._server: grpc.aio.Server | None = None
@@ -79,6 +83,7 @@ class Service:
             self.dedupe,
             self.idempotency,
             self.rotation,
+            clock=self._clock,
         )
         size = self.config.max_message_bytes
         server = grpc.aio.server(
