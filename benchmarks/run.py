@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -25,6 +27,7 @@ from benchmarks.report import phase_summary, plot
 from benchmarks.scenarios import SCENARIOS, Scenario, fleet_spec, service_config
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 # Every phase stops at its time limit or at this many leads, whichever comes first.
 MAX_LEADS = 2_000_000
 WARMUP_S = 1.0
@@ -79,7 +82,12 @@ async def _soak(
 
 
 async def run_scenario(
-    s: Scenario, out: Path, profile: bool = False, open_rate: float | None = None, workers: int = 1
+    s: Scenario,
+    out: Path,
+    profile: bool = False,
+    open_rate: float | None = None,
+    workers: int = 1,
+    redis: bool = False,
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"routelead-bench-{s.name}-"))
     spec = work / "fleet.json"
@@ -90,6 +98,7 @@ async def run_scenario(
         "buyers_per_lead": len(s.buyers),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {**_machine(), "service_processes": workers},
+        "hot_state": "redis (throwaway redis-server)" if redis else "memory",
         "phases": {},
     }
     tallies: dict[str, load.Tally] = {}
@@ -108,7 +117,30 @@ async def run_scenario(
         if profile:
             where = str(out / f"{s.name}.profile.txt")
             argv = ["-m", "benchmarks.profile_service", str(config), f"127.0.0.1:{port}", where]
-        service = Child("routelead serve", [python(), *argv], announces_port=False)
+        # Never an ambient Redis: memory, or the throwaway one below.
+        env = {"REDIS_URL": "", "ROUTELEAD_REDIS_URL": ""}
+        if redis:
+            rport = free_port()
+            store = Child(
+                "redis-server",
+                [
+                    REDIS_SERVER,
+                    "--port",
+                    str(rport),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+                announces_port=False,
+            )
+            children.append(store)
+            wait_listening(rport, store)
+            env["REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"
+            env["ROUTELEAD_DEDUPE_KEY"] = secrets.token_hex(32)  # a throwaway key for a throwaway store
+        service = Child("routelead serve", [python(), *argv], env=env, announces_port=False)
         children.append(service)
         wait_listening(port, service)
         target = f"127.0.0.1:{port}"
@@ -217,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=1, help="service worker processes (routelead serve --workers)"
     )
+    parser.add_argument(
+        "--redis", action="store_true", help="hot state in a throwaway redis-server (else in memory)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument(
         "--profile",
@@ -241,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.phases:
             s = s.with_(phases=tuple(args.phases.split(",")))
         args.out.mkdir(parents=True, exist_ok=True)
-        report = uvloop.run(run_scenario(s, args.out, args.profile, args.rate, args.workers))
+        report = uvloop.run(run_scenario(s, args.out, args.profile, args.rate, args.workers, args.redis))
         print(_line(report), flush=True)
     return 0
 
