@@ -28,6 +28,12 @@ from benchmarks.scenarios import SCENARIOS, Scenario, fleet_spec, service_config
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def _redis_installed() -> bool:
+    return Path(REDIS_SERVER).is_file()
+
+
 # Every phase stops at its time limit or at this many leads, whichever comes first.
 MAX_LEADS = 2_000_000
 WARMUP_S = 1.0
@@ -263,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         [n for n in SCENARIOS if n not in ("smoke", "soak-10")] if "all" in args.scenario else args.scenario
     )
     unknown = [n for n in names if n not in SCENARIOS]
+    if args.redis and not _redis_installed():
+        parser.error("--redis needs redis-server: apt-get install redis-server")
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     import uvloop

@@ -76,6 +76,29 @@ def test_a_smoke_run_writes_a_sane_report_and_plot(tmp_path: Path) -> None:
     assert report["fleet_cpu_s"] > 0
 
 
+def test_with_redis_the_service_runs_on_a_throwaway_redis_server(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "benchmarks.run", "--scenario", "smoke", "--duration", "0.5"),
+            *("--redis", "--phases", "closed,open", "--out", str(tmp_path)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = orjson.loads((tmp_path / "smoke.json").read_bytes())
+    assert report["hot_state"].startswith("redis")
+    for name in ("closed", "open"):
+        ph = report["phases"][name]
+        # Unique leads through the Redis dedupe: every one reaches the buyers, none is a duplicate.
+        assert ph["answered"] > 0 and ph["errors"] == {} and "DUPLICATE" not in ph["outcomes"]
+        assert ph["pings"] == 3 * ph["answered"]
+    assert "empty" not in report["phases"] and "throughput_ratio" not in report
+
+
 def test_the_results_table_renders_every_scenario_of_a_directory(tmp_path: Path) -> None:
     from benchmarks.table import rows
 
