@@ -84,6 +84,8 @@ class _Live:
     pinged: bool = False
     conditions: dict[str, object] = field(default_factory=dict)
     value: Decimal = Decimal(0)
+    # Volume counts for the buyer's pricing rules, fetched with the tree when they need them.
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -183,16 +185,13 @@ class Router:
                 epoch = self._clock()
                 now = datetime.fromtimestamp(epoch, UTC)
                 subject = f"source:{source.id}"
-                facts = Facts(
-                    lead.fields,
-                    self.config.schema.lead_age_s(lead, now),
-                    now,
-                    _counts("source", self._volume.counts(subject, epoch)),
-                )
+                counted = source.pricing.book.uses_volume
+                counts = _counts("source", await self._volume.counts(subject, epoch)) if counted else {}
+                facts = Facts(lead.fields, self.config.schema.lead_age_s(lead, now), now, counts)
                 # Known before any buyer is asked: the fixed part of the cost, so margin protection
                 # can turn it into a floor.
                 fixed_cost = source.pricing.fixed_cost(facts) + flow.fee
-                if not test:
+                if counted and not test:
                     await self._volume.add(subject, epoch)
                 # The ping window leaves time to post; on a short budget, at least 60 % goes to pings.
                 ping_end = started + max(budget_s - flow.post_reserve_s, budget_s * 0.6)
@@ -310,7 +309,10 @@ class Router:
                 if buyer.fixed_price is not None:
                     a.price = buyer.fixed_price
                     a.reason = "fixed-price buyer: direct post, no ping"
-                live.append(_Live(buyer, a, t, order, pinged=buyer.ping is None))
+                x = _Live(buyer, a, t, order, pinged=buyer.ping is None)
+                if buyer.pricing.uses_volume:
+                    x.counts = _counts("buyer", await self._volume.counts(f"buyer:{buyer.id}", epoch))
+                live.append(x)
         if tier.mode == "waterfall":
             # Offered one at a time, before any bid is known: by priority, or by fixed price.
             if tier.order == "priority":
@@ -351,9 +353,7 @@ class Router:
         a.exclusive = a.exclusive or verdict.exclusive
         exclusive = a.exclusive or flow.max_buyers == 1
         if x.buyer.pricing.rules:
-            epoch = self._clock()
-            counts = _counts("buyer", self._volume.counts(f"buyer:{x.buyer.id}", epoch))
-            priced = dataclasses.replace(facts, counts=counts, exclusive=exclusive)
+            priced = dataclasses.replace(facts, counts=x.counts, exclusive=exclusive)
             a.price = x.buyer.pricing.apply(a.price or Decimal(0), priced)
         floor = floors.for_bid(exclusive)
         price = a.price or Decimal(0)
@@ -541,7 +541,8 @@ class Router:
             # The buyer's post answer states what it pays: that is the revenue (seed 003).
             price = to_cents(parsed.price)
             a.price = price
-        await self._volume.add(f"buyer:{buyer.id}", self._clock())
+        if buyer.pricing.uses_volume:
+            await self._volume.add(f"buyer:{buyer.id}", self._clock())
         a.status, a.reason = (
             Status.POST_ACCEPTED,
             f"sold at {fmt(price)}" + (f": {_redact(parsed.reason, lead)}" if parsed.reason else ""),

@@ -18,8 +18,9 @@ from routelead.state.memory import (
     MemoryDedupeStore,
     MemoryIdempotencyStore,
     MemoryRotationStore,
+    MemoryVolumeStore,
 )
-from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore
+from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore, VolumeStore
 from routelead.state.redis import RedisState, connect
 
 SECRET = b"test-dedupe-key-0123456789abcdef"
@@ -96,6 +97,7 @@ class Backend:
     dedupe: DedupeStore
     idempotency: IdempotencyStore
     rotation: RotationStore
+    volume: VolumeStore
     redis: RedisState | None = None
 
 
@@ -109,9 +111,10 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
             MemoryDedupeStore(secret=SECRET),
             MemoryIdempotencyStore(),
             MemoryRotationStore(),
+            MemoryVolumeStore(),
         )
         return
     url = request.getfixturevalue("redis_url")
     state = connect(url, SECRET, op_timeout_s=2.0)
-    yield Backend("redis", state.caps, state.dedupe, state.idempotency, state.rotation, state)
+    yield Backend("redis", state.caps, state.dedupe, state.idempotency, state.rotation, state.volume, state)
     await state.close()

@@ -154,6 +154,15 @@ async def test_an_unsettled_reservation_counts_until_settled(backend: Backend) -
 
 
 async def test_confirming_an_unsettled_reservation_keeps_it_counted(backend: Backend) -> None:
+    from prometheus_client import REGISTRY
+
+    def exported(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    marked, confirmed = (
+        exported("routelead_unsettled_marked_total"),
+        exported("routelead_unsettled_settled_total", how="confirmed"),
+    )
     c = caps(day=1)
     r = await backend.caps.reserve(c, "lead-1", NOON)
     assert r is not None
@@ -164,6 +173,9 @@ async def test_confirming_an_unsettled_reservation_keeps_it_counted(backend: Bac
     assert await backend.caps.list_unsettled(older_than_s=3600) == []
     assert await backend.caps.reserve(c, "lead-2", NOON) is None
     assert backend.caps.metrics.settled_confirmed_total == 1
+    # Written through to Prometheus, for the /metrics endpoint and the alerts.
+    assert exported("routelead_unsettled_marked_total") == marked + 1
+    assert exported("routelead_unsettled_settled_total", how="confirmed") == confirmed + 1
 
 
 async def test_a_reservation_never_settled_is_listed_as_orphaned(backend: Backend) -> None:
@@ -287,3 +299,18 @@ async def test_caps_per_flow_and_per_source_count_only_their_leads(backend: Back
     assert await backend.caps.reserve(c, "r1", NOON, D("30"), roof) is not None
     assert await backend.caps.reserve(c, "r2", NOON, D("30"), roof) is not None
     assert await backend.caps.reserve(c, "r3", NOON, D("30"), roof) is None  # the buyer's 5 a day
+
+
+async def test_volume_counts_run_per_utc_period(backend: Backend) -> None:
+    for _ in range(3):
+        await backend.volume.add("source:s1", NOON)
+    await backend.volume.add("buyer:b1", NOON)
+
+    now = await backend.volume.counts("source:s1", NOON)
+    next_hour = await backend.volume.counts("source:s1", NOON + 3600)
+    next_day = await backend.volume.counts("source:s1", NOON + 86400)
+
+    assert (now["hour"], now["day"]) == (3, 3)
+    assert (next_hour["hour"], next_hour["day"]) == (0, 3)
+    assert next_day["day"] == 0
+    assert (await backend.volume.counts("buyer:b1", NOON))["day"] == 1

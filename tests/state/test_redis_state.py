@@ -183,3 +183,19 @@ def test_balances_are_shown_and_topped_up_from_the_cli(redis_url: str) -> None:
         timeout=60,
     )
     assert no_redis.returncode == 2 and "REDIS_URL" in no_redis.stderr
+
+
+async def test_volume_counts_are_shared_by_replicas(redis_url: str) -> None:
+    from routelead.state.redis import connect
+
+    one, two = (
+        connect(redis_url, b"k" * 16, op_timeout_s=2.0),
+        connect(redis_url, b"k" * 16, op_timeout_s=2.0),
+    )
+    try:
+        await one.volume.add("source:s1", 1_800_000_000.0)
+        await two.volume.add("source:s1", 1_800_000_000.0)
+        assert (await one.volume.counts("source:s1", 1_800_000_000.0))["day"] == 2
+    finally:
+        await one.close()
+        await two.close()

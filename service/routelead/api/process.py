@@ -114,6 +114,7 @@ def run_worker(opts: ServeOptions, *, reuse_port: bool) -> int:
             dedupe=state.dedupe,
             idempotency=state.idempotency,
             rotation=state.rotation,
+            volume=state.volume,
         )
         try:
             await serve_until_signalled(service)

@@ -22,8 +22,9 @@ from routelead.state.memory import (
     MemoryDedupeStore,
     MemoryIdempotencyStore,
     MemoryRotationStore,
+    MemoryVolumeStore,
 )
-from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore
+from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore, VolumeStore
 from routelead.telemetry.spans import TracedCapStore
 from routelead.transport import Transport
 from routelead.v1 import routelead_pb2 as pb
@@ -44,6 +45,7 @@ class Service:
         dedupe: DedupeStore | None = None,
         idempotency: IdempotencyStore | None = None,
         rotation: RotationStore | None = None,
+        volume: VolumeStore | None = None,
         security: Security | None = None,
         reuse_port: bool = False,
         health_address: str | None = None,
@@ -62,6 +64,7 @@ class Service:
         self.dedupe = dedupe if dedupe is not None else MemoryDedupeStore()
         self.idempotency = idempotency if idempotency is not None else MemoryIdempotencyStore()
         self.rotation = rotation if rotation is not None else MemoryRotationStore()
+        self.volume = volume if volume is not None else MemoryVolumeStore()
         self.transport = Transport(verify_tls=config.verify_buyer_tls)
         self._clock = clock
         self.port = 0
@@ -83,6 +86,7 @@ class Service:
             self.dedupe,
             self.idempotency,
             self.rotation,
+            volume=self.volume,
             clock=self._clock,
         )
         size = self.config.max_message_bytes

@@ -114,7 +114,7 @@ class MemoryCapStore:
         record = self._records.get((r.buyer_id, r.id))
         if record is not None:
             record.state, record.reason = "unsettled", reason
-            self.metrics.unsettled_marked_total += 1
+            self.metrics.marked()
 
     async def list_unsettled(self, older_than_s: float = 30.0) -> list[UnsettledSale]:
         cutoff = time.time() - older_than_s
@@ -140,15 +140,15 @@ class MemoryCapStore:
             return False
         if accepted:
             await self.commit(record.r, outbox)
-            self.metrics.settled_confirmed_total += 1
+            self.metrics.confirmed()
         else:
             await self.release(record.r)
-            self.metrics.settled_freed_total += 1
+            self.metrics.freed()
         return True
 
     async def top_up(self, buyer_id: str, amount: Decimal) -> Decimal:
         self._balances[buyer_id] = self._balances.get(buyer_id, 0) + to_cents(amount)
-        self.metrics.balance_topups_total += 1
+        self.metrics.topped_up()
         return from_cents(self._balances[buyer_id])
 
     async def balance(self, buyer_id: str) -> Decimal:
@@ -274,7 +274,7 @@ class MemoryVolumeStore:
     def __init__(self) -> None:
         self._counts: dict[tuple[str, Period], tuple[str, int]] = {}
 
-    def counts(self, subject: str, now: float) -> dict[str, int]:
+    async def counts(self, subject: str, now: float) -> dict[str, int]:
         out: dict[str, int] = {}
         for p in self.PERIODS:
             key, n = self._counts.get((subject, p), ("", 0))

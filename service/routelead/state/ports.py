@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from routelead.domain.outcome import RoutingResult
 
@@ -73,9 +73,17 @@ class UnsettledSale:
     reason: str
 
 
+def _prometheus() -> Any:
+    # Imported on first use, never at import time: `serve --workers` must point prometheus-client
+    # at its multiprocess directory before the module is loaded, and the config loader imports us.
+    from routelead.telemetry import metrics
+
+    return metrics
+
+
 @dataclass(slots=True)
 class StateMetrics:
-    """Counters ready for a metrics exporter (names follow Prometheus conventions)."""
+    """Hot-state counters: kept here for tests and the CLI, and written through to Prometheus."""
 
     unsettled_marked_total: int = 0
     settled_confirmed_total: int = 0
@@ -84,8 +92,29 @@ class StateMetrics:
     redis_errors_total: int = 0
     redis_fallbacks_total: dict[str, int] = field(default_factory=dict)
 
+    def marked(self) -> None:
+        self.unsettled_marked_total += 1
+        _prometheus().UNSETTLED_MARKED.inc()
+
+    def confirmed(self, n: int = 1) -> None:
+        self.settled_confirmed_total += n
+        _prometheus().SETTLED.labels("confirmed").inc(n)
+
+    def freed(self, n: int = 1) -> None:
+        self.settled_freed_total += n
+        _prometheus().SETTLED.labels("freed").inc(n)
+
+    def topped_up(self) -> None:
+        self.balance_topups_total += 1
+        _prometheus().BALANCE_TOPUPS.inc()
+
+    def error(self) -> None:
+        self.redis_errors_total += 1
+        _prometheus().REDIS_ERRORS.inc()
+
     def fallback(self, what: str) -> None:
         self.redis_fallbacks_total[what] = self.redis_fallbacks_total.get(what, 0) + 1
+        _prometheus().REDIS_FALLBACKS.labels(what).inc()
 
 
 class CapStore(Protocol):
@@ -153,7 +182,7 @@ class RotationStore(Protocol):
 
 
 class VolumeStore(Protocol):
-    def counts(self, subject: str, now: float) -> dict[str, int]:
+    async def counts(self, subject: str, now: float) -> dict[str, int]:
         """Leads so far for `subject` ("source:s1", "buyer:b2") in the current UTC hour, day,
         week and month, keyed by period; for volume pricing rules."""
 

@@ -12,8 +12,9 @@ from routelead.state.memory import (
     MemoryDedupeStore,
     MemoryIdempotencyStore,
     MemoryRotationStore,
+    MemoryVolumeStore,
 )
-from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore
+from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore, VolumeStore
 
 
 class StateConfigError(ValueError):
@@ -28,6 +29,7 @@ class HotState:
     rotation: RotationStore
     backend: str
     closer: Callable[[], Awaitable[None]] | None = None
+    volume: VolumeStore | None = None
 
     async def close(self) -> None:
         if self.closer is not None:
@@ -77,9 +79,12 @@ def hot_state(env: Mapping[str, str] | None = None) -> HotState:
             MemoryIdempotencyStore(),
             MemoryRotationStore(),
             "memory",
+            volume=MemoryVolumeStore(),
         )
     assert secret is not None  # checked above
     from routelead.state.redis import connect
 
     shared = connect(url, secret)
-    return HotState(shared.caps, shared.dedupe, shared.idempotency, shared.rotation, "redis", shared.close)
+    return HotState(
+        shared.caps, shared.dedupe, shared.idempotency, shared.rotation, "redis", shared.close, shared.volume
+    )

@@ -41,7 +41,7 @@ class Health:
         self._timeouts = 0
 
     def failed(self, what: str, exc: BaseException) -> None:
-        self.metrics.redis_errors_total += 1
+        self.metrics.error()
         if isinstance(exc, TimeoutError | RedisTimeout):
             self._timeouts += 1
             if self._timeouts < TIMEOUTS_FOR_DOWN:

@@ -185,7 +185,7 @@ class RedisCapStore:
         keys = [f"{t}:res", f"{t}:balance", f"{t}:outbox"]
         args = ["mark", r.id, _record(r, "unsettled", reason)]
         await self._settle_quietly("caps.unsettled", self._run("caps.unsettled", keys, args, settle=True))
-        self.metrics.unsettled_marked_total += 1
+        self.metrics.marked()
 
     async def _settle_quietly(self, what: str, op: Any) -> None:
         """The post already happened: a Redis failure here must not fail the lead. The record stays
@@ -236,17 +236,17 @@ class RedisCapStore:
         )
         if accepted:
             done = await self._commit(r, outbox)
-            self.metrics.settled_confirmed_total += done
+            self.metrics.confirmed(done)
         else:
             done = await self._release(r)
-            self.metrics.settled_freed_total += done
+            self.metrics.freed(done)
         return bool(done)
 
     async def top_up(self, buyer_id: str, amount: Decimal) -> Decimal:
         key = f"{tag(buyer_id)}:balance"
         cents = int(await self._health.call("caps.top_up", lambda: self._redis.incrby(key, to_cents(amount))))
         self._mirror[key] = cents  # this replica at once; the others on their next refresh
-        self.metrics.balance_topups_total += 1
+        self.metrics.topped_up()
         return from_cents(cents)
 
     async def balance(self, buyer_id: str) -> Decimal:

@@ -15,6 +15,7 @@ from routelead.state.redis.caps import RedisCapStore
 from routelead.state.redis.dedupe import RedisDedupeStore
 from routelead.state.redis.idempotency import RedisIdempotencyStore
 from routelead.state.redis.rotation import RedisRotationStore
+from routelead.state.redis.volume import RedisVolumeStore
 
 # Well inside the 750 ms lead deadline: a Redis that takes longer counts as down for this call.
 DEFAULT_OP_TIMEOUT_S = 0.1
@@ -28,6 +29,7 @@ class RedisState:
     idempotency: RedisIdempotencyStore
     rotation: RedisRotationStore
     metrics: StateMetrics
+    volume: RedisVolumeStore
 
     async def close(self) -> None:
         await self.caps.close()
@@ -56,4 +58,5 @@ def connect(url: str, dedupe_secret: bytes, op_timeout_s: float | None = None) -
         RedisIdempotencyStore(client, health),
         RedisRotationStore(client, health),
         metrics,
+        RedisVolumeStore(client, health),
     )
