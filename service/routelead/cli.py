@@ -1,4 +1,4 @@
-"""Command line: serve, check-config, demo, buyers-sim, route."""
+"""Command line: serve, check-config, demo, buyers-sim, migrate, sink."""
 
 from __future__ import annotations
 
@@ -42,6 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--leads", type=int, default=15)
     demo.add_argument("--seed", type=int, default=7)
 
+    sub.add_parser("migrate", help="bring the ledger database (DATABASE_URL or ROUTELEAD_DB) up to date")
+
+    sink = sub.add_parser("sink", help="move Redis outbox records into the ledger database")
+    sink.add_argument("--config", default=os.environ.get("ROUTELEAD_CONFIG"), help="for the buyer list")
+    sink.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    sink.add_argument(
+        "--consumer",
+        default=os.environ.get("ROUTELEAD_SINK_CONSUMER", os.environ.get("HOSTNAME", "sink-1")),
+        help="stable per sink instance, so a restart resumes its own pending entries",
+    )
+
     sim = sub.add_parser("buyers-sim", help="run the simulated buyer fleet (for the example config)")
     sim.add_argument("--port", type=int, default=8700)
 
@@ -55,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(args.leads, args.seed)
         case "buyers-sim":
             return _buyers_sim(args.port)
+        case "migrate":
+            return _migrate()
+        case "sink":
+            return _sink(args.config, args.redis_url, args.consumer)
     return 2
 
 
@@ -77,13 +92,66 @@ def _check(path: str) -> int:
 
 def _serve(path: str | None, listen: str, level: str) -> int:
     from routelead.api.server import Service, serve_until_signalled
+    from routelead.records.ledger import Ledger
     from routelead.telemetry.logs import configure_logging
     from routelead.telemetry.tracing import configure_tracing
 
     config = _load(path)
     configure_logging(level)
     configure_tracing()
-    _run(serve_until_signalled(Service(config, address=listen)))
+
+    async def serve() -> None:
+        # The books are opened (and migrated) before the first lead can arrive.
+        ledger = await Ledger.open()
+        try:
+            await serve_until_signalled(Service(config, address=listen, ledger=ledger))
+        finally:
+            await ledger.close()
+
+    _run(serve())
+    return 0
+
+
+def _migrate() -> int:
+    from routelead.records.db import create_engine, database_url, migrate
+
+    async def go() -> str:
+        engine = create_engine(database_url())
+        try:
+            return await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    print(f"ledger schema at revision {_run(go())}")
+    return 0
+
+
+def _sink(path: str | None, redis_url: str, consumer: str) -> int:
+    import signal
+
+    import redis.asyncio as aioredis
+
+    from routelead.records.ledger import Ledger
+    from routelead.records.sink import OutboxSink
+    from routelead.telemetry.logs import configure_logging
+
+    config = _load(path)
+    configure_logging(os.environ.get("ROUTELEAD_LOG_LEVEL", "INFO"))
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        ledger = await Ledger.open()
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await OutboxSink(client, ledger, config.buyers, consumer).run(stop)
+        finally:
+            await client.aclose()
+            await ledger.close()
+
+    _run(go())
     return 0
 
 

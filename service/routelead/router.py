@@ -20,6 +20,7 @@ from routelead.domain.lead import Lead, LeadInvalid
 from routelead.domain.mapping import Transaction
 from routelead.domain.money import ZERO, fmt, to_cents
 from routelead.domain.outcome import Attempt, Outcome, RoutingResult, Sale, Status
+from routelead.records.port import LedgerWriter
 from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, Reservation
 from routelead.transport import Transport, TransportError, TransportTimeout
 
@@ -69,8 +70,10 @@ class Router:
         dedupe: DedupeStore,
         idempotency: IdempotencyStore,
         clock: Callable[[], float] = time.time,
+        ledger: LedgerWriter | None = None,
     ) -> None:
         self.config = config
+        self._ledger = ledger
         self._transport = transport
         self._caps = caps
         self._dedupe = dedupe
@@ -114,6 +117,7 @@ class Router:
         self, lead_id: str, flow: Flow, source: Source, lead: Lead, test: bool, budget_s: float
     ) -> RoutingResult:
         started = time.monotonic()
+        received_at = self._clock()
         deadline = started + budget_s
         with tracer.start_as_current_span(
             "RouteLead",
@@ -140,6 +144,9 @@ class Router:
             span.set_attribute("outcome", result.outcome.value)
             span.set_attribute("revenue", fmt(result.revenue))
         _log_decision(result, self.config.version)
+        if self._ledger is not None:
+            # Before the answer: a lead the caller hears about is already on the books.
+            await self._ledger.record(result, lead.ping_fields, received_at, self.config.version)
         return result
 
     async def _auction(
@@ -295,6 +302,7 @@ class Router:
         if delivered_maybe:
             # The buyer may have taken it: the cap slot stays used until someone settles it.
             a.reason += "; outcome unknown, held against the cap until settled"
+            a.unsettled = True
             if r is not None:
                 await self._caps.unsettled(r, a.reason)
         elif r is not None:

@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 
 from routelead.api.servicer import RouteLeadServicer
 from routelead.config.runtime import RuntimeConfig
+from routelead.records.port import LedgerWriter
 from routelead.router import Router
 from routelead.state.memory import MemoryCapStore, MemoryDedupeStore, MemoryIdempotencyStore
 from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore
@@ -34,12 +35,14 @@ class Service:
         caps: CapStore | None = None,
         dedupe: DedupeStore | None = None,
         idempotency: IdempotencyStore | None = None,
+        ledger: LedgerWriter | None = None,
     ) -> None:
         self.config = config
         self.address = address
         self.caps = caps if caps is not None else MemoryCapStore()
         self.dedupe = dedupe if dedupe is not None else MemoryDedupeStore()
         self.idempotency = idempotency if idempotency is not None else MemoryIdempotencyStore()
+        self.ledger = ledger
         self.transport = Transport(verify_tls=config.verify_buyer_tls)
         self.port = 0
         self._server: grpc.aio.Server | None = None
@@ -52,7 +55,9 @@ class Service:
 
     async def start(self) -> int:
         await self.transport.start()
-        router = Router(self.config, self.transport, self.caps, self.dedupe, self.idempotency)
+        router = Router(
+            self.config, self.transport, self.caps, self.dedupe, self.idempotency, ledger=self.ledger
+        )
         size = self.config.max_message_bytes
         server = grpc.aio.server(
             options=[

@@ -48,6 +48,8 @@ class Attempt:
     # Carried from the ping answer into the post; never shown to callers.
     ping_id: str = ""
     exclusive: bool = False
+    # A post whose outcome is unknown: the buyer may have taken the lead (booked as unsettled).
+    unsettled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
