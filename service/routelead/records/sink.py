@@ -70,7 +70,7 @@ class OutboxSink:
                     ready = True
                 moved = await self.step()
                 backoff = 0.1
-            except (RedisError, OSError, ConnectionError) as exc:
+            except RedisError as exc:
                 moved = -1
                 log.warning("sink.redis_unavailable", error=type(exc).__name__, retry_in_s=round(backoff, 2))
             except Exception as exc:
