@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         help="stable per sink instance, so a restart resumes its own pending entries",
     )
 
+    from routelead.records import commands as books
+
+    books.add_parsers(sub, os.environ.get("ROUTELEAD_CONFIG"))
+
     sim = sub.add_parser("buyers-sim", help="run the simulated buyer fleet (for the example config)")
     sim.add_argument("--port", type=int, default=8700)
 
@@ -70,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             return _migrate()
         case "sink":
             return _sink(args.config, args.redis_url, args.consumer)
+        case command if command in books.COMMANDS:
+            return books.run(args, _load)
     return 2
 
 

@@ -220,9 +220,19 @@ def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
         )
         for f in c.flows
     }
-    sources = {s.id: Source(s.id, s.cost, s.pay_on) for s in c.sources}
+    sources = {s.id: Source(s.id, s.cost, s.pay_on, s.refund_cost_on_return) for s in c.sources}
+    returns = {
+        b.id: (b.returns.days, b.returns.max_rate_percent / 100) for b in c.buyers if b.returns is not None
+    }
     return RuntimeConfig(
-        schema, sources, buyers, flows, c.server.max_message_bytes, c.server.verify_buyer_tls, version
+        schema,
+        sources,
+        buyers,
+        flows,
+        c.server.max_message_bytes,
+        c.server.verify_buyer_tls,
+        version,
+        returns,
     )
 
 

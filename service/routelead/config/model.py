@@ -50,6 +50,8 @@ class SourceModel(Strict):
     cost: Money = Decimal("0")
     # `sold`: we pay the source only for leads we sell (the ping-post norm); `accepted`: every valid lead.
     pay_on: Literal["sold", "accepted"] = "sold"
+    # Whether this source refunds its cost when a buyer returns the lead (the source agreement).
+    refund_cost_on_return: bool = False
 
 
 def _mapping_entry(value: object) -> object:
@@ -122,6 +124,13 @@ class CapsModel(Strict):
     month: int | None = Field(default=None, ge=0)
 
 
+class ReturnsModel(Strict):
+    """A buyer may return a sold lead within `days`, up to `max_rate_percent` of its recent sales."""
+
+    days: int = Field(ge=0, le=365)
+    max_rate_percent: Decimal = Field(default=Decimal("10"), ge=0, le=100)
+
+
 class BuyerModel(Strict):
     id: Id
     name: str = ""
@@ -135,6 +144,8 @@ class BuyerModel(Strict):
     priority: int = 0
     # Do not offer this buyer a consumer it already bought within this many days.
     dedupe_days: int = Field(default=0, ge=0, le=3650)
+    # No `returns`: the buyer cannot return leads.
+    returns: ReturnsModel | None = None
 
     @model_validator(mode="after")
     def _ping_or_fixed(self) -> BuyerModel:

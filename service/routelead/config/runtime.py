@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
@@ -55,6 +55,7 @@ class Source:
     id: str
     cost: Decimal
     pay_on: Literal["sold", "accepted"]
+    refund_cost_on_return: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +68,5 @@ class RuntimeConfig:
     verify_buyer_tls: bool
     # Short digest of the file: which configuration decided a lead.
     version: str
+    # Every buyer's return terms, disabled ones too: (window in days, max return rate 0..1).
+    buyer_returns: Mapping[str, tuple[int, Decimal]] = field(default_factory=dict)

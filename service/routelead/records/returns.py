@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -33,6 +34,8 @@ def check_return(
     returns_in_window: int,
 ) -> None:
     """Raise ReturnRefused unless this sale may be returned now."""
+    if policy.window_s <= 0:
+        raise ReturnRefused("this buyer's terms allow no returns")
     if test:
         raise ReturnRefused("test leads are not billed, so cannot be returned")
     if settlement != "sold":
@@ -47,3 +50,11 @@ def check_return(
             f"return rate limit: {returns_in_window} of {sales_in_window} sales in the last "
             f"{policy.rate_window_s / DAY_S:g} days already returned (max {policy.max_rate:%})"
         )
+
+
+def policy_for(
+    buyer_returns: Mapping[str, tuple[int, Decimal]], refund_cost: bool, buyer_id: str
+) -> ReturnPolicy:
+    """The terms from configuration; a buyer without `returns` gets a zero-day window."""
+    days, rate = buyer_returns.get(buyer_id, (0, Decimal("0")))
+    return ReturnPolicy(window_s=days * DAY_S, max_rate=rate, refund_cost=refund_cost)
