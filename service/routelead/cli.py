@@ -97,24 +97,16 @@ def _check(path: str) -> int:
 
 
 def _serve(path: str | None, listen: str, level: str) -> int:
-    from routelead.api.server import Service, serve_until_signalled
-    from routelead.records.ledger import Ledger
+    from routelead.api.app import serve_with_books
     from routelead.telemetry.logs import configure_logging
     from routelead.telemetry.tracing import configure_tracing
 
-    config = _load(path)
+    _load(path)  # a bad file stops here, with every problem named
+    assert path is not None
     configure_logging(level)
     configure_tracing()
-
-    async def serve() -> None:
-        # The books are opened (and migrated) before the first lead can arrive.
-        ledger = await Ledger.open()
-        try:
-            await serve_until_signalled(Service(config, address=listen, ledger=ledger))
-        finally:
-            await ledger.close()
-
-    _run(serve())
+    # The books are opened (and migrated) and the live version chosen before the first lead arrives.
+    _run(serve_with_books(path, listen))
     return 0
 
 

@@ -82,6 +82,8 @@ class Router:
 
     async def route(self, req: LeadRequest) -> RoutingResult:
         """Route one lead; raises LeadInvalid (bad request) or NotFound (unknown flow / source)."""
+        # One configuration for the whole lead, even if a new version goes live meanwhile.
+        config = self.config
         problems = []
         if req.lead_id and not _LEAD_ID.match(req.lead_id):
             problems.append("lead_id: 1-128 characters of letters, digits and . _ : -")
@@ -91,15 +93,15 @@ class Router:
             problems.append("source_id: required")
         lead: Lead | None = None
         try:
-            lead = self.config.schema.validate(req.fields)
+            lead = config.schema.validate(req.fields)
         except LeadInvalid as exc:
             problems.extend(exc.problems)
         if problems or lead is None:
             raise LeadInvalid(problems)
-        flow = self.config.flows.get(req.flow)
+        flow = config.flows.get(req.flow)
         if flow is None:
             raise NotFound(f"flow {req.flow!r} is not configured")
-        source = self.config.sources.get(req.source_id)
+        source = config.sources.get(req.source_id)
         if source is None:
             raise NotFound(f"source {req.source_id!r} is not configured")
         if flow.sources is not None and source.id not in flow.sources:
@@ -110,11 +112,18 @@ class Router:
             budget = max(0.0, min(budget, req.caller_budget_s - REPLY_MARGIN_S))
         validated = lead
         return await self._idempotency.once(
-            lead_id, lambda: self._route(lead_id, flow, source, validated, req.test, budget)
+            lead_id, lambda: self._route(lead_id, flow, source, validated, req.test, budget, config.version)
         )
 
     async def _route(
-        self, lead_id: str, flow: Flow, source: Source, lead: Lead, test: bool, budget_s: float
+        self,
+        lead_id: str,
+        flow: Flow,
+        source: Source,
+        lead: Lead,
+        test: bool,
+        budget_s: float,
+        version: str,
     ) -> RoutingResult:
         started = time.monotonic()
         received_at = self._clock()
@@ -143,10 +152,10 @@ class Router:
             result.elapsed_ms = (time.monotonic() - started) * 1000
             span.set_attribute("outcome", result.outcome.value)
             span.set_attribute("revenue", fmt(result.revenue))
-        _log_decision(result, self.config.version)
+        _log_decision(result, version)
         if self._ledger is not None:
             # Before the answer: a lead the caller hears about is already on the books.
-            await self._ledger.record(result, lead.ping_fields, received_at, self.config.version)
+            await self._ledger.record(result, lead.ping_fields, received_at, version)
         return result
 
     async def _auction(

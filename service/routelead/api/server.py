@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from typing import Self
 
 import grpc
@@ -36,6 +37,7 @@ class Service:
         dedupe: DedupeStore | None = None,
         idempotency: IdempotencyStore | None = None,
         ledger: LedgerWriter | None = None,
+        extra_services: Sequence[Callable[[grpc.aio.Server], str]] = (),
     ) -> None:
         self.config = config
         self.address = address
@@ -43,10 +45,19 @@ class Service:
         self.dedupe = dedupe if dedupe is not None else MemoryDedupeStore()
         self.idempotency = idempotency if idempotency is not None else MemoryIdempotencyStore()
         self.ledger = ledger
+        # Each adds a servicer (e.g. Admin) to the server and returns its full service name.
+        self.extra_services = extra_services
+        self.router: Router | None = None
         self.transport = Transport(verify_tls=config.verify_buyer_tls)
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
+
+    def use_config(self, config: RuntimeConfig) -> None:
+        """A new configuration version goes live: leads already in flight finish on the old one."""
+        self.config = config
+        if self.router is not None:
+            self.router.config = config
 
     @property
     def drain_s(self) -> float:
@@ -55,7 +66,7 @@ class Service:
 
     async def start(self) -> int:
         await self.transport.start()
-        router = Router(
+        router = self.router = Router(
             self.config, self.transport, self.caps, self.dedupe, self.idempotency, ledger=self.ledger
         )
         size = self.config.max_message_bytes
@@ -71,8 +82,10 @@ class Service:
         )
         pb_grpc.add_RouteLeadServicer_to_server(RouteLeadServicer(router), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        extra = [register(server) for register in self.extra_services]
         reflection.enable_server_reflection(
             (
+                *extra,
                 SERVICE_NAME,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,

@@ -136,3 +136,16 @@ returns = sa.Table(
     sa.Column("cost_reversed", Money, nullable=False),
     sa.Index("ix_returns_buyer_time", "buyer_id", "returned_at"),
 )
+
+# Live configuration: append-only; the highest version is the live one. `document` is the YAML as
+# written, with ${VAR} references unexpanded, so no secret from the environment is ever stored.
+config_versions = sa.Table(
+    "config_versions",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("author", sa.String(128), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("document", sa.Text, nullable=False),
+)

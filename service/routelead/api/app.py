@@ -1,0 +1,48 @@
+"""The production wiring: the books, the live configuration version, the Admin API and the router."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+
+import structlog
+
+from routelead.api.admin import AdminServicer, admin_token
+from routelead.api.server import Service, serve_until_signalled
+from routelead.records.configstore import ConfigStore, ConfigWatcher, compile_version
+from routelead.records.ledger import Ledger
+
+log = structlog.get_logger("routelead.app")
+
+
+async def serve_with_books(config_path: str, listen: str, env: Mapping[str, str] | None = None) -> None:
+    """Until SIGTERM: the file seeds version 1; afterwards the database's live version rules."""
+    text = await asyncio.to_thread(Path(config_path).read_text)
+    ledger = await Ledger.open()
+    try:
+        store = ConfigStore(ledger.engine)
+        live = await store.seed(text, env)
+        if live.version > 1 or live.document != text:
+            log.warning(
+                "config.file_not_live",
+                detail="the database holds the live configuration; change it with `routelead admin`",
+                live_version=live.version,
+            )
+        service = Service(compile_version(live, env), address=listen, ledger=ledger)
+        token = admin_token(env)
+        if token:
+            service.extra_services = [AdminServicer(store, token, env).register]
+        else:
+            log.info("admin.disabled", detail="set ROUTELEAD_ADMIN_TOKEN to serve routelead.v1.Admin")
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(
+            ConfigWatcher(store, service.use_config, live.version, env=env).run(stop)
+        )
+        try:
+            await serve_until_signalled(service)
+        finally:
+            stop.set()
+            await watcher
+    finally:
+        await ledger.close()
