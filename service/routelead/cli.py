@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     from routelead.records import commands as books
 
     books.add_parsers(sub, os.environ.get("ROUTELEAD_CONFIG"))
+    from routelead.api import admin_cli
+
+    admin_cli.add_parser(sub)
 
     sim = sub.add_parser("buyers-sim", help="run the simulated buyer fleet (for the example config)")
     sim.add_argument("--port", type=int, default=8700)
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             return _migrate()
         case "sink":
             return _sink(args.config, args.redis_url, args.consumer)
+        case "admin":
+            return admin_cli.run(args)
         case command if command in books.COMMANDS:
             return books.run(args, _load)
     return 2

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import orjson
@@ -13,6 +16,7 @@ import pytest
 import yaml
 from routelead.api.admin import AdminServicer
 from routelead.api.server import Service
+from routelead.config.loader import ConfigError
 from routelead.records.configstore import ConfigStore, ConfigWatcher, compile_version
 from routelead.records.ledger import Ledger
 from routelead.v1 import admin_pb2 as apb
@@ -206,3 +210,76 @@ async def test_a_lead_in_flight_finishes_on_the_version_it_started_with(
     assert story.lead is not None and story.lead["config_version"] == "v1"
     after = await r.route()
     assert [s.buyer_id for s in after.sales] == ["b"]
+
+
+async def test_the_admin_command_line(replicas: Start, tmp_path: Path) -> None:
+    r = await replicas()
+    env = {
+        **os.environ,
+        "ROUTELEAD_ADMIN_TOKEN": TOKEN,
+        "ROUTELEAD_ADMIN_TARGET": f"127.0.0.1:{r.service.port}",
+    }
+
+    async def cli(*args: str, environ: dict[str, str] = env) -> tuple[int | None, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "routelead.cli",
+            "admin",
+            "--author",
+            "cli-user",
+            *args,
+            env=environ,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, out.decode(), err.decode()
+
+    source = tmp_path / "source.yaml"
+    source.write_text("id: src-new\ncost: '3.50'\n")
+    paused = await cli("pause", "a", "--reason", "holiday")
+    added = await cli("upsert", "source", str(source), "--reason", "new seller")
+    versions = await cli("versions")
+    diff = await cli("diff", "2", "3")
+    got = await cli("get", "buyer", "a")
+    listed = await cli("list", "source")
+    refused = await cli("delete", "buyer", "a", "--reason", "gone")
+    rolled = await cli("rollback", "1", "--reason", "undo")
+    exported = await cli("export")
+    no_token = await cli("versions", environ={k: v for k, v in env.items() if k != "ROUTELEAD_ADMIN_TOKEN"})
+
+    assert paused[:2] == (0, "v2 is live: holiday (cli-user)\n"), paused[2]
+    assert added[0] == 0 and "v3 is live" in added[1]
+    assert versions[1].splitlines()[0].startswith("* v3") and "new seller" in versions[1]
+    assert "+- id: src-new" in diff[1]
+    assert "enabled: false" in got[1] and LITERAL not in got[1]
+    assert listed[1].split() == ["src-1", "src-free", "src-new"]
+    assert refused[0] == 1 and "INVALID_ARGUMENT" in refused[2]
+    assert rolled[0] == 0 and "v4 is live: rollback to v1: undo" in rolled[1]
+    assert (
+        exported[1].startswith("# version 4") and "src-new" not in exported[1] and LITERAL not in exported[1]
+    )
+    assert no_token[0] == 2 and "ROUTELEAD_ADMIN_TOKEN" in no_token[2]
+    deadline = time.monotonic() + 1.0
+    while r.service.config.version != "v4":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+
+
+async def test_the_file_seeds_version_one_and_an_edited_file_is_a_new_version(
+    backend: Backend, buyers: BuyerServer
+) -> None:
+    store = ConfigStore((await backend.ledger()).engine)
+    text = _doc(buyers)
+
+    first = await store.seed(text, ENV)
+    paused = await store.commit(text.replace("id: b\n", "id: b\n  enabled: false\n"), "ops", "pause b", 1)
+    restart = await store.seed(text, ENV)  # same file: the Admin change stays live
+    edited = await store.seed(text.replace("timeout_ms: 400", "timeout_ms: 350"), ENV)
+
+    assert (first.version, paused.version, restart.version, edited.version) == (1, 2, 2, 3)
+    assert edited.author == "file" and edited.reason == "the configuration file changed"
+    with pytest.raises(ConfigError):
+        await store.seed(text.replace("timeout_ms: 400", "timeout_ms: 900"), ENV)
+    assert await store.latest_number() == 3

@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import hmac
-import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, NoReturn, TypeAlias
 
 import grpc
 import orjson
 
+from routelead.api.credentials import admin_token
 from routelead.config import documents as docs
 from routelead.config.loader import ConfigError, load_config_bytes
 from routelead.records.configstore import ConfigStore, StaleVersion, Version
 from routelead.v1 import admin_pb2 as pb
 from routelead.v1 import admin_pb2_grpc as pb_grpc
 
+__all__ = ["SERVICE_NAME", "AdminServicer", "admin_token"]
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Admin"].full_name
 _KIND: dict[int, str] = {pb.BUYER: "buyer", pb.SOURCE: "source", pb.FLOW: "flow"}
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-
-
-def admin_token(env: Mapping[str, str] | None = None) -> str:
-    """ROUTELEAD_ADMIN_TOKEN, or the file named by ROUTELEAD_ADMIN_TOKEN_FILE; '' when neither."""
-    env = os.environ if env is None else env
-    if path := env.get("ROUTELEAD_ADMIN_TOKEN_FILE"):
-        return Path(path).read_text().strip()
-    return env.get("ROUTELEAD_ADMIN_TOKEN", "").strip()
 
 
 def _info(v: Version) -> pb.VersionInfo:

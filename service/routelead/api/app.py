@@ -23,10 +23,10 @@ async def serve_with_books(config_path: str, listen: str, env: Mapping[str, str]
     try:
         store = ConfigStore(ledger.engine)
         live = await store.seed(text, env)
-        if live.version > 1 or live.document != text:
+        if live.document != text:
             log.warning(
                 "config.file_not_live",
-                detail="the database holds the live configuration; change it with `routelead admin`",
+                detail="Admin changes made since the file was last edited are live; see `routelead admin`",
                 live_version=live.version,
             )
         service = Service(compile_version(live, env), address=listen, ledger=ledger)

@@ -7,11 +7,13 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from routelead.domain.money import fmt
-from routelead.records.ledger import LeadStory, Ledger
 from routelead.records.returns import ReturnRefused, policy_for
+
+if TYPE_CHECKING:  # the SQL stack loads only for these commands, not for every CLI start
+    from routelead.records.ledger import LeadStory, Ledger
 
 COMMANDS = ("lead", "report", "return", "settle")
 
@@ -38,6 +40,8 @@ def add_parsers(sub: Any, config_default: str | None) -> None:
 
 
 def run(args: argparse.Namespace, load: Callable[[str | None], Any], out: TextIO = sys.stdout) -> int:
+    from routelead.records.ledger import Ledger
+
     async def with_ledger(work: Callable[[Ledger], Awaitable[int]]) -> int:
         ledger = await Ledger.open()
         try:

@@ -28,6 +28,7 @@ from routelead.records.schema import config_versions
 
 log = structlog.get_logger("routelead.config")
 CHANNEL = "routelead_config"
+FILE_AUTHOR = "file"
 
 
 class StaleVersion(Exception):
@@ -60,15 +61,27 @@ class ConfigStore:
         self.engine = engine
 
     async def seed(self, document: str, env: Mapping[str, str] | None = None) -> Version:
-        """The YAML file becomes version 1 of an empty store; afterwards the store is the truth."""
+        """The file seeds version 1. Later starts: an unchanged file leaves the live version (and
+        its Admin changes) alone; an edited file is a change like any other, a new version."""
+        digest = hashlib.sha256(document.encode()).hexdigest()[:16]
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(config_versions.c.digest)
+                    .where(config_versions.c.author == FILE_AUTHOR)
+                    .order_by(config_versions.c.version.desc())
+                    .limit(1)
+                )
+            ).first()
         live = await self.latest()
-        if live is not None:
+        if live is not None and row is not None and row.digest == digest:
             return live
-        load_config_bytes(document.encode(), "the seed file", env)  # refuse to seed an invalid file
+        load_config_bytes(document.encode(), "the configuration file", env)  # never store an invalid file
+        reason = "seeded from the configuration file" if live is None else "the configuration file changed"
         try:
-            return await self.commit(document, "file", "seeded from the configuration file", 0)
+            return await self.commit(document, FILE_AUTHOR, reason, live.version if live else 0)
         except StaleVersion:
-            # Another replica seeded it at the same moment.
+            # Another replica stored it at the same moment.
             live = await self.latest()
             assert live is not None
             return live
