@@ -11,6 +11,7 @@ import grpc
 import pytest
 from routelead.api.server import Service
 from routelead.config.runtime import RuntimeConfig
+from routelead.telemetry.logs import configure_logging
 from routelead.telemetry.tracing import configure_tracing
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
@@ -19,6 +20,7 @@ from tests.buyers import BuyerServer
 from tests.configs import GOOD_LEAD, compile_doc, document
 
 configure_tracing()
+configure_logging("INFO", cache=False)  # tests re-route log output to capture it
 # Processes the tests start keep their embedded ledger out of the work tree.
 os.environ.setdefault(
     "ROUTELEAD_DB", os.path.join(tempfile.mkdtemp(prefix="routelead-tests-"), "routelead.db")

@@ -143,3 +143,50 @@ def test_the_service_refuses_broken_yaml(tmp_path: Path) -> None:
 
     assert proc.returncode == 2
     assert "not valid YAML" in proc.stderr and "line" in proc.stderr
+
+
+def test_tree_settings_are_validated_with_paths() -> None:
+    doc = base()
+    doc["buyers"][0]["filter"] = {
+        "all": [{"field": "state", "in": ["CA"]}, {"field": "zipcode", "equals": "1"}]
+    }
+    doc["buyers"][1]["schedule"] = {"days": ["mon", "caturday"], "hours": "09:00-17:00"}
+    doc["buyers"][2]["schedule"] = {"timezone": "Nowhere/Land"}
+    flow = doc["flows"][0]
+    flow["tiers"][0] |= {"weights": {"a": 2, "zz": 1}, "order": "weighted"}
+    found = problems(doc)
+    expected = [
+        "buyers[0].filter.all[1].field: unknown lead field 'zipcode'",
+        "buyers[1].schedule: unknown day 'caturday'; use mon, tue, wed, thu, fri, sat, sun",
+        "buyers[2].schedule.timezone: unknown timezone 'Nowhere/Land'",
+        "flows[0].tiers[0].weights.zz: not a buyer of this tier",
+    ]
+    for line in expected:
+        assert line in found, (line, found)
+    flow["tiers"][0]["mode"] = "relay"
+    flow["ping_strategy"] = "whenever"
+    structural = problems(doc)
+    assert any(p.startswith("flows[0].tiers[0].mode:") for p in structural), structural
+    assert any(p.startswith("flows[0].ping_strategy:") for p in structural), structural
+
+
+def test_tree_cross_checks() -> None:
+    doc = base()
+    flow = doc["flows"][0]
+    flow["tiers"][0] |= {"weights": {"a": 2}}
+    flow["tiers"][0]["order"] = "priority"
+    flow["dynamic_floor"] = {
+        "quality": [{"when": {"field": "credit_range", "like": "7%"}, "multiplier": "1.5"}]
+    }
+    flow["consent_field"] = "tcpa"
+    doc["lead"]["created_at_field"] = "zip"
+    found = problems(doc)
+    for line in (
+        "flows[0].tiers[0].weights: only used with `order: weighted`",
+        "flows[0].consent_field: unknown lead field 'tcpa'",
+        "lead.created_at_field: 'zip' is not a lead field of type datetime",
+    ):
+        assert line in found, (line, found)
+    assert any(
+        p.startswith("flows[0].dynamic_floor.quality[0].when: unknown operator 'like'") for p in found
+    ), found

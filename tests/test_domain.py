@@ -6,11 +6,10 @@ import re
 from decimal import Decimal
 
 import pytest
-from routelead.domain.auction import Candidate, mark_losers, rank
 from routelead.domain.lead import FieldSpec, LeadInvalid, LeadSchema, Limits
 from routelead.domain.mapping import BodyBuilder, Source, Transaction
 from routelead.domain.money import PriceError, fmt, parse_price, to_cents
-from routelead.domain.outcome import Attempt, Status
+from routelead.domain.tree import Offer, ScoreWeights, allocate, rotation, smooth_weighted_sequence, value
 
 
 @pytest.mark.parametrize(
@@ -130,31 +129,35 @@ def test_a_mapping_renames_transforms_nests_and_adds_statics() -> None:
     }
 
 
-def _candidate(buyer: str, price: str, tier: int = 0, priority: int = 0, order: int = 0) -> Candidate:
-    return Candidate(Attempt(buyer, f"t{tier}", Status.BID, Decimal(price)), tier, priority, order)
+def test_smooth_weighted_rotation_interleaves_by_weight() -> None:
+    seq = smooth_weighted_sequence([5, 1, 1])
+    assert seq == (0, 0, 1, 0, 2, 0, 0)
+    assert [seq.count(i) for i in range(3)] == [5, 1, 1]
 
 
-def test_ranking_is_tier_then_price_then_priority_then_order() -> None:
-    cs = [
-        _candidate("low", "20", order=1),
-        _candidate("tie_b", "30", priority=1, order=2),
-        _candidate("tie_a", "30", priority=1, order=3),
-        _candidate("prio", "30", priority=5, order=4),
-        _candidate("rich_lower_tier", "99", tier=1, order=5),
-        _candidate("under", "4.99", order=6),
-    ]
-    offers = rank(cs, Decimal("5"))
-    assert [c.attempt.buyer_id for c in offers] == ["prio", "tie_b", "tie_a", "low", "rich_lower_tier"]
-    assert cs[-1].attempt.status is Status.BELOW_FLOOR
-    assert "4.99" in cs[-1].attempt.reason
+def test_round_robin_rotation_starts_with_each_buyer_in_turn() -> None:
+    assert [rotation(3, t)[0] for t in range(6)] == [0, 1, 2, 0, 1, 2]
+    assert rotation(3, 1) == [1, 2, 0]
+    assert sorted(rotation(3, 4, smooth_weighted_sequence([2, 1, 1]))) == [0, 1, 2]
 
 
-def test_losers_are_outbid_or_not_offered() -> None:
-    offers = rank([_candidate("a", "30"), _candidate("b", "20")], Decimal("0"))
-    winner = offers[0].attempt
-    winner.status = Status.POST_ACCEPTED
-    mark_losers(offers, winner)
-    assert offers[1].attempt.status is Status.OUTBID
-    late = rank([_candidate("c", "10")], Decimal("0"))
-    mark_losers(late, None)
-    assert late[0].attempt.status is Status.NOT_OFFERED
+def _offer(key: str, price: str, exclusive: bool = False) -> Offer:
+    return Offer(key, Decimal(price), Decimal(price), exclusive)
+
+
+def test_allocation_takes_whichever_earns_more_exclusive_or_shared() -> None:
+    shared_wins = [_offer("x", "50", exclusive=True), _offer("a", "30"), _offer("b", "25"), _offer("c", "5")]
+    assert [o.key for o in allocate(shared_wins, 3, shared_only=False)] == ["a", "b", "c"]
+    exclusive_wins = [_offer("x", "90", exclusive=True), _offer("a", "30"), _offer("b", "25")]
+    assert [o.key for o in allocate(exclusive_wins, 3, shared_only=False)] == ["x"]
+    assert [o.key for o in allocate(exclusive_wins, 3, shared_only=True)] == ["a", "b"]
+    assert [o.key for o in allocate(exclusive_wins, 1, shared_only=False)] == ["x"]
+    assert allocate(exclusive_wins, 0, shared_only=False) == []
+
+
+def test_ranking_values() -> None:
+    w = ScoreWeights()
+    assert value("price", Decimal(40), Decimal("0.5"), 30, Decimal(40), w) == Decimal(40)
+    assert value("expected_revenue", Decimal(40), Decimal("0.5"), 30, Decimal(40), w) == Decimal(20)
+    # score: 0.5 x 40/40 + 0.3 x 0.5 + 0.2 x 30/(30+30)
+    assert value("score", Decimal(40), Decimal("0.5"), 30, Decimal(40), w) == Decimal("0.75")

@@ -51,12 +51,12 @@ async def test_reflection_lists_the_service(buyers: BuyerServer, start: Start) -
 async def test_the_decision_log_is_json_and_free_of_pii(buyers: BuyerServer, start: Start) -> None:
     buyers.on("a", ping=bid(30), post=accept())
     out = io.StringIO()
-    configure_logging("INFO", out)
+    configure_logging("INFO", out, cache=False)
     try:
         h = await start([buyer(buyers.url, "a")])
         reply = await h.route()
     finally:
-        configure_logging("INFO")
+        configure_logging("INFO", cache=False)
     lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
     decision = next(x for x in lines if x["event"] == "lead.routed")
     assert decision["lead_id"] == reply.lead_id and decision["outcome"] == "SOLD"

@@ -34,6 +34,28 @@ def main(argv: list[str] | None = None) -> int:
         "--listen", default=os.environ.get("ROUTELEAD_LISTEN", "0.0.0.0:50051"), help="host:port"
     )
     serve.add_argument("--log-level", default=os.environ.get("ROUTELEAD_LOG_LEVEL", "INFO"))
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("ROUTELEAD_WORKERS", "1")),
+        help="worker processes sharing the port (SO_REUSEPORT); 0 = one per core (or ROUTELEAD_WORKERS)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        default=os.environ.get("ROUTELEAD_METRICS_LISTEN", ""),
+        help="host:port for Prometheus /metrics; empty = off (or ROUTELEAD_METRICS_LISTEN)",
+    )
+    serve.add_argument(
+        "--health-listen",
+        default=os.environ.get("ROUTELEAD_HEALTH_LISTEN", ""),
+        help="host:port of a plaintext health-only gRPC port for probes (or ROUTELEAD_HEALTH_LISTEN)",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        default=os.environ.get("ROUTELEAD_INSECURE", "") == "1",
+        help="allow a non-loopback listener without TLS and caller authentication (or ROUTELEAD_INSECURE=1)",
+    )
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("config")
@@ -66,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     match args.command:
         case "serve":
-            return _serve(args.config, args.listen, args.log_level)
+            return _serve(args)
         case "check-config":
             return _check(args.config)
         case "demo":
@@ -101,18 +123,39 @@ def _check(path: str) -> int:
     return 0
 
 
-def _serve(path: str | None, listen: str, level: str) -> int:
-    from routelead.api.app import serve_with_books
+def _serve(args: argparse.Namespace) -> int:
+    # Nothing here creates a gRPC object: workers are forked first and build their own.
+    from routelead.api.process import ServeOptions, prepare_metrics_dir, serve
     from routelead.telemetry.logs import configure_logging
-    from routelead.telemetry.tracing import configure_tracing
 
-    _load(path)  # a bad file stops here, with every problem named
-    assert path is not None
-    configure_logging(level)
-    configure_tracing()
-    # The books are opened (and migrated) and the live version chosen before the first lead arrives.
-    _run(serve_with_books(path, listen))
-    return 0
+    config = _load(args.config)
+    configure_logging(args.log_level)
+    workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
+    own_dir = prepare_metrics_dir() if workers > 1 and args.metrics_listen else None
+
+    from routelead.api.security import Security, SecurityError
+
+    try:
+        security = Security.from_env()
+        security.check_exposure(args.listen, args.insecure)
+    except SecurityError as exc:
+        print(f"routelead: {exc}", file=sys.stderr)
+        return 2
+    opts = ServeOptions(
+        config=config,
+        listen=args.listen,
+        security=security,
+        workers=workers,
+        metrics_listen=args.metrics_listen,
+        health_listen=args.health_listen,
+        log_level=args.log_level,
+        config_path=args.config,
+    )
+    try:
+        return serve(opts, own_dir)
+    except ValueError as exc:
+        print(f"routelead: {exc}", file=sys.stderr)
+        return 2
 
 
 def _migrate() -> int:

@@ -3,25 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import structlog
 from opentelemetry import trace
 
 from routelead.buyers.base import BadAnswer
-from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source
-from routelead.domain.auction import Candidate, mark_losers, rank
+from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source, Tier
+from routelead.domain.breaker import Breakers
+from routelead.domain.conditions import check_conditions
+from routelead.domain.floors import Floors
 from routelead.domain.lead import Lead, LeadInvalid
 from routelead.domain.mapping import Transaction
 from routelead.domain.money import ZERO, fmt, to_cents
 from routelead.domain.outcome import Attempt, Outcome, RoutingResult, Sale, Status
+from routelead.domain.pricing import book
+from routelead.domain.rules import Facts
+from routelead.domain.tree import Offer, allocate, rotation, value
 from routelead.records.port import LedgerWriter
-from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, Reservation
+from routelead.state.memory import MemoryBuyerStats, MemoryRotationStore, MemoryVolumeStore
+from routelead.state.ports import (
+    BuyerStats,
+    CapStore,
+    DedupeStore,
+    IdempotencyStore,
+    Reservation,
+    RotationStore,
+    VolumeStore,
+)
+from routelead.telemetry.metrics import record_lead
+from routelead.telemetry.propagation import with_traceparent
+from routelead.telemetry.spans import ledger_span
 from routelead.transport import Transport, TransportError, TransportTimeout
 
 _LEAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -59,6 +79,28 @@ class _Live:
     attempt: Attempt
     tier_index: int
     order: int
+    pinged: bool = False
+    conditions: dict[str, object] = field(default_factory=dict)
+    value: Decimal = Decimal(0)
+
+
+@dataclass(slots=True)
+class _Sale:
+    """The sales made so far for one lead, and whether any slot is left."""
+
+    max_buyers: int
+    sales: list[Sale] = field(default_factory=list)
+
+    @property
+    def slots(self) -> int:
+        return self.max_buyers - len(self.sales)
+
+    @property
+    def done(self) -> bool:
+        return self.slots <= 0 or any(s.exclusive for s in self.sales)
+
+    def add(self, sale: Sale) -> None:
+        self.sales.append(sale)
 
 
 class Router:
@@ -69,6 +111,9 @@ class Router:
         caps: CapStore,
         dedupe: DedupeStore,
         idempotency: IdempotencyStore,
+        rotation: RotationStore | None = None,
+        stats: BuyerStats | None = None,
+        volume: VolumeStore | None = None,
         clock: Callable[[], float] = time.time,
         ledger: LedgerWriter | None = None,
     ) -> None:
@@ -78,6 +123,10 @@ class Router:
         self._caps = caps
         self._dedupe = dedupe
         self._idempotency = idempotency
+        self._rotation = rotation if rotation is not None else MemoryRotationStore()
+        self._stats = stats if stats is not None else MemoryBuyerStats()
+        self._volume = volume if volume is not None else MemoryVolumeStore()
+        self.breakers = Breakers()
         self._clock = clock
 
     async def route(self, req: LeadRequest) -> RoutingResult:
@@ -112,7 +161,7 @@ class Router:
             budget = max(0.0, min(budget, req.caller_budget_s - REPLY_MARGIN_S))
         validated = lead
         return await self._idempotency.once(
-            lead_id, lambda: self._route(lead_id, flow, source, validated, req.test, budget, config.version)
+            lead_id, lambda: self._route(lead_id, flow, source, validated, req.test, budget, config)
         )
 
     async def _route(
@@ -123,13 +172,14 @@ class Router:
         lead: Lead,
         test: bool,
         budget_s: float,
-        version: str,
+        config: RuntimeConfig,
     ) -> RoutingResult:
         started = time.monotonic()
         received_at = self._clock()
         deadline = started + budget_s
         with tracer.start_as_current_span(
             "RouteLead",
+            kind=trace.SpanKind.SERVER,
             attributes={"lead.id": lead_id, "flow": flow.id, "source": source.id, "test": test},
         ) as span:
             result = RoutingResult(lead_id, flow.id, source.id, test, Outcome.UNSOLD, ZERO)
@@ -144,96 +194,279 @@ class Router:
             ):
                 result.outcome = Outcome.DUPLICATE
             else:
+                epoch = self._clock()
+                now = datetime.fromtimestamp(epoch, UTC)
+                subject = f"source:{source.id}"
+                facts = Facts(
+                    lead.fields,
+                    config.schema.lead_age_s(lead, now),
+                    now,
+                    _counts("source", self._volume.counts(subject, epoch)),
+                )
+                # Known before any buyer is asked: the fixed part of the cost, so margin protection
+                # can turn it into a floor.
+                fixed_cost = source.pricing.fixed_cost(facts) + flow.fee
+                if not test:
+                    await self._volume.add(subject, epoch)
                 # The ping window leaves time to post; on a short budget, at least 60 % goes to pings.
                 ping_end = started + max(budget_s - flow.post_reserve_s, budget_s * 0.6)
-                await self._auction(result, flow, lead, identity, ping_end, deadline)
-                if result.sales or source.pay_on == "accepted":
-                    result.cost = source.cost
+                margin_floor = (
+                    source.pricing.margin_floor(fixed_cost - flow.fee, flow.fee, flow.min_margin)
+                    if flow.min_margin is not None
+                    else None
+                )
+                await self._auction(result, flow, lead, facts, identity, ping_end, deadline, margin_floor)
+                self._book(result, source, fixed_cost)
             result.elapsed_ms = (time.monotonic() - started) * 1000
             span.set_attribute("outcome", result.outcome.value)
             span.set_attribute("revenue", fmt(result.revenue))
-        _log_decision(result, version)
-        if self._ledger is not None:
-            # Before the answer: a lead the caller hears about is already on the books.
-            await self._ledger.record(result, lead.ping_fields, received_at, version)
+            span.set_attribute("cost", fmt(result.cost))
+            span.set_attribute("margin", fmt(result.margin))
+            span.set_attribute("latency_ms", round(result.elapsed_ms, 3))
+            _log_decision(result, config.version)  # inside the span: the line carries its ids
+            if self._ledger is not None:
+                # Before the answer: a lead the caller hears about is already on the books.
+                with ledger_span("lead", lead_id, outcome=result.outcome.value):
+                    await self._ledger.record(result, lead.ping_fields, received_at, config.version)
+        record_lead(result, budget_s)
         return result
 
-    async def _auction(
-        self, result: RoutingResult, flow: Flow, lead: Lead, identity: str, ping_end: float, deadline: float
-    ) -> None:
-        live = await self._eligible(result, flow, identity)
-        pinged = [x for x in live if x.buyer.ping is not None]
-        if pinged:
-            await self._ping_all(pinged, lead, result.lead_id, ping_end)
-        candidates = [
-            Candidate(x.attempt, x.tier_index, x.buyer.priority, x.order)
-            for x in live
-            if x.attempt.status is Status.BID
+    def _book(self, result: RoutingResult, source: Source, fixed_cost: Decimal) -> None:
+        """Cost (fixed part plus any revenue share), rounded once; each sale gets its cost share."""
+        prices = [s.price for s in result.sales]
+        owed = result.sales or source.pay_on == "accepted"
+        cost = source.pricing.cost(fixed_cost, sum(prices, Decimal(0))) if owed else Decimal(0)
+        booked = book(cost, prices)
+        result.cost = booked.cost
+        result.sales = [
+            dataclasses.replace(s, cost=c) for s, c in zip(result.sales, booked.sale_costs, strict=True)
         ]
-        offers = rank(candidates, flow.floor)
-        buyers = {x.buyer.id: x.buyer for x in live}
-        for c in offers:
-            sale = await self._offer(buyers[c.attempt.buyer_id], c.attempt, lead, result, deadline)
-            if sale is not None:
-                result.sales.append(sale)
-                result.outcome = Outcome.SOLD
-                if identity and not result.test and buyers[sale.buyer_id].dedupe_ttl_s:
-                    b = buyers[sale.buyer_id]
-                    await self._dedupe.seen_or_add(f"buyer|{b.id}|{identity}", b.dedupe_ttl_s, add=True)
+
+    async def _auction(
+        self,
+        result: RoutingResult,
+        flow: Flow,
+        lead: Lead,
+        facts: Facts,
+        identity: str,
+        ping_end: float,
+        deadline: float,
+        margin_floor: Decimal | None,
+    ) -> None:
+        """Walk the ping tree: tiers top-down, each sold as an auction or a waterfall."""
+        now = facts.now or datetime.now(UTC)
+        tiers = [
+            await self._eligible(result, flow, t, tier, facts, identity, now)
+            for t, tier in enumerate(flow.tiers)
+        ]
+        if flow.ping_strategy == "all_at_once":
+            await self._ping_all([x for _, live in tiers for x in live], lead, result.lead_id, ping_end)
+        sale = _Sale(flow.max_buyers)
+        for tier, live in tiers:
+            if sale.done:
                 break
-        winner = next((a for a in result.attempts if a.status is Status.POST_ACCEPTED), None)
-        if winner is None and result.test and result.sales:
-            winner = next(a for a in result.attempts if a.buyer_id == result.sales[0].buyer_id)
-        mark_losers(offers, winner)
+            floors = flow.floors.for_tier(tier.floor, facts, now)
+            if margin_floor is not None:
+                floors = Floors(max(floors.shared, margin_floor), floors.exclusive)
+            if tier.mode == "auction":
+                await self._ping_all(live, lead, result.lead_id, ping_end)  # no-op for the pinged
+                offers = self._acceptable(live, flow, tier, floors, facts)
+                await self._sell_auction(offers, flow, lead, result, sale, deadline)
+            else:
+                await self._sell_waterfall(live, flow, floors, facts, lead, result, sale, ping_end, deadline)
+        result.sales.extend(sale.sales)
+        if sale.sales:
+            result.outcome = Outcome.SOLD
+            await self._remember_buyers(sale.sales, identity, result.test)
+        winners = {s.buyer_id for s in sale.sales}
+        for _, live in tiers:
+            for x in live:
+                _explain_loser(x.attempt, winners, sale.sales)
 
-    async def _eligible(self, result: RoutingResult, flow: Flow, identity: str) -> list[_Live]:
-        """Every buyer in the tree gets an attempt; those still BID after this are in play."""
+    async def _eligible(
+        self,
+        result: RoutingResult,
+        flow: Flow,
+        t: int,
+        tier: Tier,
+        facts: Facts,
+        identity: str,
+        now: datetime,
+    ) -> tuple[Tier, list[_Live]]:
+        """Every buyer of the tier gets an attempt, in tier order; those still BID are in play."""
+        members = list(tier.buyers)
+        if tier.rotates:
+            turn = await self._rotation.next_turn(f"{flow.id}/{tier.name}")
+            members = [members[i] for i in rotation(len(members), turn, tier.sequence)]
         live: list[_Live] = []
-        now = self._clock()
-        order = 0
-        for t, tier in enumerate(flow.tiers):
-            for buyer in tier.buyers:
-                attempt = Attempt(buyer.id, tier.name, Status.BID)
-                result.attempts.append(attempt)
-                order += 1
-                if buyer.capped and not self._caps.has_room(buyer.caps, now):
-                    attempt.status = Status.SKIPPED_CAP
-                    attempt.reason = "cap reached: " + ", ".join(f"{n}/{p}" for p, n in buyer.caps.limits)
-                    continue
-                if (
-                    identity
-                    and buyer.dedupe_ttl_s
-                    and await self._dedupe.seen_or_add(
-                        f"buyer|{buyer.id}|{identity}", buyer.dedupe_ttl_s, add=False
-                    )
-                ):
-                    attempt.status = Status.DUPLICATE_FOR_BUYER
-                    attempt.reason = (
-                        f"this buyer bought the same consumer within {buyer.dedupe_ttl_s / 86400:.0f} days"
-                    )
-                    continue
+        epoch = self._clock()
+        for order, buyer in enumerate(members):
+            a = Attempt(buyer.id, tier.name, Status.BID)
+            result.attempts.append(a)
+            if buyer.schedule is not None and (closed := buyer.schedule.closed_reason(now)):
+                a.status, a.reason = Status.SKIPPED_SCHEDULE, closed
+            elif (why := buyer.filter.failure(facts)) is not None:
+                a.status, a.reason = Status.SKIPPED_FILTER, f"filter: {why}"
+            elif buyer.capped and not self._caps.has_room(buyer.caps, epoch):
+                a.status = Status.SKIPPED_CAP
+                a.reason = "cap reached: " + ", ".join(f"{n}/{p}" for p, n in buyer.caps.limits)
+            elif (
+                identity
+                and buyer.dedupe_ttl_s
+                and await self._dedupe.seen_or_add(
+                    f"buyer|{buyer.id}|{identity}", buyer.dedupe_ttl_s, add=False
+                )
+            ):
+                a.status = Status.DUPLICATE_FOR_BUYER
+                a.reason = f"bought this consumer within the last {buyer.dedupe_ttl_s / 86400:.0f} days"
+            elif buyer.breaker_failures and (
+                tripped := self.breakers.get(
+                    buyer.id, buyer.breaker_failures, buyer.breaker_cooldown_s
+                ).allow(time.monotonic())
+            ):
+                a.status, a.reason = Status.SKIPPED_CIRCUIT, tripped
+            else:
                 if buyer.fixed_price is not None:
-                    attempt.price = buyer.fixed_price
-                    attempt.reason = "fixed-price buyer: direct post, no ping"
-                live.append(_Live(buyer, attempt, t, order))
-        return live
+                    a.price = buyer.fixed_price
+                    a.reason = "fixed-price buyer: direct post, no ping"
+                live.append(_Live(buyer, a, t, order, pinged=buyer.ping is None))
+        if tier.mode == "waterfall":
+            # Offered one at a time, before any bid is known: by priority, or by fixed price.
+            if tier.order == "priority":
+                live.sort(key=lambda x: -x.buyer.priority)
+            elif tier.order == "bid":
+                live.sort(key=lambda x: -(x.buyer.fixed_price or Decimal(0)))
+        return tier, live
 
-    async def _ping_all(self, pinged: list[_Live], lead: Lead, lead_id: str, deadline: float) -> None:
-        tasks = [asyncio.create_task(self._ping(x.buyer, x.attempt, lead, lead_id, deadline)) for x in pinged]
+    def _acceptable(
+        self, live: list[_Live], flow: Flow, tier: Tier, floors: Floors, facts: Facts
+    ) -> list[_Live]:
+        """Bids that clear conditions and floors, in this tier's offer order."""
+        ok = [x for x in live if x.attempt.status is Status.BID and self._clears(x, flow, floors, facts)]
+        if not ok:
+            return []
+        top = max(x.attempt.price or Decimal(0) for x in ok)
+        for x in ok:
+            x.value = value(
+                flow.ranking,
+                x.attempt.price or Decimal(0),
+                self._stats.accept_rate(x.buyer.id),
+                x.buyer.payment_days,
+                top,
+                flow.score_weights,
+            )
+        if tier.order == "bid":
+            ok.sort(key=lambda x: (-x.value, -x.buyer.priority, x.order))
+        elif tier.order == "priority":
+            ok.sort(key=lambda x: (-x.buyer.priority, -x.value, x.order))
+        return ok  # round-robin and weighted: already in rotation order
+
+    def _clears(self, x: _Live, flow: Flow, floors: Floors, facts: Facts) -> bool:
+        a = x.attempt
+        verdict = check_conditions(x.conditions, facts, flow.consent_field)
+        if verdict.failure is not None:
+            a.status, a.reason = Status.CONDITION_FAILED, verdict.failure
+            return False
+        a.exclusive = a.exclusive or verdict.exclusive
+        exclusive = a.exclusive or flow.max_buyers == 1
+        if x.buyer.pricing.rules:
+            epoch = self._clock()
+            counts = _counts("buyer", self._volume.counts(f"buyer:{x.buyer.id}", epoch))
+            priced = dataclasses.replace(facts, counts=counts, exclusive=exclusive)
+            a.price = x.buyer.pricing.apply(a.price or Decimal(0), priced)
+        floor = floors.for_bid(exclusive)
+        price = a.price or Decimal(0)
+        if price < floor or price <= 0:
+            kind = "exclusive floor" if floor > floors.shared else "floor"
+            a.status, a.reason = Status.BELOW_FLOOR, f"bid {fmt(price)} is below the {kind} {fmt(floor)}"
+            return False
+        return True
+
+    async def _sell_auction(
+        self, offers: list[_Live], flow: Flow, lead: Lead, result: RoutingResult, sale: _Sale, deadline: float
+    ) -> None:
+        """Post to the best allocation; a rejection frees its slot for the next bid while time remains."""
+        remaining = list(offers)
+        while remaining and not sale.done and time.monotonic() < deadline - MIN_POST_S:
+            pick = allocate(
+                [
+                    Offer(x.buyer.id, x.attempt.price or Decimal(0), x.value, x.attempt.exclusive)
+                    for x in remaining
+                ],
+                sale.slots,
+                shared_only=bool(sale.sales),
+            )
+            if not pick:
+                break
+            chosen = [x for x in remaining if x.buyer.id in {o.key for o in pick}]
+            exclusive = len(chosen) == 1 and (chosen[0].attempt.exclusive or flow.max_buyers == 1)
+            remaining = [x for x in remaining if x not in chosen]
+            sold = await asyncio.gather(*(self._offer(x, lead, result, deadline, exclusive) for x in chosen))
+            for got in sold:
+                if got is not None:
+                    sale.add(got)
+
+    async def _sell_waterfall(
+        self,
+        live: list[_Live],
+        flow: Flow,
+        floors: Floors,
+        facts: Facts,
+        lead: Lead,
+        result: RoutingResult,
+        sale: _Sale,
+        ping_end: float,
+        deadline: float,
+    ) -> None:
+        """Offer one buyer at a time in tier order (pinging it first if not yet asked)."""
+        for x in live:
+            if sale.done or time.monotonic() >= deadline - MIN_POST_S:
+                break
+            if not x.pinged:
+                await self._ping_all([x], lead, result.lead_id, ping_end)
+            if x.attempt.status is not Status.BID or not self._clears(x, flow, floors, facts):
+                continue
+            if sale.sales and x.attempt.exclusive:
+                continue  # a shared sale exists: an exclusive bid cannot join it
+            got = await self._offer(x, lead, result, deadline, x.attempt.exclusive or flow.max_buyers == 1)
+            if got is not None:
+                sale.add(got)
+
+    async def _remember_buyers(self, sales: list[Sale], identity: str, test: bool) -> None:
+        """Per-buyer dedupe: this buyer has now bought this consumer."""
+        if not identity or test:
+            return
+        for s in sales:
+            b = self.config.buyers.get(s.buyer_id)
+            if b is not None and b.dedupe_ttl_s:
+                await self._dedupe.seen_or_add(f"buyer|{b.id}|{identity}", b.dedupe_ttl_s, add=True)
+
+    async def _ping_all(self, live: list[_Live], lead: Lead, lead_id: str, ping_end: float) -> None:
+        todo = [x for x in live if not x.pinged and x.attempt.status is Status.BID]
+        if not todo:
+            return
+        for x in todo:
+            x.pinged = True
+        tasks = [asyncio.create_task(self._ping(x, lead, lead_id, ping_end)) for x in todo]
         # Each ping bounds itself; this outer wait is the belt to those braces.
-        _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()) + _SAFETY_S)
+        _, late = await asyncio.wait(tasks, timeout=max(0.0, ping_end - time.monotonic()) + _SAFETY_S)
         for task in late:
             task.cancel()
-        for x, task in zip(pinged, tasks, strict=True):
+        for x, task in zip(todo, tasks, strict=True):
             if task in late:
                 x.attempt.status = Status.TIMED_OUT
                 x.attempt.reason = "no answer before the ping window closed"
 
-    async def _ping(self, buyer: Buyer, a: Attempt, lead: Lead, lead_id: str, deadline: float) -> None:
+    async def _ping(self, x: _Live, lead: Lead, lead_id: str, deadline: float) -> None:
+        buyer, a = x.buyer, x.attempt
         assert buyer.ping is not None and buyer.ping_parser is not None
         timeout = min(buyer.ping.timeout_s, deadline - time.monotonic())
         request = buyer.ping.request(lead.ping_fields, Transaction(lead_id))
-        with tracer.start_as_current_span("ping", attributes={"buyer.id": buyer.id, "tier": a.tier}) as span:
+        with tracer.start_as_current_span(
+            "ping", kind=trace.SpanKind.CLIENT, attributes={"buyer.id": buyer.id, "tier": a.tier}
+        ) as span:
+            if buyer.trace_context:
+                request = with_traceparent(request)
             t0 = time.perf_counter()
             try:
                 answer = await self._transport.send(request, timeout, buyer.ping_max_body)
@@ -250,32 +483,42 @@ class Router:
                 else:
                     if parsed.bid:
                         a.price, a.ping_id, a.exclusive = parsed.price, parsed.ping_id, parsed.exclusive
+                        a.carried = parsed.carried
+                        x.conditions = parsed.conditions
                         a.reason = parsed.reason or "bid"
                     else:
                         a.status, a.reason = Status.NO_BID, parsed.reason or "no bid"
             a.ping_ms = (time.perf_counter() - t0) * 1000
             _span_result(span, a, a.ping_ms)
+        self._health(buyer, ok=a.status not in (Status.TIMED_OUT, Status.ERROR))
 
     async def _offer(
-        self, buyer: Buyer, a: Attempt, lead: Lead, result: RoutingResult, deadline: float
+        self, x: _Live, lead: Lead, result: RoutingResult, deadline: float, exclusive: bool
     ) -> Sale | None:
         """Post the lead to one bidder; a Sale when it accepts, None to move to the next bid."""
+        buyer, a = x.buyer, x.attempt
         assert a.price is not None
         price = to_cents(a.price)
         if result.test:
             a.reason = f"selected at {fmt(price)}; test lead, not posted"
-            return Sale(buyer.id, price, "", a.exclusive, a.tier)
+            return Sale(buyer.id, price, "", exclusive, a.tier)
         remaining = deadline - time.monotonic()
         if remaining < MIN_POST_S:
-            return None  # mark_losers says NOT_OFFERED
+            return None  # the attempt stays BID and is explained as NOT_OFFERED
         reservation: Reservation | None = None
         if buyer.capped:
             reservation = await self._caps.reserve(buyer.caps, result.lead_id, self._clock())
             if reservation is None:
                 a.status, a.reason = Status.SKIPPED_CAP, "cap reached before the post"
                 return None
-        request = buyer.post.request(lead.fields, Transaction(result.lead_id, a.ping_id, fmt(price)))
-        with tracer.start_as_current_span("post", attributes={"buyer.id": buyer.id, "tier": a.tier}) as span:
+        request = buyer.post.request(
+            lead.fields, Transaction(result.lead_id, a.ping_id, fmt(price), a.carried)
+        )
+        with tracer.start_as_current_span(
+            "post", kind=trace.SpanKind.CLIENT, attributes={"buyer.id": buyer.id, "tier": a.tier}
+        ) as span:
+            if buyer.trace_context:
+                request = with_traceparent(request)
             t0 = time.perf_counter()
             try:
                 answer = await self._transport.send(
@@ -283,29 +526,45 @@ class Router:
                 )
                 a.http_status = answer.status
                 parsed = buyer.post_parser.parse(answer)
+                # Known now, so the post span's status says it (reasons are added below).
+                a.status = Status.POST_ACCEPTED if parsed.accepted else Status.POST_REJECTED
             except TransportError as exc:
+                self._health(buyer, ok=False)
                 a.status, a.reason = Status.POST_ERROR, f"post failed: {exc}"
                 await self._unknown_or_release(reservation, exc.delivered_maybe, a)
                 return None
             except BadAnswer as exc:
+                self._health(buyer, ok=False)
                 a.status, a.reason = Status.POST_ERROR, f"bad post answer: {exc}"
                 await self._unknown_or_release(reservation, True, a)
                 return None
             finally:
                 a.post_ms = (time.perf_counter() - t0) * 1000
                 _span_result(span, a, a.post_ms)
+        self._stats.record_post(buyer.id, parsed.accepted)
         if not parsed.accepted:
-            a.status, a.reason = Status.POST_REJECTED, f"post rejected: {parsed.reason or 'no reason given'}"
+            why = _redact(parsed.reason, lead) or "no reason given"
+            a.status, a.reason = Status.POST_REJECTED, f"post rejected: {why}"
             if reservation is not None:
                 await self._caps.release(reservation)
             return None
         if reservation is not None:
             await self._caps.commit(reservation)
+        if parsed.price is not None and parsed.price != price:
+            # The buyer's post answer states what it pays: that is the revenue (seed 003).
+            price = to_cents(parsed.price)
+            a.price = price
+        await self._volume.add(f"buyer:{buyer.id}", self._clock())
         a.status, a.reason = (
             Status.POST_ACCEPTED,
-            f"sold at {fmt(price)}" + (f": {parsed.reason}" if parsed.reason else ""),
+            f"sold at {fmt(price)}" + (f": {_redact(parsed.reason, lead)}" if parsed.reason else ""),
         )
-        return Sale(buyer.id, price, parsed.buyer_lead_id, a.exclusive, a.tier)
+        return Sale(buyer.id, price, parsed.buyer_lead_id, exclusive, a.tier)
+
+    def _health(self, buyer: Buyer, *, ok: bool) -> None:
+        if buyer.breaker_failures:
+            breaker = self.breakers.get(buyer.id, buyer.breaker_failures, buyer.breaker_cooldown_s)
+            breaker.record(ok, time.monotonic())
 
     async def _unknown_or_release(self, r: Reservation | None, delivered_maybe: bool, a: Attempt) -> None:
         if delivered_maybe:
@@ -316,6 +575,39 @@ class Router:
                 await self._caps.unsettled(r, a.reason)
         elif r is not None:
             await self._caps.release(r)
+
+
+def _redact(text: str, lead: Lead) -> str:
+    """A buyer that has the full lead may echo it in its answer: take the lead's own PII out."""
+    for pii in lead.pii_values:
+        if pii.lower() in text.lower():
+            text = re.sub(re.escape(pii), "[redacted]", text, flags=re.IGNORECASE)
+    return text
+
+
+def _counts(kind: str, by_period: dict[str, int]) -> dict[str, int]:
+    return {f"{kind}:{period}": n for period, n in by_period.items()}
+
+
+def _explain_loser(a: Attempt, winners: set[str], sales: list[Sale]) -> None:
+    """An acceptable bid that did not sell: someone else won, or time ran out."""
+    if a.status is not Status.BID or a.buyer_id in winners:
+        return
+    if not sales:
+        a.status = Status.NOT_OFFERED
+        a.reason = "acceptable, but the deadline ran out before it could be offered"
+        return
+    a.status = Status.OUTBID
+    names = ", ".join(f"{s.buyer_id} at {fmt(s.price)}" for s in sales)
+    tiers = {s.tier for s in sales}
+    if a.tier not in tiers:
+        a.reason = f"not needed: sold in tier {sorted(tiers)[0]!r} to {names}"
+    elif a.price is None:
+        a.reason = f"not asked: sold to {names} first"
+    elif len(sales) == 1 and sales[0].exclusive:
+        a.reason = f"outbid: sold exclusively to {names}"
+    else:
+        a.reason = f"outbid: sold to {names}"
 
 
 def _identity(flow: Flow, lead: Lead) -> str:
@@ -351,6 +643,7 @@ def _log_decision(r: RoutingResult, version: str) -> None:
         cost=fmt(r.cost),
         revenue=fmt(r.revenue),
         margin=fmt(r.margin),
+        negative_margin=r.negative_margin,
         elapsed_ms=round(r.elapsed_ms, 2),
         trace_id=r.trace_id,
         config_version=version,

@@ -8,15 +8,16 @@ import getpass
 import os
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import grpc
 import orjson
 import yaml
 
 from routelead.api.credentials import admin_token
 from routelead.v1 import admin_pb2 as pb
-from routelead.v1 import admin_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:  # grpc loads only when an admin command runs (`serve` forks workers first)
+    from routelead.v1 import admin_pb2_grpc as pb_grpc
 
 _KINDS = {"buyer": pb.BUYER, "source": pb.SOURCE, "flow": pb.FLOW}
 
@@ -73,6 +74,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         # Read before any network call: a bad file is a local error.
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
         args.body = orjson.dumps(yaml.safe_load(text)).decode()
+    import grpc
+
     try:
         return asyncio.run(_call(args, token, out))
     except grpc.aio.AioRpcError as exc:
@@ -81,6 +84,10 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 
 async def _call(args: argparse.Namespace, token: str, out: TextIO) -> int:
+    import grpc
+
+    from routelead.v1 import admin_pb2_grpc as pb_grpc
+
     meta = (("authorization", f"Bearer {token}"),)
     change = pb.Change(author=args.author, reason=getattr(args, "reason", ""), expected_version=args.expect)
     async with grpc.aio.insecure_channel(args.target) as channel:

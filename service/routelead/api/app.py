@@ -9,6 +9,7 @@ from pathlib import Path
 import structlog
 
 from routelead.api.admin import AdminServicer, admin_token
+from routelead.api.security import SecurityError, token_matches
 from routelead.api.server import Service, serve_until_signalled
 from routelead.records.configstore import ConfigStore, ConfigWatcher, compile_version
 from routelead.records.ledger import Ledger
@@ -16,9 +17,13 @@ from routelead.records.ledger import Ledger
 log = structlog.get_logger("routelead.app")
 
 
-async def serve_with_books(config_path: str, listen: str, env: Mapping[str, str] | None = None) -> None:
-    """Until SIGTERM: the file seeds version 1; afterwards the database's live version rules."""
+async def serve_with_books(service: Service, config_path: str, env: Mapping[str, str] | None = None) -> None:
+    """Until SIGTERM: the file seeds version 1; afterwards the database's live version rules.
+    Each worker process opens its own connections and follows the live version itself."""
     text = await asyncio.to_thread(Path(config_path).read_text)
+    token = admin_token(env)
+    if token and token_matches(token, service.security.token_digests):
+        raise SecurityError("ROUTELEAD_ADMIN_TOKEN must differ from every routing token")
     ledger = await Ledger.open()
     try:
         store = ConfigStore(ledger.engine)
@@ -29,8 +34,8 @@ async def serve_with_books(config_path: str, listen: str, env: Mapping[str, str]
                 detail="Admin changes made since the file was last edited are live; see `routelead admin`",
                 live_version=live.version,
             )
-        service = Service(compile_version(live, env), address=listen, ledger=ledger)
-        token = admin_token(env)
+        service.use_config(compile_version(live, env))
+        service.ledger = ledger
         if token:
             service.extra_services = [AdminServicer(store, token, env).register]
         else:

@@ -21,6 +21,8 @@ def to_proto(r: RoutingResult) -> pb.RouteLeadResponse:
                 buyer_lead_id=s.buyer_lead_id,
                 exclusive=s.exclusive,
                 tier=s.tier,
+                cost=fmt(s.cost),
+                margin=fmt(s.margin),
             )
             for s in r.sales
         ],
@@ -46,4 +48,5 @@ def to_proto(r: RoutingResult) -> pb.RouteLeadResponse:
         flow=r.flow,
         source_id=r.source_id,
         elapsed_ms=round(r.elapsed_ms, 3),
+        negative_margin=r.negative_margin,
     )

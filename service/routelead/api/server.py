@@ -8,18 +8,25 @@ from typing import Self
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from routelead.api.security import Security
 from routelead.api.servicer import RouteLeadServicer
 from routelead.config.runtime import RuntimeConfig
 from routelead.records.port import LedgerWriter
 from routelead.router import Router
-from routelead.state.memory import MemoryCapStore, MemoryDedupeStore, MemoryIdempotencyStore
-from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore
+from routelead.state.memory import (
+    MemoryCapStore,
+    MemoryDedupeStore,
+    MemoryIdempotencyStore,
+    MemoryRotationStore,
+)
+from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore
+from routelead.telemetry.spans import TracedCapStore
 from routelead.transport import Transport
 from routelead.v1 import routelead_pb2 as pb
-from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
 log = structlog.get_logger("routelead.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RouteLead"].full_name
@@ -36,20 +43,32 @@ class Service:
         caps: CapStore | None = None,
         dedupe: DedupeStore | None = None,
         idempotency: IdempotencyStore | None = None,
+        rotation: RotationStore | None = None,
+        security: Security | None = None,
+        reuse_port: bool = False,
+        health_address: str | None = None,
         ledger: LedgerWriter | None = None,
         extra_services: Sequence[Callable[[grpc.aio.Server], str]] = (),
     ) -> None:
         self.config = config
         self.address = address
+        self.security = security if security is not None else Security()
+        # `serve --workers N`: every worker binds the same port, the kernel spreads connections.
+        self.reuse_port = reuse_port
+        # A plaintext, health-only listener for kubelet's gRPC probes (they cannot speak TLS).
+        self.health_address = health_address
+        self.health_port = 0
+        self._health_server: grpc.aio.Server | None = None
         self.caps = caps if caps is not None else MemoryCapStore()
         self.dedupe = dedupe if dedupe is not None else MemoryDedupeStore()
         self.idempotency = idempotency if idempotency is not None else MemoryIdempotencyStore()
+        self.rotation = rotation if rotation is not None else MemoryRotationStore()
         self.ledger = ledger
         # Each adds a servicer (e.g. Admin) to the server and returns its full service name.
         self.extra_services = extra_services
-        self.router: Router | None = None
         self.transport = Transport(verify_tls=config.verify_buyer_tls)
         self.port = 0
+        self.router: Router | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
 
@@ -67,7 +86,13 @@ class Service:
     async def start(self) -> int:
         await self.transport.start()
         router = self.router = Router(
-            self.config, self.transport, self.caps, self.dedupe, self.idempotency, ledger=self.ledger
+            self.config,
+            self.transport,
+            TracedCapStore(self.caps),
+            self.dedupe,
+            self.idempotency,
+            self.rotation,
+            ledger=self.ledger,
         )
         size = self.config.max_message_bytes
         server = grpc.aio.server(
@@ -75,12 +100,13 @@ class Service:
                 ("grpc.max_receive_message_length", size),
                 ("grpc.max_send_message_length", 4 * size),
                 # One process owns its port unless `serve --workers` asks otherwise.
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(self.reuse_port)),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            ]
+            ],
+            interceptors=self.security.interceptors(),
         )
-        pb_grpc.add_RouteLeadServicer_to_server(RouteLeadServicer(router), server)
+        server.add_generic_rpc_handlers((_route_lead_handler(RouteLeadServicer(router)),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         extra = [register(server) for register in self.extra_services]
         reflection.enable_server_reflection(
@@ -92,15 +118,34 @@ class Service:
             ),
             server,
         )
-        self.port = server.add_insecure_port(self.address)
+        if self.security.tls:
+            self.port = server.add_secure_port(self.address, self.security.server_credentials())
+        else:
+            self.port = server.add_insecure_port(self.address)
         if self.port == 0:
             await self.transport.close()
             raise OSError(f"cannot listen on {self.address}")
+        if self.health_address:
+            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", int(self.reuse_port))])
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+            self.health_port = self._health_server.add_insecure_port(self.health_address)
+            if self.health_port == 0:
+                await self.transport.close()
+                raise OSError(f"cannot listen on {self.health_address}")
+            await self._health_server.start()
         await server.start()
         self._server = server
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        log.info("server.started", address=self.address, port=self.port, config_version=self.config.version)
+        log.info(
+            "server.started",
+            address=self.address,
+            port=self.port,
+            tls=self.security.tls,
+            auth="mtls" if self.security.client_ca else "token" if self.security.token_digests else "none",
+            health_port=self.health_port or None,
+            config_version=self.config.version,
+        )
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
@@ -110,6 +155,9 @@ class Service:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self.drain_s if grace is None else grace)
         self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+            self._health_server = None
         await self.transport.close()
         log.info("server.stopped", port=self.port)
 
@@ -123,6 +171,35 @@ class Service:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _route_lead_handler(servicer: RouteLeadServicer) -> grpc.GenericRpcHandler:
+    """The generated registration, except that a request which does not decode (for instance
+    invalid UTF-8 in a string, sent by a non-Python client) gets INVALID_ARGUMENT saying so,
+    instead of gRPC's generic INTERNAL."""
+
+    def decode(data: bytes) -> pb.RouteLeadRequest | None:
+        try:
+            return pb.RouteLeadRequest.FromString(data)
+        except DecodeError:
+            return None
+
+    async def route(
+        request: pb.RouteLeadRequest | None,
+        context: grpc.aio.ServicerContext[pb.RouteLeadRequest, pb.RouteLeadResponse],
+    ) -> pb.RouteLeadResponse:
+        if request is None:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "request is not a valid routelead.v1.RouteLeadRequest (strings must be UTF-8)",
+            )
+        assert request is not None
+        return await servicer.RouteLead(request, context)
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        route, request_deserializer=decode, response_serializer=pb.RouteLeadResponse.SerializeToString
+    )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, {"RouteLead": handler})
 
 
 async def serve_until_signalled(service: Service) -> None:

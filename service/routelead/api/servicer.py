@@ -8,6 +8,7 @@ import structlog
 from routelead.api.convert import to_proto
 from routelead.domain.lead import LeadInvalid
 from routelead.router import LeadRequest, NotFound, Router
+from routelead.telemetry.propagation import caller_context
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
@@ -32,7 +33,9 @@ class RouteLeadServicer(pb_grpc.RouteLeadServicer):
             caller_budget_s=context.time_remaining(),
         )
         try:
-            result = await self._router.route(lead)
+            # The caller's W3C trace context makes our RouteLead span a child of its span.
+            with caller_context(context.invocation_metadata()):
+                result = await self._router.route(lead)
         except LeadInvalid as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except NotFound as exc:

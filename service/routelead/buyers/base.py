@@ -26,6 +26,8 @@ class PingAnswer:
     bid: bool
     price: Decimal | None = None
     ping_id: str = ""
+    # Further values the post must echo (`answer.carry`), by name.
+    carried: dict[str, str] = field(default_factory=dict)
     exclusive: bool = False
     reason: str = ""
     conditions: dict[str, object] = field(default_factory=dict)

@@ -1,7 +1,8 @@
 """Load the YAML file: expand ${ENV} secrets, validate, cross-check, compile.
 
-Every problem is reported with its path (`buyers[2].ping.timeout_ms: …`) and all of
-them at once, so a broken file is fixed in one pass.
+Every problem is reported with its path (`buyers[2].ping.timeout_ms: …`). All structural
+problems come at once; the cross-reference checks (unknown buyers, rules, timeouts over
+the deadline…) run once the structure is valid, and again report all they find.
 """
 
 from __future__ import annotations
@@ -10,19 +11,23 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pydantic
 import yaml
 
-from routelead.buyers.json_protocol import Endpoint, Match, PingParser, PostParser, json_headers
-from routelead.buyers.json_protocol import Path as AnswerPath
 from routelead.config import model as m
+from routelead.config.buyers import Problems, buyer_problems, compile_ping, compile_post
 from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source, Tier
+from routelead.domain.floors import FloorPolicy, QualityStep
 from routelead.domain.lead import FieldSpec, LeadSchema, Limits
-from routelead.domain.mapping import BodyBuilder, FieldKind
-from routelead.domain.mapping import Source as MapSource
+from routelead.domain.mapping import FieldKind
+from routelead.domain.pricing import PriceBook, PriceRule, SourcePricing
+from routelead.domain.rules import PASS, RuleError, compile_rule
+from routelead.domain.schedule import Schedule, build_schedule
+from routelead.domain.tree import ScoreWeights, TierOrder, smooth_weighted_sequence
 from routelead.state.periods import zone
 from routelead.state.ports import CapLimits, Period
 
@@ -119,6 +124,19 @@ def check(c: m.ConfigModel) -> list[str]:
             except re.error as exc:
                 problems.append(f"lead.fields.{name}.pattern: not a valid regular expression ({exc})")
 
+    stamp = c.lead.created_at_field
+    if stamp is not None and (stamp not in fields or fields[stamp].type != "datetime"):
+        problems.append(f"lead.created_at_field: {stamp!r} is not a lead field of type datetime")
+
+    for i, src in enumerate(c.sources):
+        problems += _pricing_problems(src.pricing, f"sources[{i}].pricing", fields)
+        if src.price_field is not None and (
+            src.price_field not in fields or fields[src.price_field].type != "decimal"
+        ):
+            problems.append(
+                f"sources[{i}].price_field: {src.price_field!r} is not a lead field of type decimal"
+            )
+
     problems += _unique("sources", [s.id for s in c.sources])
     problems += _unique("buyers", [b.id for b in c.buyers])
     problems += _unique("flows", [f.id for f in c.flows])
@@ -131,6 +149,11 @@ def check(c: m.ConfigModel) -> list[str]:
             zone(b.timezone)
         except Exception:
             problems.append(f"{at}.timezone: unknown timezone {b.timezone!r}")
+        if b.filter is not None:
+            problems += _rule_problems(b.filter, f"{at}.filter", fields)
+        problems += _pricing_problems(b.pricing, f"{at}.pricing", fields)
+        if b.schedule is not None:
+            problems += _schedule_problems(b.schedule, b.timezone, f"{at}.schedule")
         for step, ep in (("ping", b.ping), ("post", b.post)):
             if ep is None:
                 continue
@@ -143,8 +166,9 @@ def check(c: m.ConfigModel) -> list[str]:
                     problems.append(f"{where}: unknown lead field {entry.field!r}")
                 if step == "ping" and entry.field in pii:
                     problems.append(f"{where}: {entry.field!r} is PII and may not be sent in a ping")
-                if step == "ping" and entry.from_ in ("ping_id", "price"):
+                if step == "ping" and entry.from_ not in (None, "lead_id"):
                     problems.append(f"{where}: `from: {entry.from_}` exists only for the post")
+        problems += buyer_problems(b, at, fields, c.max_price)
 
     for i, flow in enumerate(c.flows):
         at = f"flows[{i}]"
@@ -154,6 +178,20 @@ def check(c: m.ConfigModel) -> list[str]:
             if s not in sources:
                 problems.append(f"{at}.sources[{j}]: unknown source {s!r}")
         problems += _unique(f"{at}.tiers", [t.name for t in flow.tiers], what="tier")
+        if flow.consent_field is not None and flow.consent_field not in fields:
+            problems.append(f"{at}.consent_field: unknown lead field {flow.consent_field!r}")
+        for j, quality in enumerate(flow.dynamic_floor.quality):
+            problems += _rule_problems(quality.when, f"{at}.dynamic_floor.quality[{j}].when", fields)
+        if flow.dynamic_floor.business_hours is not None:
+            problems += _schedule_problems(
+                flow.dynamic_floor.business_hours, "UTC", f"{at}.dynamic_floor.business_hours"
+            )
+        for j, t in enumerate(flow.tiers):
+            if t.weights and t.order != "weighted":
+                problems.append(f"{at}.tiers[{j}].weights: only used with `order: weighted`")
+            for buyer_id in t.weights:
+                if buyer_id not in t.buyers:
+                    problems.append(f"{at}.tiers[{j}].weights.{buyer_id}: not a buyer of this tier")
         seen: set[str] = set()
         for j, t in enumerate(flow.tiers):
             for k, buyer_id in enumerate(t.buyers):
@@ -176,6 +214,54 @@ def check(c: m.ConfigModel) -> list[str]:
             if name not in fields:
                 problems.append(f"{at}.dedupe.fields[{j}]: unknown lead field {name!r}")
     return problems
+
+
+def _rule_problems(spec: object, path: str, fields: Mapping[str, m.FieldModel]) -> list[str]:
+    try:
+        compile_rule(spec, path, fields)
+    except RuleError as exc:
+        return [str(exc)]
+    return []
+
+
+def _pricing_problems(
+    rules: list[m.PriceRuleModel], path: str, fields: Mapping[str, m.FieldModel]
+) -> list[str]:
+    out: list[str] = []
+    for j, rule in enumerate(rules):
+        if rule.when is not None:
+            out += _rule_problems(rule.when, f"{path}[{j}].when", fields)
+    return out
+
+
+def _price_book(rules: list[m.PriceRuleModel], fields: Mapping[str, m.FieldModel]) -> PriceBook:
+    return PriceBook(
+        tuple(
+            PriceRule(
+                compile_rule(r.when, "", fields) if r.when is not None else PASS,
+                "set" if r.set is not None else "add",
+                r.set if r.set is not None else (r.add or Decimal(0)),
+            )
+            for r in rules
+        )
+    )
+
+
+def _schedule_problems(model: m.ScheduleModel, default_tz: str, path: str) -> list[str]:
+    problems = []
+    try:
+        zone(model.timezone or default_tz)
+    except Exception:
+        problems.append(f"{path}.timezone: unknown timezone {model.timezone!r}")
+    try:
+        _schedule(model, default_tz)
+    except ValueError as exc:
+        problems.append(f"{path}: {exc}")
+    return problems
+
+
+def _schedule(model: m.ScheduleModel, default_tz: str) -> Schedule:
+    return build_schedule(model.timezone or default_tz, model.days, model.hours, list(model.dates_off))
 
 
 def _unique(at: str, ids: list[str], what: str = "id") -> list[str]:
@@ -201,26 +287,31 @@ def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
         )
         for name, f in c.lead.fields.items()
     }
-    schema = LeadSchema(specs, c.lead.unknown_fields, Limits(c.lead.max_fields, c.lead.max_value_length))
+    schema = LeadSchema(
+        specs,
+        c.lead.unknown_fields,
+        Limits(c.lead.max_fields, c.lead.max_value_length),
+        created_at_field=c.lead.created_at_field,
+    )
     kinds: dict[str, FieldKind] = {
         n: ("bool" if s.type == "bool" else "int" if s.type == "int" else "string") for n, s in specs.items()
     }
     public = [n for n, s in specs.items() if not s.pii]
-    buyers = {b.id: _buyer(b, kinds, public, list(specs), c.max_price) for b in c.buyers if b.enabled}
-    flows = {
-        f.id: Flow(
-            id=f.id,
-            deadline_s=f.deadline_ms / 1000,
-            post_reserve_s=f.post_reserve_ms / 1000,
-            floor=f.floor,
-            sources=frozenset(f.sources) if f.sources is not None else None,
-            tiers=tuple(Tier(t.name, tuple(buyers[b] for b in t.buyers if b in buyers)) for t in f.tiers),
-            dedupe_fields=tuple(f.dedupe.fields) if f.dedupe else (),
-            dedupe_ttl_s=(f.dedupe.days * 86400.0) if f.dedupe else 0.0,
-        )
-        for f in c.flows
+    types = {n: str(s.type) for n, s in specs.items()}
+    buyers = {
+        b.id: _buyer(b, kinds, types, public, c.max_price, c.lead.fields) for b in c.buyers if b.enabled
     }
-    sources = {s.id: Source(s.id, s.cost, s.pay_on, s.refund_cost_on_return) for s in c.sources}
+    flows = {f.id: _flow(f, buyers, c.lead.fields) for f in c.flows}
+    sources = {
+        s.id: Source(
+            s.id,
+            s.cost,
+            s.pay_on,
+            SourcePricing(s.cost, _price_book(s.pricing, c.lead.fields), s.price_field, s.revenue_share),
+            s.refund_cost_on_return,
+        )
+        for s in c.sources
+    }
     returns = {
         b.id: (b.returns.days, b.returns.max_rate_percent / 100) for b in c.buyers if b.returns is not None
     }
@@ -236,62 +327,61 @@ def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
     )
 
 
-def _mapping(entries: m.Mapping) -> dict[str, MapSource]:
-    return {
-        key: MapSource(field=e.field, transform=e.transform, static=e.value, tx=e.from_)
-        for key, e in entries.items()
-    }
+def _flow(f: m.FlowModel, buyers: Mapping[str, Buyer], fields: Mapping[str, m.FieldModel]) -> Flow:
+    d = f.dynamic_floor
+    hours = d.business_hours
+    floors = FloorPolicy(
+        base=f.floor,
+        exclusive=f.exclusive_floor,
+        quality=tuple(QualityStep(compile_rule(q.when, "", fields), q.multiplier) for q in d.quality),
+        business_hours=_schedule(hours, "UTC") if hours else None,
+        business_hours_multiplier=hours.multiplier if hours else Decimal(1),
+    )
+    w = f.score_weights
+    return Flow(
+        id=f.id,
+        deadline_s=f.deadline_ms / 1000,
+        post_reserve_s=f.post_reserve_ms / 1000,
+        floor=f.floor,
+        sources=frozenset(f.sources) if f.sources is not None else None,
+        tiers=tuple(_tier(t, buyers) for t in f.tiers),
+        dedupe_fields=tuple(f.dedupe.fields) if f.dedupe else (),
+        dedupe_ttl_s=(f.dedupe.days * 86400.0) if f.dedupe else 0.0,
+        floors=floors,
+        ping_strategy=f.ping_strategy,
+        max_buyers=f.max_buyers,
+        ranking=f.ranking,
+        score_weights=ScoreWeights(w.price, w.acceptance, w.payment),
+        consent_field=f.consent_field,
+        fee=f.fee,
+        min_margin=f.min_margin,
+    )
 
 
-def _endpoint(ep: m.EndpointModel, body: BodyBuilder) -> Endpoint:
-    return Endpoint(ep.url, ep.method, json_headers(list(ep.headers.items())), body, ep.timeout_ms / 1000)
-
-
-def _match(x: m.MatchModel) -> Match:
-    values = frozenset(v.strip().lower() if isinstance(v, str) else v for v in x.values)
-    return Match(AnswerPath.parse(x.path), values)
-
-
-def _opt(path: str | None) -> AnswerPath | None:
-    return AnswerPath.parse(path) if path else None
+def _tier(t: m.TierModel, buyers: Mapping[str, Buyer]) -> Tier:
+    members = tuple(buyers[b] for b in t.buyers if b in buyers)  # disabled buyers drop out
+    order: TierOrder = t.order or ("bid" if t.mode == "auction" else "priority")
+    sequence = (
+        smooth_weighted_sequence([t.weights.get(b.id, 1) for b in members]) if order == "weighted" else ()
+    )
+    return Tier(t.name, members, t.mode, order, t.floor, sequence)
 
 
 def _buyer(
-    b: m.BuyerModel, kinds: dict[str, FieldKind], public: list[str], every: list[str], max_price: Any
+    b: m.BuyerModel,
+    kinds: dict[str, FieldKind],
+    types: dict[str, str],
+    public: list[str],
+    max_price: Any,
+    fields: Mapping[str, m.FieldModel],
 ) -> Buyer:
+    p = Problems(f"buyers.{b.id}")
     ping = ping_parser = None
     if b.ping is not None:
-        body = (
-            BodyBuilder.compile(_mapping(b.ping.fields), kinds)
-            if b.ping.fields is not None
-            else BodyBuilder.passthrough(public, kinds, {"lead_id": MapSource(tx="lead_id")})
-        )
-        ping = _endpoint(b.ping, body)
-        a = b.ping.answer
-        ping_parser = PingParser(
-            bid=_match(a.bid),
-            price=AnswerPath.parse(a.price),
-            ping_id=_opt(a.ping_id),
-            exclusive=_opt(a.exclusive),
-            reason=_opt(a.reason),
-            conditions=_opt(a.conditions),
-            no_bid_statuses=frozenset(a.no_bid_statuses),
-            max_price=max_price,
-        )
-    post_body = (
-        BodyBuilder.compile(_mapping(b.post.fields), kinds)
-        if b.post.fields is not None
-        else BodyBuilder.passthrough(
-            every,
-            kinds,
-            {
-                "ping_id": MapSource(tx="ping_id"),
-                "price": MapSource(tx="price"),
-                "lead_id": MapSource(tx="lead_id"),
-            },
-        )
-    )
-    pa = b.post.answer
+        ping, ping_parser = compile_ping(b.ping, kinds, public, max_price, p, types)
+    post, post_parser = compile_post(b.post, kinds, list(types), max_price, p, types, b.ping)
+    if p.found:  # check() has already reported these; compiling an unchecked model is a bug
+        raise ValueError("; ".join(p.found))
     periods: tuple[tuple[Period, int | None], ...] = (
         ("hour", b.caps.hour),
         ("day", b.caps.day),
@@ -305,13 +395,18 @@ def _buyer(
         ping=ping,
         ping_parser=ping_parser,
         ping_max_body=b.ping.max_body_bytes if b.ping else 0,
-        post=_endpoint(b.post, post_body),
-        post_parser=PostParser(
-            _match(pa.accepted), _opt(pa.lead_id), _opt(pa.reason), _opt(pa.price), max_price
-        ),
+        post=post,
+        post_parser=post_parser,
         post_max_body=b.post.max_body_bytes,
         fixed_price=b.fixed_price,
         caps=CapLimits(b.id, b.timezone, limits),
         priority=b.priority,
         dedupe_ttl_s=b.dedupe_days * 86400.0,
+        filter=compile_rule(b.filter, "", fields) if b.filter is not None else PASS,
+        schedule=_schedule(b.schedule, b.timezone) if b.schedule is not None else None,
+        payment_days=b.payment_days,
+        pricing=_price_book(b.pricing, fields),
+        breaker_failures=b.breaker.failures if b.breaker.enabled else 0,
+        breaker_cooldown_s=b.breaker.cooldown_s,
+        trace_context=b.trace_context,
     )

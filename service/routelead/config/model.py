@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from routelead.domain.lead import FieldType
 from routelead.domain.mapping import Transform, TxValue
+from routelead.domain.tree import Ranking, TierMode, TierOrder
+
+TX_PATTERN = r"^(ping_id|price|lead_id|ping\.[A-Za-z_][A-Za-z0-9_]{0,63})$"
 
 
 def _money(value: object) -> object:
@@ -39,9 +43,25 @@ class FieldModel(Strict):
 
 class LeadModel(Strict):
     fields: dict[str, FieldModel] = Field(min_length=1)
+    # A `datetime` field saying when the consumer submitted the form: lead age rules use it.
+    created_at_field: str | None = None
     unknown_fields: Literal["reject", "drop"] = "reject"
     max_fields: int = Field(default=200, ge=1, le=10_000)
     max_value_length: int = Field(default=4096, ge=1, le=1_048_576)
+
+
+class PriceRuleModel(Strict):
+    """A pricing rule: when the condition holds (always, if absent), set the price or add to it."""
+
+    when: dict[str, Any] | None = None
+    set: Money | None = None
+    add: Annotated[Decimal, BeforeValidator(_money), Field(allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> PriceRuleModel:
+        if (self.set is None) == (self.add is None):
+            raise ValueError("give exactly one of `set` or `add`")
+        return self
 
 
 class SourceModel(Strict):
@@ -50,6 +70,11 @@ class SourceModel(Strict):
     cost: Money = Decimal("0")
     # `sold`: we pay the source only for leads we sell (the ping-post norm); `accepted`: every valid lead.
     pay_on: Literal["sold", "accepted"] = "sold"
+    # Cost rules (all evaluated, last match wins), a lead field carrying the source's own price,
+    # and a revenue share in percent paid to the source on top of the fixed cost.
+    pricing: list[PriceRuleModel] = []
+    price_field: str | None = None
+    revenue_share: Money = Field(default=Decimal("0"), le=100)
     # Whether this source refunds its cost when a buyer returns the lead (the source agreement).
     refund_cost_on_return: bool = False
 
@@ -61,16 +86,26 @@ def _mapping_entry(value: object) -> object:
 class MappingEntry(Strict):
     field: str | None = None
     value: str | int | bool | None = None
-    transform: Transform | None = None
-    from_: TxValue | None = Field(default=None, alias="from")
+    transform: Transform | list[Transform] | None = None
+    from_: TxValue | None = Field(default=None, alias="from", pattern=TX_PATTERN)
+    # A value table ("CA" → "California"); unmapped values become `default`, or pass unchanged.
+    map: dict[str, str | int | bool] | None = None
+    default: str | int | bool | None = None
+    date_format: str | None = None
+    max_length: int | None = Field(default=None, ge=1, le=65536)
 
     @model_validator(mode="after")
     def _one_source(self) -> MappingEntry:
         given = [k for k in ("field", "value", "from_") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of `field`, `value` or `from`")
-        if self.transform is not None and self.field is None:
-            raise ValueError("`transform` applies to a `field`")
+        shaping = ("transform", "map", "default", "date_format", "max_length")
+        if self.field is None and any(getattr(self, k) is not None for k in shaping):
+            raise ValueError(
+                "`transform`, `map`, `default`, `date_format` and `max_length` apply to a `field`"
+            )
+        if self.default is not None and self.map is None:
+            raise ValueError("`default` is the value for what `map` does not list; give `map` too")
         return self
 
 
@@ -82,26 +117,55 @@ class MatchModel(Strict):
     values: list[str | bool | int] = Field(min_length=1)
 
 
-class PingAnswerModel(Strict):
+StatusAction = Literal["read", "no_bid", "accepted", "rejected", "error"]
+
+
+class AnswerModel(Strict):
+    """How to read an answer: its format, text parsing, and what HTTP statuses mean."""
+
+    format: Literal["json", "xml", "text", "html"] = "json"
+    # text / html: a regex with named groups, or a delimiter and the names of its columns.
+    pattern: str | None = None
+    delimiter: str | None = Field(default=None, min_length=1)
+    columns: list[str | None] = []
+    # 204: no_bid, 409: rejected, 4xx: read …; exact codes win over classes.
+    statuses: dict[int | str, StatusAction] = {}
+
+
+class PingAnswerModel(AnswerModel):
     bid: MatchModel = MatchModel(path="bid", values=[True, "true", "yes", "accepted", "bid"])
+    # When given, an answer that is neither a bid nor one of these is an error, not a no-bid.
+    no_bid: MatchModel | None = None
     price: str = "price"
     ping_id: str | None = "ping_id"
     exclusive: str | None = "exclusive"
     reason: str | None = "reason"
     conditions: str | None = "conditions"
     no_bid_statuses: list[int] = [204]
+    # Further values the post must echo: {post name: path in this answer}; use as `from: ping.NAME`.
+    carry: dict[str, str] = {}
 
 
-class PostAnswerModel(Strict):
+class PostAnswerModel(AnswerModel):
     accepted: MatchModel = MatchModel(path="status", values=["accepted", "success", "ok", True])
+    # When given, an answer that is neither accepted nor one of these is an error, not a rejection.
+    rejected: MatchModel | None = None
     lead_id: str | None = "lead_id"
     reason: str | None = "reason"
     price: str | None = None
 
 
+class XmlModel(Strict):
+    root: str = "lead"
+    declaration: bool = True
+
+
 class EndpointModel(Strict):
     url: str = Field(pattern=r"^https?://[^\s]+$")
-    method: Literal["POST", "PUT"] = "POST"
+    method: Literal["POST", "PUT", "GET"] = "POST"
+    # How the request carries the values: a JSON body, a form body, an XML body, or the URL query.
+    format: Literal["json", "form", "xml", "query"] = "json"
+    xml: XmlModel = XmlModel()
     timeout_ms: int = Field(ge=1, le=60_000)
     headers: dict[str, str] = {}
     # Absent: the ping carries every non-PII field, the post every field, under their own names.
@@ -131,6 +195,23 @@ class ReturnsModel(Strict):
     max_rate_percent: Decimal = Field(default=Decimal("10"), ge=0, le=100)
 
 
+class ScheduleModel(Strict):
+    """Hours of operation; `timezone` defaults to the buyer's."""
+
+    timezone: str | None = None
+    days: list[str] | None = None
+    hours: str | dict[str, str | list[str]] | None = None
+    dates_off: list[date] = []
+
+
+class BreakerModel(Strict):
+    """Skip a buyer after this many consecutive timeouts or errors, for `cooldown_s`, then probe."""
+
+    enabled: bool = True
+    failures: int = Field(default=5, ge=1, le=1000)
+    cooldown_s: float = Field(default=30, gt=0, le=3600)
+
+
 class BuyerModel(Strict):
     id: Id
     name: str = ""
@@ -144,6 +225,16 @@ class BuyerModel(Strict):
     priority: int = 0
     # Do not offer this buyer a consumer it already bought within this many days.
     dedupe_days: int = Field(default=0, ge=0, le=3650)
+    # Acceptance criteria in the rule language; a filtered buyer is not pinged.
+    filter: dict[str, Any] | None = None
+    schedule: ScheduleModel | None = None
+    # How fast the buyer pays, for the `score` ranking.
+    payment_days: int = Field(default=30, ge=0, le=365)
+    # Revenue rules on top of the bid or fixed price (all evaluated, last match wins).
+    pricing: list[PriceRuleModel] = []
+    breaker: BreakerModel = BreakerModel()
+    # Send W3C `traceparent` to this buyer, so its own tracing joins our trace.
+    trace_context: bool = False
     # No `returns`: the buyer cannot return leads.
     returns: ReturnsModel | None = None
 
@@ -157,6 +248,14 @@ class BuyerModel(Strict):
 class TierModel(Strict):
     name: Id
     buyers: list[Id] = Field(min_length=1)
+    # auction: ping in parallel, best first; waterfall: offer one by one, first acceptance wins.
+    mode: TierMode = "auction"
+    # Default: by bid in an auction, by priority in a waterfall.
+    order: TierOrder | None = None
+    # Replaces the flow's floor for this tier (e.g. a catch-all that buys at a minimum price).
+    floor: Money | None = None
+    # For `order: weighted`: buyer id → weight (default 1).
+    weights: dict[Id, Annotated[int, Field(ge=1, le=1000)]] = {}
 
 
 class DedupeModel(Strict):
@@ -165,6 +264,26 @@ class DedupeModel(Strict):
     # Reject a repeat of the same consumer into this flow within this many days; 0 keeps only
     # the per-buyer check (`buyers[].dedupe_days`).
     days: int = Field(default=30, ge=0, le=3650)
+
+
+class QualityStepModel(Strict):
+    when: dict[str, Any]
+    multiplier: Money
+
+
+class BusinessHoursModel(ScheduleModel):
+    multiplier: Money
+
+
+class DynamicFloorModel(Strict):
+    quality: list[QualityStepModel] = []
+    business_hours: BusinessHoursModel | None = None
+
+
+class ScoreWeightsModel(Strict):
+    price: Money = Decimal("0.5")
+    acceptance: Money = Decimal("0.3")
+    payment: Money = Decimal("0.2")
 
 
 class FlowModel(Strict):
@@ -177,6 +296,22 @@ class FlowModel(Strict):
     sources: list[Id] | None = None
     tiers: list[TierModel] = Field(min_length=1)
     dedupe: DedupeModel | None = None
+    # all_at_once: ping every tier together, then walk the tiers (lowest latency);
+    # tier_by_tier: ping a tier only when the ones above found no acceptable bid.
+    ping_strategy: Literal["all_at_once", "tier_by_tier"] = "all_at_once"
+    # Floor for an exclusive sale (every sale when max_buyers is 1).
+    exclusive_floor: Money | None = None
+    dynamic_floor: DynamicFloorModel = DynamicFloorModel()
+    # Shared sale: sell to up to this many buyers when that earns more than the best exclusive bid.
+    max_buyers: int = Field(default=1, ge=1, le=20)
+    ranking: Ranking = "price"
+    score_weights: ScoreWeightsModel = ScoreWeightsModel()
+    # The lead field that records consent, for bids conditioned on it.
+    consent_field: str | None = None
+    # A per-lead processing fee booked as cost (e.g. a verification charge).
+    fee: Money = Decimal("0")
+    # Margin protection: a bid that would earn less than this is not taken.
+    min_margin: Annotated[Decimal, BeforeValidator(_money), Field(allow_inf_nan=False)] | None = None
 
 
 class ServerModel(Strict):

@@ -7,8 +7,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
-from routelead.buyers.json_protocol import Endpoint, PingParser, PostParser
+from routelead.buyers.endpoint import Endpoint
+from routelead.buyers.parsers import PingParser, PostParser
+from routelead.domain.floors import FloorPolicy
 from routelead.domain.lead import LeadSchema
+from routelead.domain.pricing import PriceBook, SourcePricing
+from routelead.domain.rules import PASS, Rule
+from routelead.domain.schedule import Schedule
+from routelead.domain.tree import Ranking, ScoreWeights, TierMode, TierOrder
 from routelead.state.ports import CapLimits
 
 
@@ -26,6 +32,15 @@ class Buyer:
     caps: CapLimits
     priority: int
     dedupe_ttl_s: float
+    filter: Rule = PASS
+    schedule: Schedule | None = None
+    payment_days: int = 30
+    pricing: PriceBook = field(default_factory=PriceBook)
+    # Consecutive failures that open the circuit (0: no breaker), and the cool-down.
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
+    # Send W3C `traceparent` on ping and post.
+    trace_context: bool = False
 
     @property
     def capped(self) -> bool:
@@ -36,6 +51,15 @@ class Buyer:
 class Tier:
     name: str
     buyers: tuple[Buyer, ...]
+    mode: TierMode = "auction"
+    order: TierOrder = "bid"
+    floor: Decimal | None = None
+    # For weighted order: one cycle of buyer indexes, interleaved by weight.
+    sequence: tuple[int, ...] = ()
+
+    @property
+    def rotates(self) -> bool:
+        return self.order in ("round_robin", "weighted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +72,14 @@ class Flow:
     tiers: tuple[Tier, ...]
     dedupe_fields: tuple[str, ...]
     dedupe_ttl_s: float
+    floors: FloorPolicy = field(default_factory=lambda: FloorPolicy(Decimal(0)))
+    ping_strategy: str = "all_at_once"
+    max_buyers: int = 1
+    ranking: Ranking = "price"
+    score_weights: ScoreWeights = field(default_factory=ScoreWeights)
+    consent_field: str | None = None
+    fee: Decimal = Decimal(0)
+    min_margin: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +87,7 @@ class Source:
     id: str
     cost: Decimal
     pay_on: Literal["sold", "accepted"]
+    pricing: SourcePricing = field(default_factory=lambda: SourcePricing(Decimal(0)))
     refund_cost_on_return: bool = False
 
 

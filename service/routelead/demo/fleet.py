@@ -11,6 +11,8 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
@@ -26,7 +28,9 @@ class Profile:
     accept_rate: float = 0.9
     hang_rate: float = 0.0
     broken_rate: float = 0.0
-    style: str = "standard"  # or "nested" (BrightPath's own format)
+    # "standard" JSON, "nested" (BrightPath's own JSON), "form_xml" (form posts, XML answers),
+    # "text" (query-string ping, form post, pipe-delimited plain-text answers)
+    style: str = "standard"
 
 
 PROFILES = {
@@ -36,11 +40,32 @@ PROFILES = {
     "slowsun": Profile(0.6, (20, 40), (150, 280), hang_rate=0.35),
     "flakysolar": Profile(0.8, (15, 35), (20, 90), broken_rate=0.35),
     "catchall": Profile(1.0, (12, 12), (10, 40), accept_rate=0.97),
+    "sunvalley": Profile(0.7, (28, 52), (40, 160), style="form_xml"),
+    "rayleads": Profile(0.7, (18, 42), (30, 140), accept_rate=0.85, style="text"),
 }
 
 
 def _json(doc: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
+
+
+def _xml(text: str) -> web.Response:
+    return web.Response(text='<?xml version="1.0" encoding="UTF-8"?>' + text, content_type="text/xml")
+
+
+def _text(text: str) -> web.Response:
+    return web.Response(text=text, content_type="text/plain")
+
+
+async def _read(request: web.Request, p: Profile) -> dict[str, Any]:
+    """The request as each buyer style expects it: JSON, a form body, or the query string."""
+    raw = await request.read()
+    if request.method == "GET":
+        return dict(request.query)
+    if p.style in ("form_xml", "text"):
+        return dict(parse_qsl(raw.decode()))
+    doc = orjson.loads(raw)
+    return doc if isinstance(doc, dict) else {}
 
 
 def build_app(seed: int = 7) -> web.Application:
@@ -54,7 +79,7 @@ def build_app(seed: int = 7) -> web.Application:
         keyed = name in ("sunpower", "solarcity")
         if keyed and not (request.headers.get("X-API-Key") or request.headers.get("Authorization")):
             return _json({"error": "missing API key"}, 401)
-        body = orjson.loads(await request.read())
+        body = await _read(request, p)
         await asyncio.sleep(rng.uniform(*p.latency_ms) / 1000)
         if rng.random() < p.hang_rate:
             await asyncio.sleep(2.0)  # far past any ping timeout
@@ -64,10 +89,20 @@ def build_app(seed: int = 7) -> web.Application:
                     text="<html><body>502 Bad Gateway</body></html>", status=502, content_type="text/html"
                 )
             return web.Response(text='{"bid": tru', content_type="application/json")
-        homeowner = body.get("homeowner", body.get("hm"))
-        bids = rng.random() < p.bid_rate and homeowner in (True, "Y", None)
+        homeowner = body.get("homeowner", body.get("hm", body.get("own")))
+        bids = rng.random() < p.bid_rate and homeowner in (True, "Y", "1", None)
         price = round(rng.uniform(*p.price), 2)
         token = uuid.uuid4().hex[:12]
+        if p.style == "form_xml":
+            if not bids:
+                return _xml(
+                    "<response><result>pass</result><message>not in service area</message></response>"
+                )
+            return _xml(
+                f"<response><result>bid</result><price>{price:.2f}</price><token>{token}</token></response>"
+            )
+        if p.style == "text":
+            return _text(f"bid|{price:.2f}|{token}|" if bids else "pass|||budget spent")
         if p.style == "nested":
             if not bids:
                 return _json({"result": {"decision": "pass", "message": "outside buy box"}})
@@ -81,10 +116,18 @@ def build_app(seed: int = 7) -> web.Application:
         p = PROFILES.get(name)
         if p is None:
             return _json({"error": "unknown buyer"}, 404)
-        await request.read()
+        body = await _read(request, p)
         await asyncio.sleep(rng.uniform(*p.latency_ms) / 2000)
         accepted = rng.random() < p.accept_rate
         lead_id = f"{name[:3].upper()}-{uuid.uuid4().hex[:8]}"
+        if p.style == "form_xml":
+            if not body.get("token"):
+                return _xml('<response status="Rejected"><message>unknown auction token</message></response>')
+            if accepted:
+                return _xml(f'<response status="Accepted"><lead_id>{lead_id}</lead_id></response>')
+            return _xml('<response status="Rejected"><message>duplicate</message></response>')
+        if p.style == "text":
+            return _text(f"accepted|{lead_id}|" if accepted else "rejected||phone failed verification")
         if p.style == "nested":
             decision = "accepted" if accepted else "rejected"
             return _json(
@@ -96,6 +139,7 @@ def build_app(seed: int = 7) -> web.Application:
 
     app = web.Application()
     app.router.add_post("/{buyer}/ping", ping)
+    app.router.add_route("GET", "/{buyer}/ping", ping)
     app.router.add_post("/{buyer}/post", post)
     return app
 

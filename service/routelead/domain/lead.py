@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
-FieldType = Literal["string", "int", "decimal", "bool", "email", "phone", "zip", "state", "date"]
+FieldType = Literal["string", "int", "decimal", "bool", "email", "phone", "zip", "state", "date", "datetime"]
 
 US_STATES = frozenset(
     [
@@ -104,6 +105,11 @@ class Lead:
     fields: Mapping[str, str]
     ping_fields: Mapping[str, str]
 
+    @property
+    def pii_values(self) -> list[str]:
+        """The lead's PII values worth looking for in text (short ones would match anything)."""
+        return [v for k, v in self.fields.items() if k not in self.ping_fields and len(v) >= 3]
+
 
 class LeadInvalid(ValueError):
     """Every problem with a lead, each naming its field, so the caller fixes all at once."""
@@ -118,6 +124,14 @@ class LeadSchema:
     fields: Mapping[str, FieldSpec]
     unknown_fields: Literal["reject", "drop"] = "reject"
     limits: Limits = Limits()
+    created_at_field: str | None = None
+
+    def lead_age_s(self, lead: Lead, now: datetime) -> float:
+        """Seconds since the consumer submitted the form; 0 when the lead does not say."""
+        stamp = lead.fields.get(self.created_at_field) if self.created_at_field else None
+        if stamp is None:
+            return 0.0
+        return max(0.0, (now - datetime.fromisoformat(stamp)).total_seconds())
 
     @property
     def pii_fields(self) -> frozenset[str]:
@@ -211,6 +225,14 @@ def normalise(spec: FieldSpec, value: str) -> str:
             if not _DATE.match(value):
                 raise ValueError("must be a date as YYYY-MM-DD")
             out = value
+        case "datetime":
+            try:
+                stamp = datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError("must be an ISO 8601 date and time") from None
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=UTC)  # a stamp without a zone is taken as UTC
+            out = stamp.astimezone(UTC).isoformat()
     if spec.enum is not None and out not in spec.enum:
         raise ValueError(f"must be one of {', '.join(sorted(spec.enum))}")
     if spec.pattern is not None and not spec.pattern.fullmatch(out):

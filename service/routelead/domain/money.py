@@ -33,7 +33,8 @@ def parse_price(raw: object, *, max_price: Decimal = DEFAULT_MAX_PRICE) -> Decim
         except InvalidOperation:
             raise PriceError(f"price is not a number ({_excerpt(raw)})") from None
     else:
-        raise PriceError(f"price has type {type(raw).__name__}")
+        kind = {dict: "object", list: "array", type(None): "null"}.get(type(raw), type(raw).__name__)
+        raise PriceError(f"price has type {kind}")
     if not value.is_finite():
         raise PriceError(f"price is not finite ({value})")
     if value < 0:

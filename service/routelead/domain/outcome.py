@@ -31,6 +31,7 @@ class Status(enum.Enum):
     POST_ERROR = "POST_ERROR"
     NOT_OFFERED = "NOT_OFFERED"
     CONDITION_FAILED = "CONDITION_FAILED"
+    SKIPPED_CIRCUIT = "SKIPPED_CIRCUIT"
 
 
 @dataclass(slots=True)
@@ -47,6 +48,7 @@ class Attempt:
     http_status: int = 0
     # Carried from the ping answer into the post; never shown to callers.
     ping_id: str = ""
+    carried: dict[str, str] = field(default_factory=dict)
     exclusive: bool = False
     # A post whose outcome is unknown: the buyer may have taken the lead (booked as unsettled).
     unsettled: bool = False
@@ -55,10 +57,16 @@ class Attempt:
 @dataclass(frozen=True, slots=True)
 class Sale:
     buyer_id: str
-    price: Decimal
+    price: Decimal  # the revenue from this buyer
     buyer_lead_id: str
     exclusive: bool
     tier: str
+    # This sale's share of the lead's cost, so each sale carries its own margin.
+    cost: Decimal = Decimal("0.00")
+
+    @property
+    def margin(self) -> Decimal:
+        return self.price - self.cost
 
 
 @dataclass(slots=True)
@@ -82,3 +90,7 @@ class RoutingResult:
     @property
     def margin(self) -> Decimal:
         return self.revenue - self.cost
+
+    @property
+    def negative_margin(self) -> bool:
+        return self.margin < 0

@@ -7,10 +7,11 @@ import dataclasses
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 
 from routelead.domain.outcome import RoutingResult
 from routelead.state.periods import period_key
-from routelead.state.ports import CapLimits, Reservation
+from routelead.state.ports import CapLimits, Period, Reservation
 
 
 class MemoryCapStore:
@@ -113,3 +114,47 @@ class MemoryRotationStore:
         turn = self._turns.get(key, 0)
         self._turns[key] = turn + 1
         return turn
+
+
+class MemoryBuyerStats:
+    """Post-accept rates from this process's own posts, with a Beta prior of 9 in 10 accepted.
+
+    The prior keeps one early rejection from sinking a new buyer; after a few dozen posts the
+    measured rate dominates.
+    """
+
+    PRIOR_ACCEPTED = 9
+    PRIOR_POSTS = 10
+
+    def __init__(self) -> None:
+        self._posts: dict[str, tuple[int, int]] = {}
+
+    def accept_rate(self, buyer_id: str) -> Decimal:
+        accepted, posted = self._posts.get(buyer_id, (0, 0))
+        return Decimal(accepted + self.PRIOR_ACCEPTED) / Decimal(posted + self.PRIOR_POSTS)
+
+    def record_post(self, buyer_id: str, accepted: bool) -> None:
+        a, n = self._posts.get(buyer_id, (0, 0))
+        self._posts[buyer_id] = (a + accepted, n + 1)
+
+
+class MemoryVolumeStore:
+    """Per-process volume counters for the current UTC periods; older periods are dropped."""
+
+    PERIODS: tuple[Period, ...] = ("hour", "day", "week", "month")
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, Period], tuple[str, int]] = {}
+
+    def counts(self, subject: str, now: float) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p in self.PERIODS:
+            key, n = self._counts.get((subject, p), ("", 0))
+            out[p] = n if key == period_key(p, now, "UTC") else 0
+        return out
+
+    async def add(self, subject: str, now: float) -> None:
+        for p in self.PERIODS:
+            current = period_key(p, now, "UTC")
+            key, n = self._counts.get((subject, p), ("", 0))
+            self._counts[(subject, p)] = (current, n + 1 if key == current else 1)

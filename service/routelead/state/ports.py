@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal, Protocol
 
 from routelead.domain.outcome import RoutingResult
@@ -53,6 +54,23 @@ class RotationStore(Protocol):
     async def next_turn(self, key: str) -> int:
         """A counter shared by every process using this store (0, 1, 2, …): whose turn it is for
         round-robin and weighted orders is derived from it, so replicas rotate as one."""
+
+
+class VolumeStore(Protocol):
+    def counts(self, subject: str, now: float) -> dict[str, int]:
+        """Leads so far for `subject` ("source:s1", "buyer:b2") in the current UTC hour, day,
+        week and month, keyed by period; for volume pricing rules."""
+
+    async def add(self, subject: str, now: float) -> None:
+        """Count one more lead for `subject`."""
+
+
+class BuyerStats(Protocol):
+    def accept_rate(self, buyer_id: str) -> Decimal:
+        """The buyer's measured post-accept rate (smoothed, so a newcomer is not punished)."""
+
+    def record_post(self, buyer_id: str, accepted: bool) -> None:
+        """Count one post outcome."""
 
 
 class IdempotencyStore(Protocol):

@@ -8,13 +8,18 @@ from typing import TextIO
 
 import orjson
 import structlog
+from opentelemetry import trace
+from structlog.typing import EventDict, WrappedLogger
 
 
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+def configure_logging(level: str = "INFO", stream: TextIO | None = None, *, cache: bool = True) -> None:
+    """JSON lines to `stream`. `cache=False` lets a later call re-route loggers already in use
+    (tests capture output this way); serving caches them, which is faster."""
     out = stream if stream is not None else sys.stdout
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -22,5 +27,14 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
+
+
+def add_trace_ids(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """trace_id and span_id of the current span, so a log line leads to its trace (and back)."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event.setdefault("trace_id", format(ctx.trace_id, "032x"))
+        event.setdefault("span_id", format(ctx.span_id, "016x"))
+    return event

@@ -1,16 +1,82 @@
-"""An OpenTelemetry SDK tracer provider, so every lead has a real trace id."""
+"""The OpenTelemetry SDK tracer provider: every lead gets a real trace id, exported when asked.
+
+Export and sampling follow the standard variables, so an operator configures RouteLead like any
+other OpenTelemetry service:
+
+- `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` set → spans go out by
+  OTLP (`OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL`: `http/protobuf`, the spec's default, or `grpc`),
+  in batches, off the request path. Unset → spans are made (trace ids in answers and logs) but
+  go nowhere. `OTEL_TRACES_EXPORTER=none` turns export off even when an endpoint is set.
+- `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (e.g. `parentbased_traceidratio`, `0.1`):
+  read by the SDK itself; the default `parentbased_always_on` follows the caller's decision.
+- `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`: the resource (default name `routelead`).
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 
-def configure_tracing(service_name: str = "routelead") -> TracerProvider:
+def configure_tracing(
+    service_name: str = "routelead", env: Mapping[str, str] | None = None
+) -> TracerProvider:
+    """Install the SDK provider once per process (a forked worker calls this after the fork)."""
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         return current
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider = build_provider(service_name, env)
     trace.set_tracer_provider(provider)
     return provider
+
+
+def build_provider(service_name: str = "routelead", env: Mapping[str, str] | None = None) -> TracerProvider:
+    """A provider as the OTEL_* variables describe it (the sampler is read by the SDK itself)."""
+    env = os.environ if env is None else env
+    # Resource.create merges OTEL_RESOURCE_ATTRIBUTES; OTEL_SERVICE_NAME wins over our default.
+    name = env.get("OTEL_SERVICE_NAME") or service_name
+    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    exporter = otlp_exporter(env)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def otlp_exporter(env: Mapping[str, str]) -> SpanExporter | None:
+    """The OTLP span exporter the standard variables ask for, or None."""
+    if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return None
+    if not (env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+        return None
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    # The exporters read their endpoint, headers, timeout and TLS settings from the same variables.
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+
+        return Grpc()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+        return Http()
+    raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol {protocol!r} (grpc, http/protobuf)")
+
+
+def add_processor(processor: SpanProcessor) -> None:
+    """Attach a processor (tests: an in-memory exporter) to the installed provider."""
+    configure_tracing().add_span_processor(processor)
+
+
+def shutdown_tracing() -> None:
+    """Flush queued spans before the process exits (SIGTERM drain)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()

@@ -70,6 +70,8 @@ class _AttemptStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attempt
     """An acceptable bid that was not offered because the deadline ran out."""
     CONDITION_FAILED: _AttemptStatus.ValueType  # 15
     """A bid the buyer made conditional on something this lead fails."""
+    SKIPPED_CIRCUIT: _AttemptStatus.ValueType  # 16
+    """The buyer's circuit breaker is open after repeated timeouts or errors; not asked."""
 
 class AttemptStatus(_AttemptStatus, metaclass=_AttemptStatusEnumTypeWrapper): ...
 
@@ -94,6 +96,8 @@ NOT_OFFERED: AttemptStatus.ValueType  # 14
 """An acceptable bid that was not offered because the deadline ran out."""
 CONDITION_FAILED: AttemptStatus.ValueType  # 15
 """A bid the buyer made conditional on something this lead fails."""
+SKIPPED_CIRCUIT: AttemptStatus.ValueType  # 16
+"""The buyer's circuit breaker is open after repeated timeouts or errors; not asked."""
 Global___AttemptStatus: _TypeAlias = AttemptStatus  # noqa: Y015
 
 @_typing.final
@@ -165,6 +169,8 @@ class Sale(_message.Message):
     BUYER_LEAD_ID_FIELD_NUMBER: _builtins.int
     EXCLUSIVE_FIELD_NUMBER: _builtins.int
     TIER_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    MARGIN_FIELD_NUMBER: _builtins.int
     buyer_id: _builtins.str
     price: _builtins.str
     """Decimal string, e.g. "45.00"."""
@@ -172,6 +178,10 @@ class Sale(_message.Message):
     """The buyer's own lead or transaction id from its post answer."""
     exclusive: _builtins.bool
     tier: _builtins.str
+    cost: _builtins.str
+    """This sale's share of the lead's cost (in proportion to revenue), decimal string."""
+    margin: _builtins.str
+    """price - cost: each sale of a shared lead carries its own margin."""
     def __init__(
         self,
         *,
@@ -180,10 +190,12 @@ class Sale(_message.Message):
         buyer_lead_id: _builtins.str = ...,
         exclusive: _builtins.bool = ...,
         tier: _builtins.str = ...,
+        cost: _builtins.str = ...,
+        margin: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_id", b"buyer_id", "buyer_lead_id", b"buyer_lead_id", "exclusive", b"exclusive", "price", b"price", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_id", b"buyer_id", "buyer_lead_id", b"buyer_lead_id", "cost", b"cost", "exclusive", b"exclusive", "margin", b"margin", "price", b"price", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -248,6 +260,7 @@ class RouteLeadResponse(_message.Message):
     FLOW_FIELD_NUMBER: _builtins.int
     SOURCE_ID_FIELD_NUMBER: _builtins.int
     ELAPSED_MS_FIELD_NUMBER: _builtins.int
+    NEGATIVE_MARGIN_FIELD_NUMBER: _builtins.int
     lead_id: _builtins.str
     outcome: Global___Outcome.ValueType
     cost: _builtins.str
@@ -264,6 +277,8 @@ class RouteLeadResponse(_message.Message):
     flow: _builtins.str
     source_id: _builtins.str
     elapsed_ms: _builtins.float
+    negative_margin: _builtins.bool
+    """The lead loses money (margin < 0): flagged for the books and alerts."""
     @_builtins.property
     def sales(self) -> _containers.RepeatedCompositeFieldContainer[Global___Sale]: ...
     @_builtins.property
@@ -284,10 +299,11 @@ class RouteLeadResponse(_message.Message):
         flow: _builtins.str = ...,
         source_id: _builtins.str = ...,
         elapsed_ms: _builtins.float = ...,
+        negative_margin: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cost", b"cost", "elapsed_ms", b"elapsed_ms", "flow", b"flow", "lead_id", b"lead_id", "margin", b"margin", "outcome", b"outcome", "replayed", b"replayed", "revenue", b"revenue", "sales", b"sales", "source_id", b"source_id", "test", b"test", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cost", b"cost", "elapsed_ms", b"elapsed_ms", "flow", b"flow", "lead_id", b"lead_id", "margin", b"margin", "negative_margin", b"negative_margin", "outcome", b"outcome", "replayed", b"replayed", "revenue", b"revenue", "sales", b"sales", "source_id", b"source_id", "test", b"test", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

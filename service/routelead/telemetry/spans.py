@@ -1,0 +1,82 @@
+"""Span helpers for the steps around the auction: cap reserve / commit / release and ledger writes.
+
+The cap store is traced by wrapping the port (`TracedCapStore`), so any adapter (memory, Redis)
+gets the same spans without knowing about tracing. A ledger adapter calls `ledger_span` around
+each write. Attributes are ids, periods and outcomes: never lead fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from routelead.state.ports import CapLimits, CapStore, Reservation
+
+tracer = trace.get_tracer("routelead")
+
+AttributeValue = str | bool | int | float
+
+
+@contextmanager
+def step_span(
+    name: str, attributes: Mapping[str, AttributeValue], kind: SpanKind = SpanKind.INTERNAL
+) -> Iterator[Span]:
+    """A child span of the current one; an exception marks it failed with the exception's type only
+    (exception messages can quote data, so `record_exception` is not used)."""
+    with tracer.start_as_current_span(
+        name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.set_attribute("error.type", type(exc).__name__)
+            raise
+
+
+@contextmanager
+def cap_span(operation: str, buyer_id: str, lead_id: str) -> Iterator[Span]:
+    """`cap.reserve`, `cap.commit`, `cap.release`, `cap.unsettled`."""
+    with step_span(f"cap.{operation}", {"buyer.id": buyer_id, "lead.id": lead_id}) as span:
+        yield span
+
+
+@contextmanager
+def ledger_span(operation: str, lead_id: str, **attributes: AttributeValue) -> Iterator[Span]:
+    """Around one ledger write (`ledger.sale`, `ledger.settle`, …): a CLIENT span, as the books
+    live in a database."""
+    with step_span(f"ledger.{operation}", {"lead.id": lead_id, **attributes}, SpanKind.CLIENT) as span:
+        yield span
+
+
+class TracedCapStore:
+    """A CapStore that records a span for every reservation step of the wrapped store."""
+
+    def __init__(self, inner: CapStore) -> None:
+        self.inner = inner
+
+    def has_room(self, caps: CapLimits, now: float) -> bool:
+        # The fast pre-check runs for every buyer of every lead; its result is on the attempt.
+        return self.inner.has_room(caps, now)
+
+    async def reserve(self, caps: CapLimits, lead_id: str, now: float) -> Reservation | None:
+        with cap_span("reserve", caps.buyer_id, lead_id) as span:
+            r = await self.inner.reserve(caps, lead_id, now)
+            span.set_attribute("cap.reserved", r is not None)
+            span.set_attribute("cap.periods", ",".join(p for p, _ in caps.limits))
+            return r
+
+    async def commit(self, r: Reservation) -> None:
+        with cap_span("commit", r.buyer_id, r.lead_id):
+            await self.inner.commit(r)
+
+    async def release(self, r: Reservation) -> None:
+        with cap_span("release", r.buyer_id, r.lead_id):
+            await self.inner.release(r)
+
+    async def unsettled(self, r: Reservation, reason: str) -> None:
+        with cap_span("unsettled", r.buyer_id, r.lead_id):
+            await self.inner.unsettled(r, reason)
