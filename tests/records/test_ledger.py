@@ -143,8 +143,8 @@ async def test_ledger_rows_agree_with_the_rpc_answers_to_the_cent(
             (a.buyer_id, pb.AttemptStatus.Name(a.status), a.price, a.reason) for a in reply.attempts
         ]
         sold = [s for s in story.sales if s["settlement"] == "sold"]
-        assert [(s["buyer_id"], str(s["price"]), s["buyer_lead_id"]) for s in sold] == [
-            (s.buyer_id, s.price, s.buyer_lead_id) for s in reply.sales
+        assert [(s["buyer_id"], str(s["price"]), str(s["cost"]), s["buyer_lead_id"]) for s in sold] == [
+            (s.buyer_id, s.price, s.cost, s.buyer_lead_id) for s in reply.sales
         ]
         assert not any(v in str(row["ping_fields"]) for v in PII_VALUES)
 

@@ -53,6 +53,8 @@ class SaleRecord:
     source_id: str = ""
     test: bool = False
     config_version: str = ""
+    # This sale's share of the lead's cost (from pricing); 0 where the writer does not know it.
+    cost: Decimal = Decimal("0.00")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,7 @@ def lead_record(
             result.source_id,
             result.test,
             config_version,
+            s.cost,
         )
         for s in result.sales
     ]
@@ -176,6 +179,7 @@ def _sale_dict(s: SaleRecord) -> dict[str, Any]:
         "source_id": s.source_id,
         "test": s.test,
         "config_version": s.config_version,
+        "cost": fmt(s.cost),
     }
 
 
@@ -248,6 +252,7 @@ def _sale(d: Mapping[str, Any]) -> SaleRecord:
         source_id=str(d.get("source_id", "")),
         test=bool(d.get("test", False)),
         config_version=str(d.get("config_version", "")),
+        cost=_dec(d.get("cost", "0.00"), "cost"),
     )
 
 

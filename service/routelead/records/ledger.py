@@ -181,6 +181,7 @@ class Ledger:
                     "lead_id": s.lead_id,
                     "buyer_id": s.buyer_id,
                     "price": s.price,
+                    "cost": s.cost,
                     "buyer_lead_id": s.buyer_lead_id,
                     "exclusive": s.exclusive,
                     "tier": s.tier,

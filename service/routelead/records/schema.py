@@ -92,6 +92,8 @@ sales = sa.Table(
     sa.Column("lead_id", sa.String(128), primary_key=True),
     sa.Column("buyer_id", sa.String(64), primary_key=True),
     sa.Column("price", Money, nullable=False),
+    # This sale's share of the lead's cost, so each sale carries its own margin.
+    sa.Column("cost", Money, nullable=False),
     sa.Column("buyer_lead_id", sa.String(256), nullable=False),
     sa.Column("exclusive", sa.Boolean, nullable=False),
     sa.Column("tier", sa.String(64), nullable=False),

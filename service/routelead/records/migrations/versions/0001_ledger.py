@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("lead_id", sa.String(128), primary_key=True),
         sa.Column("buyer_id", sa.String(64), primary_key=True),
         sa.Column("price", Money, nullable=False),
+        sa.Column("cost", Money, nullable=False),
         sa.Column("buyer_lead_id", sa.String(256), nullable=False),
         sa.Column("exclusive", sa.Boolean, nullable=False),
         sa.Column("tier", sa.String(64), nullable=False),
