@@ -101,33 +101,21 @@ class PgServer:
 
 
 class RedisServer:
-    """redis-server on a free port, with append-only persistence in a temporary directory."""
+    """redis-server on a free port, with append-only persistence (fsync on every write) in a
+    temporary directory; `crash_and_restart()` SIGKILLs it and starts it on the same data."""
 
     def __init__(self) -> None:
-        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-        if not os.path.exists(exe):
+        self.exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.path.exists(self.exe):
             pytest.fail(f"outbox tests need redis-server: {REDIS_INSTALL}")
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="routelead-redis-")
-        self.proc = subprocess.Popen(
-            [
-                exe,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                self.dir,
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self._start()
+
+    def _start(self) -> None:
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", ""]
+        args += ["--appendonly", "yes", "--appendfsync", "always"]
+        self.proc = subprocess.Popen([self.exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
@@ -135,6 +123,11 @@ class RedisServer:
             time.sleep(0.05)
         self.close()
         pytest.fail(f"redis-server did not start on port {self.port}: {REDIS_INSTALL}")
+
+    def crash_and_restart(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self._start()
 
     @property
     def url(self) -> str:

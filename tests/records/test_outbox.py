@@ -188,3 +188,32 @@ async def test_sigkill_of_the_sink_mid_run_then_restart_books_every_sale_once(
 
 async def _more_than(value: Any, n: int) -> bool:
     return bool(await value > n)
+
+
+async def test_a_redis_crash_with_appendfsync_always_loses_no_outbox_entry(backend: Backend) -> None:
+    server = RedisServer()  # its own: this test kills it
+    client = aioredis.Redis.from_url(server.url)
+    ledger = await backend.ledger()
+    sink = OutboxSink(client, ledger, BUYERS, "sink-a", max_backoff_s=0.3)
+    stop = asyncio.Event()
+    try:
+        await sink.setup()
+        for n in range(100):
+            await publish(client, sale(n, BUYERS[n % 3]))
+        task = asyncio.create_task(sink.run(stop))
+        await until(lambda: _eq(count(ledger, sales), 100))
+        stop.set()
+        await task
+        for n in range(100, 250):  # acknowledged by Redis, not yet moved by the sink
+            await publish(client, sale(n, BUYERS[n % 3]))
+        await asyncio.to_thread(server.crash_and_restart)
+        stop.clear()
+        task = asyncio.create_task(sink.run(stop))
+        await until(lambda: _eq(count(ledger, sales), 250), within_s=60)
+        stop.set()
+        await task
+    finally:
+        stop.set()
+        await client.aclose()
+        server.close()
+    assert await count(ledger, entries) == 250
