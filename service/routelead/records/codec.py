@@ -2,6 +2,14 @@
 
 The bytes are orjson of a small dict with a format version `v`; money travels as decimal strings
 and times as epoch seconds, so the bytes can be produced by Python or by a Lua script alike.
+A sale, as the cap-commit script appends it to `rl:{<buyer_id>}:outbox` (field `record`):
+
+    {"v": 1, "kind": "sale", "lead_id": "L-1", "buyer_id": "b", "price": "45.10",
+     "buyer_lead_id": "B-9", "exclusive": true, "tier": "t1", "settlement": "sold",
+     "at": 1795379249.23, "flow": "solar", "source_id": "src-1", "test": false,
+     "config_version": "v3", "cost": "10.00"}
+
+`encode(SaleRecord(...))` produces exactly this, so the router can hand the script ready bytes.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from routelead.records.returns import ReturnPolicy, ReturnRefused, check_return
 from routelead.records.schema import Money, attempts, entries, leads, returns, sales
 
 ZERO = Decimal("0.00")
+# Leads committed together at most (group commit).
+_GROUP_MAX = 256
 GroupBy = Literal["source", "buyer", "flow"]
 _GROUP_COLUMN = {"source": entries.c.source_id, "buyer": entries.c.buyer_id, "flow": entries.c.flow}
 
@@ -77,7 +80,12 @@ class Ledger:
         self.engine = engine
         self.dialect = engine.dialect.name
         # SQLite has one writer at a time: queue writers here rather than spin on the file lock.
-        self._write_lock = asyncio.Lock()
+        # PostgreSQL takes concurrent writers as they come.
+        self._queue: list[tuple[LeadRecord, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
 
     @classmethod
     async def open(cls, url: str | None = None) -> Ledger:
@@ -91,6 +99,8 @@ class Ledger:
         return cls(engine)
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher  # queued leads reach the file before the connections close
         await self.engine.dispose()
 
     # --- writing -------------------------------------------------------------------------------
@@ -103,18 +113,54 @@ class Ledger:
         config_version: str,
     ) -> None:
         """The router's write before it answers: the lead, its attempts, sales and money."""
-        await self.apply([lead_record(result, ping_fields, received_at, time.time(), config_version)])
+        record = lead_record(result, ping_fields, received_at, time.time(), config_version)
+        # Group commit: leads arriving while a transaction commits share the next one (one fsync,
+        # one round trip per table), on SQLite and PostgreSQL alike.
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((record, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        # Shielded: a caller that gives up does not take the write of its lead with it.
+        await asyncio.shield(done)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:_GROUP_MAX], self._queue[_GROUP_MAX:]
+            try:
+                await self.apply([r for r, _ in batch])
+                outcomes: list[BaseException | None] = [None] * len(batch)
+            except Exception:
+                # Alone, each record gets its own answer: one bad record fails only its own lead.
+                outcomes = []
+                for r, _ in batch:
+                    try:
+                        await self.apply([r])
+                        outcomes.append(None)
+                    except Exception as exc:
+                        outcomes.append(exc)
+            for (_, fut), err in zip(batch, outcomes, strict=True):
+                if not fut.done():
+                    if err is None:
+                        fut.set_result(None)
+                    else:
+                        fut.set_exception(err)
 
     async def apply(self, records: Sequence[Record]) -> None:
-        """Apply records in one transaction; a record applied twice changes nothing."""
+        """Apply records in one transaction, one multi-row insert per table; a record applied twice
+        changes nothing (every insert is ON CONFLICT DO NOTHING on the natural key)."""
         if not records:
             return
+        rows: dict[str, list[dict[str, Any]]] = {t.name: [] for t in (leads, attempts, sales, entries)}
+        for r in records:
+            if isinstance(r, LeadRecord):
+                self._lead_rows(r, rows)
+            else:
+                self._sale_rows(r, rows)
         async with self._write_lock, self.engine.begin() as conn:
-            for r in records:
-                if isinstance(r, LeadRecord):
-                    await self._apply_lead(conn, r)
-                else:
-                    await self._apply_sale(conn, r)
+            for table in (leads, attempts, sales, entries):
+                if rows[table.name]:
+                    # executemany form: one cached statement shape, batched by the driver adapter.
+                    await conn.execute(self._insert(table).on_conflict_do_nothing(), rows[table.name])
 
     def _insert(self, table: sa.Table) -> Any:
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
@@ -124,80 +170,66 @@ class Ledger:
         if rows:
             await conn.execute(self._insert(table).values(rows).on_conflict_do_nothing())
 
-    async def _apply_lead(self, conn: AsyncConnection, r: LeadRecord) -> None:
+    def _lead_rows(self, r: LeadRecord, rows: dict[str, list[dict[str, Any]]]) -> None:
         received = _at(r.received_at)
-        await self._put(
-            conn,
-            leads,
-            [
-                {
-                    "lead_id": r.lead_id,
-                    "flow": r.flow,
-                    "source_id": r.source_id,
-                    "config_version": r.config_version,
-                    "received_at": received,
-                    "answered_at": _at(r.answered_at),
-                    "outcome": r.outcome,
-                    "test": r.test,
-                    "cost": r.cost,
-                    "revenue": r.revenue,
-                    "margin": r.margin,
-                    "elapsed_ms": r.elapsed_ms,
-                    "trace_id": r.trace_id,
-                    "ping_fields": dict(r.ping_fields),
-                }
-            ],
+        rows["leads"].append(
+            {
+                "lead_id": r.lead_id,
+                "flow": r.flow,
+                "source_id": r.source_id,
+                "config_version": r.config_version,
+                "received_at": received,
+                "answered_at": _at(r.answered_at),
+                "outcome": r.outcome,
+                "test": r.test,
+                "cost": r.cost,
+                "revenue": r.revenue,
+                "margin": r.margin,
+                "elapsed_ms": r.elapsed_ms,
+                "trace_id": r.trace_id,
+                "ping_fields": dict(r.ping_fields),
+            }
         )
-        await self._put(
-            conn,
-            attempts,
-            [
-                {
-                    "lead_id": r.lead_id,
-                    "seq": a.seq,
-                    "buyer_id": a.buyer_id,
-                    "tier": a.tier,
-                    "status": a.status,
-                    "bid": a.bid,
-                    "ping_ms": a.ping_ms,
-                    "post_ms": a.post_ms,
-                    "http_status": a.http_status,
-                    "reason": a.reason,
-                }
-                for a in r.attempts
-            ],
+        rows["attempts"].extend(
+            {
+                "lead_id": r.lead_id,
+                "seq": a.seq,
+                "buyer_id": a.buyer_id,
+                "tier": a.tier,
+                "status": a.status,
+                "bid": a.bid,
+                "ping_ms": a.ping_ms,
+                "post_ms": a.post_ms,
+                "http_status": a.http_status,
+                "reason": a.reason,
+            }
+            for a in r.attempts
         )
         for s in r.sales:
-            await self._apply_sale(conn, s)
+            self._sale_rows(s, rows)
         if not r.test and r.cost:
-            await self._put(conn, entries, [self._entry(r.lead_id, "", "cost", r.cost, received, r)])
+            rows["entries"].append(self._entry(r.lead_id, "", "cost", r.cost, received, r))
 
-    async def _apply_sale(self, conn: AsyncConnection, s: SaleRecord) -> None:
-        await self._put(
-            conn,
-            sales,
-            [
-                {
-                    "lead_id": s.lead_id,
-                    "buyer_id": s.buyer_id,
-                    "price": s.price,
-                    "cost": s.cost,
-                    "buyer_lead_id": s.buyer_lead_id,
-                    "exclusive": s.exclusive,
-                    "tier": s.tier,
-                    "settlement": s.settlement,
-                    "sold_at": _at(s.at),
-                    "flow": s.flow,
-                    "source_id": s.source_id,
-                    "test": s.test,
-                    "config_version": s.config_version,
-                }
-            ],
+    def _sale_rows(self, s: SaleRecord, rows: dict[str, list[dict[str, Any]]]) -> None:
+        rows["sales"].append(
+            {
+                "lead_id": s.lead_id,
+                "buyer_id": s.buyer_id,
+                "price": s.price,
+                "cost": s.cost,
+                "buyer_lead_id": s.buyer_lead_id,
+                "exclusive": s.exclusive,
+                "tier": s.tier,
+                "settlement": s.settlement,
+                "sold_at": _at(s.at),
+                "flow": s.flow,
+                "source_id": s.source_id,
+                "test": s.test,
+                "config_version": s.config_version,
+            }
         )
         if s.settlement == "sold" and not s.test:
-            await self._put(
-                conn, entries, [self._entry(s.lead_id, s.buyer_id, "revenue", s.price, _at(s.at), s)]
-            )
+            rows["entries"].append(self._entry(s.lead_id, s.buyer_id, "revenue", s.price, _at(s.at), s))
 
     @staticmethod
     def _entry(
