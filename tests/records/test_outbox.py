@@ -217,3 +217,23 @@ async def test_a_redis_crash_with_appendfsync_always_loses_no_outbox_entry(backe
         await client.aclose()
         server.close()
     assert await count(ledger, entries) == 250
+
+
+async def test_entries_of_a_sink_that_died_for_good_are_claimed_by_another(
+    backend: Backend, redis: aioredis.Redis
+) -> None:
+    ledger = await backend.ledger()
+    dead = OutboxSink(redis, ledger, BUYERS, "sink-dead")
+    await dead.setup()
+    for n in range(20):
+        await publish(redis, sale(n, "b"))
+    # sink-dead read them and vanished before committing: they sit in its pending list.
+    await redis.xreadgroup(GROUP, "sink-dead", {buyer_stream("b"): ">"}, count=100)
+    heir = OutboxSink(redis, ledger, BUYERS, "sink-heir", claim_idle_ms=200)
+
+    assert await heir.step() == 0  # not idle long enough yet: maybe sink-dead is only slow
+    await asyncio.sleep(0.3)
+    moved = sum([await heir.step() for _ in range(len(BUYERS) + 2)])
+
+    assert moved == 20 and await count(ledger, sales) == 20
+    assert (await redis.xpending(buyer_stream("b"), GROUP))["pending"] == 0

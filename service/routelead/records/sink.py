@@ -49,7 +49,7 @@ class OutboxSink:
         self._max_backoff_s = max_backoff_s
         self.applied = 0
         self.failures = 0
-        self._last_claim = 0.0
+        self._last_claim: dict[str, float] = {}
 
     async def setup(self) -> None:
         for stream in self.streams:
@@ -119,8 +119,8 @@ class OutboxSink:
             if entries:
                 return entries
         now = time.monotonic()
-        if now - self._last_claim > self._claim_idle_ms / 1000 / 2:
-            self._last_claim = now
+        if now - self._last_claim.get(stream, 0.0) > self._claim_idle_ms / 1000 / 2:
+            self._last_claim[stream] = now
             # Entries a consumer that died for good still holds: take them over.
             claimed = await self._redis.xautoclaim(
                 stream, GROUP, self._consumer, self._claim_idle_ms, "0-0", count=self._batch
