@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import grpc
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -158,3 +159,29 @@ async def test_ledger_rows_agree_with_the_rpc_answers_to_the_cent(
     }
     assert by_buyer["a"].sales == sum(1 for r in live for s in r.sales if s.buyer_id == "a") > 0
     assert "b" not in by_buyer  # it rejected every post: no revenue from it
+
+
+async def test_no_answer_leaves_without_its_ledger_record(backend: Backend, buyers: BuyerServer) -> None:
+    buyers.on("a", ping=bid("33.33"), post=accept("A-1"))
+    doc = document([buyer(buyers.url, "a")], dedupe=None)
+    ledger = await backend.ledger()
+    async with (
+        Service(compile_doc(doc), ledger=ledger) as service,
+        grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
+    ):
+        client = pb_grpc.RouteLeadStub(channel)
+        request = pb.RouteLeadRequest(lead_id="while-down", flow="solar", source_id="src-1", fields=GOOD_LEAD)
+        await backend.down()
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await client.RouteLead(request, timeout=20)
+        finally:
+            await backend.up()
+        later = await client.RouteLead(
+            pb.RouteLeadRequest(lead_id="after", flow="solar", source_id="src-1", fields=GOOD_LEAD),
+            timeout=20,
+        )
+
+    assert failed.value.code() == grpc.StatusCode.INTERNAL  # the caller never hears SOLD
+    story = await ledger.lead("after")
+    assert later.outcome == pb.SOLD and story.lead is not None and str(story.lead["revenue"]) == later.revenue
