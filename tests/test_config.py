@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,32 @@ def test_the_service_refuses_broken_yaml(tmp_path: Path) -> None:
 
     assert proc.returncode == 2
     assert "not valid YAML" in proc.stderr and "line" in proc.stderr
+
+
+def test_caps_per_flow_or_source_must_name_known_ones() -> None:
+    doc = document(
+        [
+            {
+                "id": "a",
+                "fixed_price": "5",
+                "post": {"url": "http://127.0.0.1:9/p", "timeout_ms": 100},
+                "caps": {"day": 9, "flows": {"solar": {"day": 3}, "ghost": {"day": 1}}},
+                "budgets": {"sources": {"src-1": {"day": "50.00"}, "nobody": {"week": "1"}}},
+                "prepaid": {"credit_limit": "25.00"},
+            }
+        ]
+    )
+
+    with pytest.raises(ConfigError) as err:
+        compile_doc(doc)
+
+    assert "buyers[0].caps.flows.ghost: unknown flow 'ghost'" in str(err.value)
+    assert "buyers[0].budgets.sources.nobody: unknown source 'nobody'" in str(err.value)
+    del doc["buyers"][0]["caps"]["flows"]["ghost"], doc["buyers"][0]["budgets"]["sources"]["nobody"]
+    caps = compile_doc(doc).buyers["a"].caps
+    assert caps.limits == (("day", 9),) and caps.scoped_limits == (("flow=solar", "day", 3),)
+    assert caps.scoped_budgets == (("source=src-1", "day", Decimal("50.00")),)
+    assert caps.prepaid and caps.credit_limit == Decimal("25.00")
 
 
 def test_tree_settings_are_validated_with_paths() -> None:

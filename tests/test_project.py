@@ -52,3 +52,11 @@ def test_ruff_is_clean() -> None:
 def test_mypy_strict_is_clean() -> None:
     proc = _tool("mypy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_loading_a_config_does_not_import_prometheus_client() -> None:
+    # `serve --workers` sets prometheus-client's multiprocess directory after loading the
+    # config and before the first metric exists; an early import would break the workers.
+    code = "import sys, routelead.cli, routelead.config.loader; sys.exit('prometheus_client' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr or "prometheus_client was imported by the config loader"

@@ -85,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     sim = sub.add_parser("buyers-sim", help="run the simulated buyer fleet (for the example config)")
     sim.add_argument("--port", type=int, default=8700)
 
+    from routelead.state.cli import add_state_commands, run_state_command
+
+    add_state_commands(sub)
     args = parser.parse_args(argv)
+    if getattr(args, "state_command", None):
+        return run_state_command(args)
     match args.command:
         case "serve":
             return _serve(args)
@@ -126,10 +131,16 @@ def _check(path: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     # Nothing here creates a gRPC object: workers are forked first and build their own.
     from routelead.api.process import ServeOptions, prepare_metrics_dir, serve
+    from routelead.state.select import StateConfigError, check_state_env
     from routelead.telemetry.logs import configure_logging
 
     config = _load(args.config)
     configure_logging(args.log_level)
+    try:
+        check_state_env(os.environ)  # before any worker is forked: fail once, clearly
+    except StateConfigError as exc:
+        print(f"routelead: {exc}", file=sys.stderr)
+        return 2
     workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
     own_dir = prepare_metrics_dir() if workers > 1 and args.metrics_listen else None
 

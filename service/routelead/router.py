@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import re
 import time
 import uuid
@@ -21,6 +20,7 @@ from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source, Tier
 from routelead.domain.breaker import Breakers
 from routelead.domain.conditions import check_conditions
 from routelead.domain.floors import Floors
+from routelead.domain.identity import normalise
 from routelead.domain.lead import Lead, LeadInvalid
 from routelead.domain.mapping import Transaction
 from routelead.domain.money import ZERO, fmt, to_cents
@@ -30,6 +30,7 @@ from routelead.domain.rules import Facts
 from routelead.domain.tree import Offer, allocate, rotation, value
 from routelead.records.port import LedgerWriter
 from routelead.state.memory import MemoryBuyerStats, MemoryRotationStore, MemoryVolumeStore
+from routelead.state.plan import describe
 from routelead.state.ports import (
     BuyerStats,
     CapStore,
@@ -37,7 +38,9 @@ from routelead.state.ports import (
     IdempotencyStore,
     Reservation,
     RotationStore,
+    StateUnavailable,
     VolumeStore,
+    lead_deadline,
 )
 from routelead.telemetry.metrics import record_lead
 from routelead.telemetry.propagation import with_traceparent
@@ -82,6 +85,8 @@ class _Live:
     pinged: bool = False
     conditions: dict[str, object] = field(default_factory=dict)
     value: Decimal = Decimal(0)
+    # Volume counts for the buyer's pricing rules, fetched with the tree when they need them.
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -160,6 +165,8 @@ class Router:
         if req.caller_budget_s is not None:
             budget = max(0.0, min(budget, req.caller_budget_s - REPLY_MARGIN_S))
         validated = lead
+        # Every hot-state call made for this lead is bounded by its deadline.
+        lead_deadline.set(time.monotonic() + budget)
         return await self._idempotency.once(
             lead_id, lambda: self._route(lead_id, flow, source, validated, req.test, budget, config)
         )
@@ -184,29 +191,20 @@ class Router:
         ) as span:
             result = RoutingResult(lead_id, flow.id, source.id, test, Outcome.UNSOLD, ZERO)
             result.trace_id = format(span.get_span_context().trace_id, "032x")
-            identity = _identity(flow, lead)
-            if (
-                identity
-                and flow.dedupe_ttl_s
-                and await self._dedupe.seen_or_add(
-                    f"lead|{flow.id}|{identity}", flow.dedupe_ttl_s, add=not test
-                )
-            ):
+            identity = self._identity(flow, lead)
+            if identity and flow.dedupe_ttl_s and await self._seen_in_flow(flow, identity, test):
                 result.outcome = Outcome.DUPLICATE
             else:
                 epoch = self._clock()
                 now = datetime.fromtimestamp(epoch, UTC)
                 subject = f"source:{source.id}"
-                facts = Facts(
-                    lead.fields,
-                    config.schema.lead_age_s(lead, now),
-                    now,
-                    _counts("source", self._volume.counts(subject, epoch)),
-                )
+                counted = source.pricing.book.uses_volume
+                counts = _counts("source", await self._volume.counts(subject, epoch)) if counted else {}
+                facts = Facts(lead.fields, config.schema.lead_age_s(lead, now), now, counts)
                 # Known before any buyer is asked: the fixed part of the cost, so margin protection
                 # can turn it into a floor.
                 fixed_cost = source.pricing.fixed_cost(facts) + flow.fee
-                if not test:
+                if counted and not test:
                     await self._volume.add(subject, epoch)
                 # The ping window leaves time to post; on a short budget, at least 60 % goes to pings.
                 ping_end = started + max(budget_s - flow.post_reserve_s, budget_s * 0.6)
@@ -307,18 +305,17 @@ class Router:
                 a.status, a.reason = Status.SKIPPED_SCHEDULE, closed
             elif (why := buyer.filter.failure(facts)) is not None:
                 a.status, a.reason = Status.SKIPPED_FILTER, f"filter: {why}"
-            elif buyer.capped and not self._caps.has_room(buyer.caps, epoch):
-                a.status = Status.SKIPPED_CAP
-                a.reason = "cap reached: " + ", ".join(f"{n}/{p}" for p, n in buyer.caps.limits)
-            elif (
-                identity
-                and buyer.dedupe_ttl_s
-                and await self._dedupe.seen_or_add(
-                    f"buyer|{buyer.id}|{identity}", buyer.dedupe_ttl_s, add=False
-                )
+            elif buyer.capped and not self._caps.has_room(
+                buyer.caps, epoch, buyer.fixed_price, (f"flow={flow.id}", f"source={result.source_id}")
             ):
-                a.status = Status.DUPLICATE_FOR_BUYER
-                a.reason = f"bought this consumer within the last {buyer.dedupe_ttl_s / 86400:.0f} days"
+                a.status = Status.SKIPPED_CAP
+                a.reason = (
+                    f"cap reached: {describe(buyer.caps)}"
+                    if self._caps.healthy
+                    else "cap state unavailable: not sold to while its counters are unknown"
+                )
+            elif identity and buyer.dedupe_ttl_s and (why := await self._seen_by_buyer(buyer, identity)):
+                a.status, a.reason = Status.DUPLICATE_FOR_BUYER, why
             elif buyer.breaker_failures and (
                 tripped := self.breakers.get(
                     buyer.id, buyer.breaker_failures, buyer.breaker_cooldown_s
@@ -329,7 +326,10 @@ class Router:
                 if buyer.fixed_price is not None:
                     a.price = buyer.fixed_price
                     a.reason = "fixed-price buyer: direct post, no ping"
-                live.append(_Live(buyer, a, t, order, pinged=buyer.ping is None))
+                x = _Live(buyer, a, t, order, pinged=buyer.ping is None)
+                if buyer.pricing.uses_volume:
+                    x.counts = _counts("buyer", await self._volume.counts(f"buyer:{buyer.id}", epoch))
+                live.append(x)
         if tier.mode == "waterfall":
             # Offered one at a time, before any bid is known: by priority, or by fixed price.
             if tier.order == "priority":
@@ -370,9 +370,7 @@ class Router:
         a.exclusive = a.exclusive or verdict.exclusive
         exclusive = a.exclusive or flow.max_buyers == 1
         if x.buyer.pricing.rules:
-            epoch = self._clock()
-            counts = _counts("buyer", self._volume.counts(f"buyer:{x.buyer.id}", epoch))
-            priced = dataclasses.replace(facts, counts=counts, exclusive=exclusive)
+            priced = dataclasses.replace(facts, counts=x.counts, exclusive=exclusive)
             a.price = x.buyer.pricing.apply(a.price or Decimal(0), priced)
         floor = floors.for_bid(exclusive)
         price = a.price or Decimal(0)
@@ -439,7 +437,10 @@ class Router:
         for s in sales:
             b = self.config.buyers.get(s.buyer_id)
             if b is not None and b.dedupe_ttl_s:
-                await self._dedupe.seen_or_add(f"buyer|{b.id}|{identity}", b.dedupe_ttl_s, add=True)
+                try:
+                    await self._dedupe.seen_or_add(f"buyer|{b.id}|{identity}", b.dedupe_ttl_s, add=True)
+                except StateUnavailable as exc:
+                    log.warning("dedupe.unrecorded", buyer=b.id, error=str(exc))
 
     async def _ping_all(self, live: list[_Live], lead: Lead, lead_id: str, ping_end: float) -> None:
         todo = [x for x in live if not x.pinged and x.attempt.status is Status.BID]
@@ -507,9 +508,16 @@ class Router:
             return None  # the attempt stays BID and is explained as NOT_OFFERED
         reservation: Reservation | None = None
         if buyer.capped:
-            reservation = await self._caps.reserve(buyer.caps, result.lead_id, self._clock())
+            scopes = (f"flow={result.flow}", f"source={result.source_id}")
+            try:
+                reservation = await self._caps.reserve(
+                    buyer.caps, result.lead_id, self._clock(), price, scopes
+                )
+            except StateUnavailable:
+                a.status, a.reason = Status.SKIPPED_CAP, "cap state unavailable: not sold to while unknown"
+                return None
             if reservation is None:
-                a.status, a.reason = Status.SKIPPED_CAP, "cap reached before the post"
+                a.status, a.reason = Status.SKIPPED_CAP, "cap, budget or balance reached before the post"
                 return None
         request = buyer.post.request(
             lead.fields, Transaction(result.lead_id, a.ping_id, fmt(price), a.carried)
@@ -554,7 +562,8 @@ class Router:
             # The buyer's post answer states what it pays: that is the revenue (seed 003).
             price = to_cents(parsed.price)
             a.price = price
-        await self._volume.add(f"buyer:{buyer.id}", self._clock())
+        if buyer.pricing.uses_volume:
+            await self._volume.add(f"buyer:{buyer.id}", self._clock())
         a.status, a.reason = (
             Status.POST_ACCEPTED,
             f"sold at {fmt(price)}" + (f": {_redact(parsed.reason, lead)}" if parsed.reason else ""),
@@ -565,6 +574,37 @@ class Router:
         if buyer.breaker_failures:
             breaker = self.breakers.get(buyer.id, buyer.breaker_failures, buyer.breaker_cooldown_s)
             breaker.record(ok, time.monotonic())
+
+    def _identity(self, flow: Flow, lead: Lead) -> str:
+        """A keyed digest of the consumer's normalised identity fields: dedupe keys hold no PII."""
+        if not flow.dedupe_fields:
+            return ""
+        fields = self.config.schema.fields
+        values = [
+            normalise(fields[n].type if n in fields else "string", lead.fields.get(n, ""))
+            for n in flow.dedupe_fields
+        ]
+        return self._dedupe.fingerprint(values) if any(values) else ""
+
+    async def _seen_in_flow(self, flow: Flow, identity: str, test: bool) -> bool:
+        try:
+            return await self._dedupe.seen_or_add(
+                f"lead|{flow.id}|{identity}", flow.dedupe_ttl_s, add=not test
+            )
+        except StateUnavailable as exc:
+            # Fail open: a lead is worth more than a missed repeat; buyers' own checks still apply.
+            log.warning("dedupe.unavailable", flow=flow.id, error=str(exc))
+            return False
+
+    async def _seen_by_buyer(self, buyer: Buyer, identity: str) -> str:
+        """Why this buyer must not get this consumer again ("" when it may)."""
+        try:
+            if await self._dedupe.seen_or_add(f"buyer|{buyer.id}|{identity}", buyer.dedupe_ttl_s, add=False):
+                return f"bought this consumer within the last {buyer.dedupe_ttl_s / 86400:.0f} days"
+        except StateUnavailable:
+            # Fail closed for this buyer: it is not offered a consumer it may already have bought.
+            return "duplicate check unavailable: not offered while its history is unknown"
+        return ""
 
     async def _unknown_or_release(self, r: Reservation | None, delivered_maybe: bool, a: Attempt) -> None:
         if delivered_maybe:
@@ -608,16 +648,6 @@ def _explain_loser(a: Attempt, winners: set[str], sales: list[Sale]) -> None:
         a.reason = f"outbid: sold exclusively to {names}"
     else:
         a.reason = f"outbid: sold to {names}"
-
-
-def _identity(flow: Flow, lead: Lead) -> str:
-    """A one-way digest of the consumer's identity fields: dedupe keys never hold PII."""
-    if not flow.dedupe_fields:
-        return ""
-    values = [lead.fields.get(name, "") for name in flow.dedupe_fields]
-    if not any(values):
-        return ""
-    return hashlib.blake2b("\x1f".join(values).encode(), digest_size=16).hexdigest()
 
 
 def _span_result(span: trace.Span, a: Attempt, ms: float) -> None:

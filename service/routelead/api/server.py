@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from typing import Self
 
@@ -22,8 +23,9 @@ from routelead.state.memory import (
     MemoryDedupeStore,
     MemoryIdempotencyStore,
     MemoryRotationStore,
+    MemoryVolumeStore,
 )
-from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore
+from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore, VolumeStore
 from routelead.telemetry.spans import TracedCapStore
 from routelead.transport import Transport
 from routelead.v1 import routelead_pb2 as pb
@@ -44,9 +46,11 @@ class Service:
         dedupe: DedupeStore | None = None,
         idempotency: IdempotencyStore | None = None,
         rotation: RotationStore | None = None,
+        volume: VolumeStore | None = None,
         security: Security | None = None,
         reuse_port: bool = False,
         health_address: str | None = None,
+        clock: Callable[[], float] = time.time,
         ledger: LedgerWriter | None = None,
         extra_services: Sequence[Callable[[grpc.aio.Server], str]] = (),
     ) -> None:
@@ -63,10 +67,12 @@ class Service:
         self.dedupe = dedupe if dedupe is not None else MemoryDedupeStore()
         self.idempotency = idempotency if idempotency is not None else MemoryIdempotencyStore()
         self.rotation = rotation if rotation is not None else MemoryRotationStore()
+        self.volume = volume if volume is not None else MemoryVolumeStore()
         self.ledger = ledger
         # Each adds a servicer (e.g. Admin) to the server and returns its full service name.
         self.extra_services = extra_services
         self.transport = Transport(verify_tls=config.verify_buyer_tls)
+        self._clock = clock
         self.port = 0
         self.router: Router | None = None
         self._server: grpc.aio.Server | None = None
@@ -92,6 +98,8 @@ class Service:
             self.dedupe,
             self.idempotency,
             self.rotation,
+            volume=self.volume,
+            clock=self._clock,
             ledger=self.ledger,
         )
         size = self.config.max_message_bytes

@@ -8,6 +8,7 @@ import structlog
 from routelead.api.convert import to_proto
 from routelead.domain.lead import LeadInvalid
 from routelead.router import LeadRequest, NotFound, Router
+from routelead.state.ports import LeadInFlight
 from routelead.telemetry.propagation import caller_context
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
@@ -40,6 +41,8 @@ class RouteLeadServicer(pb_grpc.RouteLeadServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except NotFound as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except LeadInFlight as exc:
+            await context.abort(grpc.StatusCode.ABORTED, str(exc))
         except Exception as exc:
             # Type only: messages of unexpected errors may quote lead data.
             log.error("lead.failed", lead_id=request.lead_id, flow=request.flow, error=type(exc).__name__)

@@ -29,7 +29,7 @@ from routelead.domain.rules import PASS, RuleError, compile_rule
 from routelead.domain.schedule import Schedule, build_schedule
 from routelead.domain.tree import ScoreWeights, TierOrder, smooth_weighted_sequence
 from routelead.state.periods import zone
-from routelead.state.ports import CapLimits, Period
+from routelead.state.ports import PERIODS, CapLimits, Period
 
 _REF = re.compile(r"\$\{(?:file:(?P<file>[^}]+)|(?P<var>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?)\}")
 
@@ -149,6 +149,14 @@ def check(c: m.ConfigModel) -> list[str]:
             zone(b.timezone)
         except Exception:
             problems.append(f"{at}.timezone: unknown timezone {b.timezone!r}")
+        flow_ids = {f.id for f in c.flows}
+        for kind, scoped in (("caps", b.caps), ("budgets", b.budgets)):
+            for name in scoped.flows:
+                if name not in flow_ids:
+                    problems.append(f"{at}.{kind}.flows.{name}: unknown flow {name!r}")
+            for name in scoped.sources:
+                if name not in sources:
+                    problems.append(f"{at}.{kind}.sources.{name}: unknown source {name!r}")
         if b.filter is not None:
             problems += _rule_problems(b.filter, f"{at}.filter", fields)
         problems += _pricing_problems(b.pricing, f"{at}.pricing", fields)
@@ -382,13 +390,12 @@ def _buyer(
     post, post_parser = compile_post(b.post, kinds, list(types), max_price, p, types, b.ping)
     if p.found:  # check() has already reported these; compiling an unchecked model is a bug
         raise ValueError("; ".join(p.found))
-    periods: tuple[tuple[Period, int | None], ...] = (
-        ("hour", b.caps.hour),
-        ("day", b.caps.day),
-        ("week", b.caps.week),
-        ("month", b.caps.month),
-    )
-    limits = tuple((period, limit) for period, limit in periods if limit is not None)
+    scoped_caps = {f"flow={k}": v for k, v in b.caps.flows.items()} | {
+        f"source={k}": v for k, v in b.caps.sources.items()
+    }
+    scoped_budgets = {f"flow={k}": v for k, v in b.budgets.flows.items()} | {
+        f"source={k}": v for k, v in b.budgets.sources.items()
+    }
     return Buyer(
         id=b.id,
         name=b.name or b.id,
@@ -399,7 +406,16 @@ def _buyer(
         post_parser=post_parser,
         post_max_body=b.post.max_body_bytes,
         fixed_price=b.fixed_price,
-        caps=CapLimits(b.id, b.timezone, limits),
+        caps=CapLimits(
+            b.id,
+            b.timezone,
+            _periods(b.caps),
+            _periods(b.budgets),
+            prepaid=b.prepaid is not None,
+            credit_limit=b.prepaid.credit_limit if b.prepaid else Decimal("0"),
+            scoped_limits=tuple((s, p, n) for s, m in scoped_caps.items() for p, n in _periods(m)),
+            scoped_budgets=tuple((s, p, d) for s, m in scoped_budgets.items() for p, d in _periods(m)),
+        ),
         priority=b.priority,
         dedupe_ttl_s=b.dedupe_days * 86400.0,
         filter=compile_rule(b.filter, "", fields) if b.filter is not None else PASS,
@@ -410,3 +426,8 @@ def _buyer(
         breaker_cooldown_s=b.breaker.cooldown_s,
         trace_context=b.trace_context,
     )
+
+
+def _periods(m: m.PeriodCapsModel | m.PeriodBudgetsModel) -> tuple[tuple[Period, Any], ...]:
+    """The periods that have a limit, in a fixed order."""
+    return tuple((p, getattr(m, p)) for p in PERIODS if getattr(m, p) is not None)

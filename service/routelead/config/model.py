@@ -181,11 +181,37 @@ class PostModel(EndpointModel):
     answer: PostAnswerModel = PostAnswerModel()
 
 
-class CapsModel(Strict):
+class PeriodCapsModel(Strict):
     hour: int | None = Field(default=None, ge=0)
     day: int | None = Field(default=None, ge=0)
     week: int | None = Field(default=None, ge=0)
     month: int | None = Field(default=None, ge=0)
+
+
+class CapsModel(PeriodCapsModel):
+    # The same buyer's caps for leads from one flow or one source (on top of the totals).
+    flows: dict[str, PeriodCapsModel] = {}
+    sources: dict[str, PeriodCapsModel] = {}
+
+
+class PeriodBudgetsModel(Strict):
+    hour: Money | None = None
+    day: Money | None = None
+    week: Money | None = None
+    month: Money | None = None
+
+
+class BudgetsModel(PeriodBudgetsModel):
+    """Dollar budgets per period (quoted decimals), counted like caps in the buyer's timezone."""
+
+    flows: dict[str, PeriodBudgetsModel] = {}
+    sources: dict[str, PeriodBudgetsModel] = {}
+
+
+class BalanceModel(Strict):
+    """A prepaid buyer: each sale draws its balance down; it may go as low as −credit_limit."""
+
+    credit_limit: Money = Decimal("0")
 
 
 class ReturnsModel(Strict):
@@ -221,6 +247,8 @@ class BuyerModel(Strict):
     # A fixed-price buyer takes a direct post at this price, without a ping.
     fixed_price: Money | None = None
     caps: CapsModel = CapsModel()
+    budgets: BudgetsModel = BudgetsModel()
+    prepaid: BalanceModel | None = None
     timezone: str = "UTC"
     priority: int = 0
     # Do not offer this buyer a consumer it already bought within this many days.

@@ -44,7 +44,7 @@ class Buyer:
 
     @property
     def capped(self) -> bool:
-        return bool(self.caps.limits)
+        return self.caps.active
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Literal
 
 from routelead.domain.money import to_cents
-from routelead.domain.rules import Facts, Rule
+from routelead.domain.rules import Facts, Rule, uses_volume
 
 HUNDRED = Decimal(100)
 
@@ -29,6 +29,10 @@ class PriceRule:
 @dataclass(frozen=True, slots=True)
 class PriceBook:
     rules: tuple[PriceRule, ...] = ()
+
+    @property
+    def uses_volume(self) -> bool:
+        return any(uses_volume(r.when) for r in self.rules)
 
     def apply(self, start: Decimal, facts: Facts) -> Decimal:
         price = start

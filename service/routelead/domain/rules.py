@@ -127,6 +127,17 @@ class Not:
 PASS: Rule = All(())
 
 
+def uses_volume(rule: Rule) -> bool:
+    """Does the rule look at volume counts? Only then are they counted and fetched."""
+    if isinstance(rule, Volume):
+        return True
+    if isinstance(rule, All | AnyOf):
+        return any(uses_volume(r) for r in rule.rules)
+    if isinstance(rule, Not):
+        return uses_volume(rule.rule)
+    return False
+
+
 def _num(value: str | None) -> Decimal | None:
     if value is None:
         return None

@@ -1,4 +1,4 @@
-"""`routelead lead | report | return | settle`: the books from the command line."""
+"""`routelead lead | report | return | settle-sale`: the books from the command line."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from routelead.records.returns import ReturnRefused, policy_for
 if TYPE_CHECKING:  # the SQL stack loads only for these commands, not for every CLI start
     from routelead.records.ledger import LeadStory, Ledger
 
-COMMANDS = ("lead", "report", "return", "settle")
+COMMANDS = ("lead", "report", "return", "settle-sale")
 
 
 def add_parsers(sub: Any, config_default: str | None) -> None:
@@ -33,7 +33,8 @@ def add_parsers(sub: Any, config_default: str | None) -> None:
     ret.add_argument("--reason", required=True)
     ret.add_argument("--config", default=config_default, help="for the buyer's return terms")
 
-    settle = sub.add_parser("settle", help="resolve a post whose outcome was unknown")
+    # `settle` (state/cli.py) closes the cap reservation in Redis; this settles the books.
+    settle = sub.add_parser("settle-sale", help="in the books: resolve a sale whose post outcome was unknown")
     settle.add_argument("lead_id")
     settle.add_argument("buyer_id")
     settle.add_argument("outcome", choices=["sold", "rejected"])
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace, load: Callable[[str | None], Any], out: TextIO
                 return 0
 
             return asyncio.run(with_ledger(give_back))
-        case "settle":
+        case "settle-sale":
 
             async def settle(ledger: Ledger) -> int:
                 try:

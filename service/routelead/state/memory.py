@@ -4,58 +4,186 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 
+from routelead.domain.identity import fingerprint
 from routelead.domain.outcome import RoutingResult
 from routelead.state.periods import period_key
-from routelead.state.ports import CapLimits, Period, Reservation
+from routelead.state.plan import counters, floor_cents, from_cents, to_cents
+from routelead.state.ports import CapLimits, Period, Reservation, StateMetrics, UnsettledSale
 
 
 class MemoryCapStore:
     """Exact within one process: reserve checks and increments with no await in between."""
 
     def __init__(self) -> None:
-        self._counts: dict[str, int] = {}
-        self.open_unsettled: dict[str, tuple[Reservation, str]] = {}
+        # f"{buyer}|{counter name}" → (value, wall-clock expiry)
+        self._values: dict[str, tuple[int, float]] = {}
+        self._balances: dict[str, int] = {}
+        self._records: dict[tuple[str, str], _Record] = {}
+        self.metrics = StateMetrics()
 
-    def _keys(self, caps: CapLimits, now: float) -> list[tuple[str, int]]:
-        return [(f"{caps.buyer_id}|{period_key(p, now, caps.timezone)}", limit) for p, limit in caps.limits]
+    @property
+    def healthy(self) -> bool:
+        return True
 
-    def has_room(self, caps: CapLimits, now: float) -> bool:
-        return all(self._counts.get(key, 0) < limit for key, limit in self._keys(caps, now))
+    def _get(self, key: str) -> int:
+        found = self._values.get(key)
+        if found is None:
+            return 0
+        if found[1] < time.time():
+            del self._values[key]
+            return 0
+        return found[0]
 
-    async def reserve(self, caps: CapLimits, lead_id: str, now: float) -> Reservation | None:
-        keys = self._keys(caps, now)
-        if any(self._counts.get(key, 0) >= limit for key, limit in keys):
+    def has_room(
+        self, caps: CapLimits, now: float, price: Decimal | None = None, scopes: tuple[str, ...] = ()
+    ) -> bool:
+        cents = to_cents(price) if price is not None else 0
+        return self._fits(caps, now, cents, scopes, strict=price is None)
+
+    def _fits(
+        self, caps: CapLimits, now: float, cents: int, scopes: tuple[str, ...], *, strict: bool
+    ) -> bool:
+        for c in counters(caps, now, cents, scopes):
+            value = self._get(f"{caps.buyer_id}|{c.name}")
+            # With the price unknown, a budget that is exactly spent is full; otherwise price must fit.
+            if value + c.add > c.limit or (strict and value >= c.limit):
+                return False
+        if caps.prepaid:
+            left = self._balances.get(caps.buyer_id, 0) - cents
+            if left < floor_cents(caps) or (strict and left <= floor_cents(caps)):
+                return False
+        return True
+
+    async def reserve(
+        self,
+        caps: CapLimits,
+        lead_id: str,
+        now: float,
+        price: Decimal = Decimal("0"),
+        scopes: tuple[str, ...] = (),
+    ) -> Reservation | None:
+        cents = to_cents(price)
+        if not self._fits(caps, now, cents, scopes, strict=False):
             return None
-        for key, _ in keys:
-            self._counts[key] = self._counts.get(key, 0) + 1
-        return Reservation(caps.buyer_id, tuple(k for k, _ in keys), lead_id)
+        plan = counters(caps, now, cents, scopes)
+        for c in plan:
+            key = f"{caps.buyer_id}|{c.name}"
+            self._values[key] = (self._get(key) + c.add, time.time() + c.ttl_s)
+        if caps.prepaid:
+            self._balances[caps.buyer_id] = self._balances.get(caps.buyer_id, 0) - cents
+        r = Reservation(
+            caps.buyer_id,
+            tuple(c.name for c in plan if not c.budget),
+            lead_id,
+            f"{lead_id}.{uuid.uuid4().hex[:8]}",
+            cents,
+            tuple(c.name for c in plan if c.budget),
+            caps.prepaid,
+        )
+        self._records[(r.buyer_id, r.id)] = _Record(r, time.time())
+        return r
 
-    async def commit(self, r: Reservation) -> None:
-        self.open_unsettled.pop(r.lead_id + r.buyer_id, None)
+    async def commit(self, r: Reservation, outbox: bytes | None = None) -> None:
+        # No outbox here: the embedded default writes its ledger directly.
+        self._records.pop((r.buyer_id, r.id), None)
 
     async def release(self, r: Reservation) -> None:
-        for key in r.keys:
-            self._counts[key] = max(0, self._counts.get(key, 0) - 1)
+        if self._records.pop((r.buyer_id, r.id), None) is None:
+            return
+        for name in r.keys:
+            self._add(f"{r.buyer_id}|{name}", -1)
+        for name in r.budget_keys:
+            self._add(f"{r.buyer_id}|{name}", -r.cents)
+        if r.prepaid:
+            self._balances[r.buyer_id] = self._balances.get(r.buyer_id, 0) + r.cents
+
+    def _add(self, key: str, delta: int) -> None:
+        found = self._values.get(key)
+        if found is not None:  # an expired period is not brought back
+            self._values[key] = (max(0, found[0] + delta), found[1])
 
     async def unsettled(self, r: Reservation, reason: str) -> None:
-        self.open_unsettled[r.lead_id + r.buyer_id] = (r, reason)
+        record = self._records.get((r.buyer_id, r.id))
+        if record is not None:
+            record.state, record.reason = "unsettled", reason
+            self.metrics.marked()
 
-    def count(self, buyer_id: str, period_key_: str) -> int:
-        return self._counts.get(f"{buyer_id}|{period_key_}", 0)
+    async def list_unsettled(self, older_than_s: float = 30.0) -> list[UnsettledSale]:
+        cutoff = time.time() - older_than_s
+        return [
+            UnsettledSale(
+                rec.r.buyer_id,
+                rec.r.id,
+                rec.r.lead_id,
+                from_cents(rec.r.cents),
+                rec.at,
+                "unsettled" if rec.state == "unsettled" else "orphaned",
+                rec.reason or "reserved and never settled",
+            )
+            for rec in self._records.values()
+            if rec.state == "unsettled" or rec.at <= cutoff
+        ]
+
+    async def settle(
+        self, buyer_id: str, reservation_id: str, *, accepted: bool, outbox: bytes | None = None
+    ) -> bool:
+        record = self._records.get((buyer_id, reservation_id))
+        if record is None:
+            return False
+        if accepted:
+            await self.commit(record.r, outbox)
+            self.metrics.confirmed()
+        else:
+            await self.release(record.r)
+            self.metrics.freed()
+        return True
+
+    async def top_up(self, buyer_id: str, amount: Decimal) -> Decimal:
+        self._balances[buyer_id] = self._balances.get(buyer_id, 0) + to_cents(amount)
+        self.metrics.topped_up()
+        return from_cents(self._balances[buyer_id])
+
+    async def balance(self, buyer_id: str) -> Decimal:
+        return from_cents(self._balances.get(buyer_id, 0))
+
+    def count(self, buyer_id: str, name: str) -> int:
+        """A counter's value ("n:day:2026-11-22", "usd:…" in cents), for tests and the CLI."""
+        return self._get(f"{buyer_id}|{name}")
+
+
+@dataclass(slots=True)
+class _Record:
+    r: Reservation
+    at: float
+    state: str = "reserved"
+    reason: str = ""
 
 
 class MemoryDedupeStore:
     """Keys with expiry, bounded in size so a flood of unique leads cannot grow it forever."""
 
-    def __init__(self, max_keys: int = 1_000_000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_keys: int = 1_000_000,
+        clock: Callable[[], float] = time.monotonic,
+        secret: bytes | None = None,
+    ) -> None:
         self._expiry: OrderedDict[str, float] = OrderedDict()
         self._max = max_keys
         self._clock = clock
+        # One process only: without a configured secret a random one is as good as any.
+        self._secret = secret or secrets.token_bytes(32)
+
+    def fingerprint(self, values: list[str]) -> str:
+        return fingerprint(self._secret, values)
 
     async def seen_or_add(self, key: str, ttl_s: float, *, add: bool) -> bool:
         now = self._clock()
@@ -146,7 +274,7 @@ class MemoryVolumeStore:
     def __init__(self) -> None:
         self._counts: dict[tuple[str, Period], tuple[str, int]] = {}
 
-    def counts(self, subject: str, now: float) -> dict[str, int]:
+    async def counts(self, subject: str, now: float) -> dict[str, int]:
         out: dict[str, int] = {}
         for p in self.PERIODS:
             key, n = self._counts.get((subject, p), ("", 0))

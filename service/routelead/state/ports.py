@@ -1,24 +1,51 @@
-"""The hot-state ports the router depends on; memory adapters here, Redis ones later."""
+"""The hot-state ports the router depends on; memory adapters in memory.py, Redis ones in redis/."""
 
 from __future__ import annotations
 
+import contextvars
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from routelead.domain.outcome import RoutingResult
 
 Period = Literal["hour", "day", "week", "month"]
+PERIODS: tuple[Period, ...] = ("hour", "day", "week", "month")
+
+# The monotonic instant by which the current lead must be answered: every hot-state call made
+# on its behalf is bounded by it (set by the router, read by the Redis adapters).
+lead_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("lead_deadline", default=None)
+
+
+def remaining_s() -> float | None:
+    deadline = lead_deadline.get()
+    return None if deadline is None else deadline - time.monotonic()
+
+
+class StateUnavailable(RuntimeError):
+    """The shared state could not be reached in time; the caller applies the Redis-down policy."""
 
 
 @dataclass(frozen=True, slots=True)
 class CapLimits:
-    """A buyer's lead-count caps, counted in its own timezone."""
+    """A buyer's lead-count caps, dollar budgets and prepaid balance, counted in its own timezone."""
 
     buyer_id: str
     timezone: str
     limits: tuple[tuple[Period, int], ...]
+    budgets: tuple[tuple[Period, Decimal], ...] = ()
+    # Prepaid: a sale draws the balance down; it may go as low as −credit_limit.
+    prepaid: bool = False
+    credit_limit: Decimal = Decimal("0")
+    # Caps and budgets of this buyer for leads of one flow or source ("flow=solar", "source=aff").
+    scoped_limits: tuple[tuple[str, Period, int], ...] = ()
+    scoped_budgets: tuple[tuple[str, Period, Decimal], ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.limits or self.budgets or self.prepaid or self.scoped_limits or self.scoped_budgets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,17 +53,97 @@ class Reservation:
     buyer_id: str
     keys: tuple[str, ...]
     lead_id: str
+    # Identifies the reservation for settlement (unique per buyer).
+    id: str = ""
+    cents: int = 0
+    budget_keys: tuple[str, ...] = ()
+    prepaid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UnsettledSale:
+    """A reservation whose outcome nobody recorded: still counted until settled."""
+
+    buyer_id: str
+    reservation_id: str
+    lead_id: str
+    amount: Decimal
+    reserved_at: float
+    state: Literal["unsettled", "orphaned"]
+    reason: str
+
+
+def _prometheus() -> Any:
+    # Imported on first use, never at import time: `serve --workers` must point prometheus-client
+    # at its multiprocess directory before the module is loaded, and the config loader imports us.
+    from routelead.telemetry import metrics
+
+    return metrics
+
+
+@dataclass(slots=True)
+class StateMetrics:
+    """Hot-state counters: kept here for tests and the CLI, and written through to Prometheus."""
+
+    unsettled_marked_total: int = 0
+    settled_confirmed_total: int = 0
+    settled_freed_total: int = 0
+    balance_topups_total: int = 0
+    redis_errors_total: int = 0
+    redis_fallbacks_total: dict[str, int] = field(default_factory=dict)
+
+    def marked(self) -> None:
+        self.unsettled_marked_total += 1
+        _prometheus().UNSETTLED_MARKED.inc()
+
+    def confirmed(self, n: int = 1) -> None:
+        self.settled_confirmed_total += n
+        _prometheus().SETTLED.labels("confirmed").inc(n)
+
+    def freed(self, n: int = 1) -> None:
+        self.settled_freed_total += n
+        _prometheus().SETTLED.labels("freed").inc(n)
+
+    def topped_up(self) -> None:
+        self.balance_topups_total += 1
+        _prometheus().BALANCE_TOPUPS.inc()
+
+    def error(self) -> None:
+        self.redis_errors_total += 1
+        _prometheus().REDIS_ERRORS.inc()
+
+    def fallback(self, what: str) -> None:
+        self.redis_fallbacks_total[what] = self.redis_fallbacks_total.get(what, 0) + 1
+        _prometheus().REDIS_FALLBACKS.labels(what).inc()
 
 
 class CapStore(Protocol):
-    def has_room(self, caps: CapLimits, now: float) -> bool:
-        """Fast, possibly stale check, so a full buyer is not pinged."""
+    metrics: StateMetrics
 
-    async def reserve(self, caps: CapLimits, lead_id: str, now: float) -> Reservation | None:
-        """Atomically count one lead against every period, or None when any is full."""
+    @property
+    def healthy(self) -> bool:
+        """False while the authoritative counters cannot be reached."""
 
-    async def commit(self, r: Reservation) -> None:
-        """The buyer accepted: the reservation is a sale."""
+    def has_room(
+        self, caps: CapLimits, now: float, price: Decimal | None = None, scopes: tuple[str, ...] = ()
+    ) -> bool:
+        """Fast, possibly stale check, so a full buyer is not pinged (price: when already known;
+        scopes: the lead's flow and source, "flow=solar", "source=aff")."""
+
+    async def reserve(
+        self,
+        caps: CapLimits,
+        lead_id: str,
+        now: float,
+        price: Decimal = Decimal("0"),
+        scopes: tuple[str, ...] = (),
+    ) -> Reservation | None:
+        """Atomically count one lead (and its price) against every period and the balance, or None
+        when any is full; raises StateUnavailable when the counters cannot be reached in time."""
+
+    async def commit(self, r: Reservation, outbox: bytes | None = None) -> None:
+        """The buyer accepted: the reservation is a sale (`outbox`: the ledger record, written
+        atomically with the commit by stores that keep an outbox)."""
 
     async def release(self, r: Reservation) -> None:
         """The buyer provably did not take the lead: give the slot back."""
@@ -44,8 +151,26 @@ class CapStore(Protocol):
     async def unsettled(self, r: Reservation, reason: str) -> None:
         """Outcome unknown: the slot stays counted until someone settles it."""
 
+    async def list_unsettled(self, older_than_s: float = 0.0) -> list[UnsettledSale]:
+        """Unsettled reservations, and reservations left behind by a process that died
+        (reserved longer than `older_than_s` ago and never settled)."""
+
+    async def settle(
+        self, buyer_id: str, reservation_id: str, *, accepted: bool, outbox: bytes | None = None
+    ) -> bool:
+        """Close an unsettled reservation: confirm it as a sale or free its slot; False if unknown."""
+
+    async def top_up(self, buyer_id: str, amount: Decimal) -> Decimal:
+        """Add to (or, negative, correct) a prepaid balance; returns the new balance at once."""
+
+    async def balance(self, buyer_id: str) -> Decimal:
+        """The buyer's prepaid balance (0 when never topped up)."""
+
 
 class DedupeStore(Protocol):
+    def fingerprint(self, values: list[str]) -> str:
+        """A keyed one-way digest of already-normalised identity values: no PII, not guessable."""
+
     async def seen_or_add(self, key: str, ttl_s: float, *, add: bool) -> bool:
         """True when `key` was seen within its ttl; records it when `add`."""
 
@@ -57,7 +182,7 @@ class RotationStore(Protocol):
 
 
 class VolumeStore(Protocol):
-    def counts(self, subject: str, now: float) -> dict[str, int]:
+    async def counts(self, subject: str, now: float) -> dict[str, int]:
         """Leads so far for `subject` ("source:s1", "buyer:b2") in the current UTC hour, day,
         week and month, keyed by period; for volume pricing rules."""
 
@@ -76,3 +201,7 @@ class BuyerStats(Protocol):
 class IdempotencyStore(Protocol):
     async def once(self, lead_id: str, work: Callable[[], Awaitable[RoutingResult]]) -> RoutingResult:
         """Run `work` for the first request of `lead_id`; later ones get a copy marked replayed."""
+
+
+class LeadInFlight(RuntimeError):
+    """The same lead_id is being routed by another call that did not answer within our deadline."""

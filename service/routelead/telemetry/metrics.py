@@ -61,6 +61,17 @@ WORKER_RESTARTS = Counter(
 AUTH_FAILURES = Counter("routelead_auth_failures", "Calls refused for a missing or wrong token.", ["reason"])
 
 
+UNSETTLED_MARKED = Counter(
+    "routelead_unsettled_marked", "Sales whose post outcome is unknown; their cap slot stays held."
+)
+SETTLED = Counter("routelead_unsettled_settled", "Unsettled sales closed by hand.", ["how"])
+BALANCE_TOPUPS = Counter("routelead_balance_topups", "Prepaid balance top-ups.")
+REDIS_ERRORS = Counter("routelead_redis_errors", "Redis calls that failed or timed out.")
+REDIS_FALLBACKS = Counter(
+    "routelead_redis_fallbacks", "Calls answered locally while Redis was down.", ["what"]
+)
+
+
 def _dollars(x: Decimal) -> float:
     return float(x)
 

@@ -1,0 +1,101 @@
+"""Idempotency across replicas: the first call for a lead_id routes it; every other call — on
+any replica, even while the first is still in flight — gets the first answer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+import structlog
+
+from routelead.domain.outcome import RoutingResult
+from routelead.state.memory import MemoryIdempotencyStore
+from routelead.state.ports import LeadInFlight, StateUnavailable, remaining_s
+from routelead.state.redis.bounded import Health
+from routelead.state.redis.codec import decode, encode
+
+log = structlog.get_logger("routelead.state.redis")
+
+# Only the owner removes its in-flight marker (a failed lead may be retried).
+_DELETE_IF_MINE = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+_RUNNING = b"running:"
+
+
+class RedisIdempotencyStore:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        health: Health,
+        *,
+        result_ttl_s: int = 7 * 86400,
+        # Long past any lead deadline: a replica that died mid-post leaves the lead_id blocked
+        # (answered ABORTED) rather than routed again and possibly sold twice.
+        inflight_ttl_s: int = 600,
+        poll_s: float = 0.01,
+        default_wait_s: float = 10.0,
+    ) -> None:
+        self._redis = redis
+        self._health = health
+        self._result_ttl = result_ttl_s
+        self._inflight_ttl = inflight_ttl_s
+        self._poll = poll_s
+        self._default_wait = default_wait_s
+        self._delete_if_mine = redis.register_script(_DELETE_IF_MINE)
+        self._local = MemoryIdempotencyStore()
+
+    async def once(self, lead_id: str, work: Callable[[], Awaitable[RoutingResult]]) -> RoutingResult:
+        key = f"rl:idem:{lead_id}"
+        token = _RUNNING + uuid.uuid4().hex.encode()
+        left = remaining_s()
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + (left if left is not None else self._default_wait)
+        while True:
+            try:
+                mine = await self._health.call(
+                    "idempotency.claim",
+                    lambda: self._redis.set(key, token, nx=True, ex=self._inflight_ttl),
+                    settle=True,  # bounded by the op timeout; the wait below by our deadline
+                )
+                if mine:
+                    return await self._run(key, token, work)
+                seen = await self._health.call("idempotency.get", lambda: self._redis.get(key), settle=True)
+            except StateUnavailable:
+                # Fail open: leads keep flowing on this replica's own memory while Redis is down
+                # (documented; caps still guard every sale).
+                self._health.metrics.fallback("idempotency")
+                return await self._local.once(lead_id, work)
+            if isinstance(seen, bytes) and not seen.startswith(_RUNNING):
+                return dataclasses.replace(decode(seen), replayed=True)
+            # In flight elsewhere (or just released after a failure: claim again).
+            if loop.time() + self._poll >= give_up:
+                raise LeadInFlight(f"lead {lead_id} is still being routed by another call; retry later")
+            await asyncio.sleep(self._poll)
+
+    async def _run(
+        self, key: str, token: bytes, work: Callable[[], Awaitable[RoutingResult]]
+    ) -> RoutingResult:
+        try:
+            result = await work()
+        except BaseException:
+            with contextlib.suppress(StateUnavailable):  # else the marker expires by itself
+                await self._health.call(
+                    "idempotency.release",
+                    lambda: self._delete_if_mine(keys=[key], args=[token]),
+                    settle=True,
+                )
+            raise
+        try:
+            await self._health.call(
+                "idempotency.store",
+                lambda: self._redis.set(key, encode(result), ex=self._result_ttl),
+                settle=True,
+            )
+        except StateUnavailable as exc:
+            log.error("idempotency.store_failed", lead_id=result.lead_id, error=str(exc))
+        return result

@@ -1,0 +1,25 @@
+"""Round-robin turns from one INCR: N replicas hand out turns 0, 1, 2, … as one."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from routelead.state.memory import MemoryRotationStore
+from routelead.state.ports import StateUnavailable
+from routelead.state.redis.bounded import Health
+
+
+class RedisRotationStore:
+    def __init__(self, redis: aioredis.Redis, health: Health) -> None:
+        self._redis = redis
+        self._health = health
+        self._local = MemoryRotationStore()
+
+    async def next_turn(self, key: str) -> int:
+        try:
+            value = await self._health.call("rotation", lambda: self._redis.incr(f"rl:rot:{key}"))
+        except StateUnavailable:
+            # Rotation is fairness, not safety: a local turn keeps leads flowing while Redis is down.
+            self._health.metrics.fallback("rotation")
+            return await self._local.next_turn(key)
+        return int(value) - 1

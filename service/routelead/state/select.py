@@ -1,0 +1,90 @@
+"""Pick the hot-state backend from the environment: Redis when REDIS_URL is set, else memory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from routelead.state.memory import (
+    MemoryCapStore,
+    MemoryDedupeStore,
+    MemoryIdempotencyStore,
+    MemoryRotationStore,
+    MemoryVolumeStore,
+)
+from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore, VolumeStore
+
+
+class StateConfigError(ValueError):
+    pass
+
+
+@dataclass
+class HotState:
+    caps: CapStore
+    dedupe: DedupeStore
+    idempotency: IdempotencyStore
+    rotation: RotationStore
+    backend: str
+    closer: Callable[[], Awaitable[None]] | None = None
+    volume: VolumeStore | None = None
+
+    async def close(self) -> None:
+        if self.closer is not None:
+            await self.closer()
+
+
+def dedupe_secret(env: Mapping[str, str]) -> bytes | None:
+    """ROUTELEAD_DEDUPE_KEY, or the file named by ROUTELEAD_DEDUPE_KEY_FILE (a mounted secret)."""
+    if value := env.get("ROUTELEAD_DEDUPE_KEY"):
+        secret = value.encode()
+    elif path := env.get("ROUTELEAD_DEDUPE_KEY_FILE"):
+        try:
+            secret = Path(path).read_bytes().strip()
+        except OSError as exc:
+            raise StateConfigError(f"ROUTELEAD_DEDUPE_KEY_FILE: cannot read {path}: {exc.strerror}") from None
+    else:
+        return None
+    if len(secret) < 16:
+        raise StateConfigError("the dedupe key must be at least 16 bytes (ROUTELEAD_DEDUPE_KEY)")
+    return secret
+
+
+def redis_url(env: Mapping[str, str]) -> str:
+    """REDIS_URL, or ROUTELEAD_REDIS_URL (the name deploy/ uses); empty: memory."""
+    return env.get("REDIS_URL") or env.get("ROUTELEAD_REDIS_URL") or ""
+
+
+def check_state_env(env: Mapping[str, str]) -> None:
+    """Raise StateConfigError for a hot-state setting `hot_state` would refuse."""
+    secret = dedupe_secret(env)
+    if redis_url(env) and secret is None:
+        # Replicas must agree on the key, or the same consumer hashes differently on each.
+        raise StateConfigError(
+            "REDIS_URL is set but no dedupe key: set ROUTELEAD_DEDUPE_KEY (or ROUTELEAD_DEDUPE_KEY_FILE)"
+        )
+
+
+def hot_state(env: Mapping[str, str] | None = None) -> HotState:
+    env = os.environ if env is None else env
+    check_state_env(env)
+    secret = dedupe_secret(env)
+    url = redis_url(env)
+    if not url:
+        return HotState(
+            MemoryCapStore(),
+            MemoryDedupeStore(secret=secret),
+            MemoryIdempotencyStore(),
+            MemoryRotationStore(),
+            "memory",
+            volume=MemoryVolumeStore(),
+        )
+    assert secret is not None  # checked above
+    from routelead.state.redis import connect
+
+    shared = connect(url, secret)
+    return HotState(
+        shared.caps, shared.dedupe, shared.idempotency, shared.rotation, "redis", shared.close, shared.volume
+    )

@@ -1,0 +1,109 @@
+"""The router on each backend: balances and budgets skip buyers without a ping, unknown post
+outcomes stay counted and listed, a full buyer is not pinged."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import grpc
+import pytest
+from routelead.api.server import Service
+from routelead.v1 import routelead_pb2 as pb
+
+from tests.buyers import BuyerServer, accept, bid, hang
+from tests.configs import buyer, compile_doc, document, fixed_buyer
+from tests.conftest import Harness
+from tests.state.conftest import Backend
+
+SKIPPED_CAP = pb.AttemptStatus.Value("SKIPPED_CAP")
+Start = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+async def on(backend: Backend) -> AsyncIterator[Start]:
+    running: list[Harness] = []
+
+    async def go(buyers: list[dict[str, Any]], **flow: Any) -> Harness:
+        config = compile_doc(document(buyers, **flow))
+        service = Service(config, caps=backend.caps, dedupe=backend.dedupe, idempotency=backend.idempotency)
+        await service.start()
+        h = Harness(service, grpc.aio.insecure_channel(f"127.0.0.1:{service.port}"))
+        running.append(h)
+        return h
+
+    yield go
+    for h in running:
+        await h.channel.close()
+        await h.service.stop(grace=0.5)
+
+
+def attempt(reply: pb.RouteLeadResponse, buyer_id: str) -> pb.Attempt:
+    return next(a for a in reply.attempts if a.buyer_id == buyer_id)
+
+
+async def test_a_prepaid_buyer_is_sold_to_only_while_its_balance_covers_the_price(
+    backend: Backend, buyers: BuyerServer, on: Start
+) -> None:
+    buyers.on("pp", post=accept())
+    h = await on([fixed_buyer(buyers.url, "pp", "20.00", prepaid={})])
+
+    empty = await h.route()
+    await backend.caps.top_up("pp", Decimal("30"))
+    paid = await h.route()
+    short = await h.route()
+
+    assert attempt(empty, "pp").status == SKIPPED_CAP and "balance" in attempt(empty, "pp").reason
+    assert [s.buyer_id for s in paid.sales] == ["pp"]
+    assert attempt(short, "pp").status == SKIPPED_CAP
+    assert len(buyers.got("pp", "post")) == 1
+    assert await backend.caps.balance("pp") == Decimal("10.00")
+
+
+async def test_a_bid_over_the_remaining_budget_goes_to_the_next_bid(
+    backend: Backend, buyers: BuyerServer, on: Start
+) -> None:
+    buyers.on("big", ping=bid(60), post=accept())
+    buyers.on("small", ping=bid(10), post=accept())
+    h = await on([buyer(buyers.url, "big", budgets={"day": "100.00"}), buyer(buyers.url, "small")])
+
+    first = await h.route()
+    second = await h.route()
+
+    assert [s.buyer_id for s in first.sales] == ["big"]
+    assert [s.buyer_id for s in second.sales] == ["small"]
+    assert "budget" in attempt(second, "big").reason
+    assert len(buyers.got("big", "post")) == 1
+
+
+async def test_a_post_with_an_unknown_outcome_stays_counted_and_listed(
+    backend: Backend, buyers: BuyerServer, on: Start
+) -> None:
+    buyers.on("a", ping=bid(40), post=hang(5))
+    buyers.on("b", ping=bid(10), post=accept())
+    h = await on([buyer(buyers.url, "a", caps={"day": 1}), buyer(buyers.url, "b")])
+
+    timed_out = await h.route()
+    next_lead = await h.route()
+
+    assert "outcome unknown" in attempt(timed_out, "a").reason
+    [u] = await backend.caps.list_unsettled(older_than_s=3600)
+    assert (u.buyer_id, u.lead_id, u.state) == ("a", timed_out.lead_id, "unsettled")
+    assert attempt(next_lead, "a").status == SKIPPED_CAP
+    assert len(buyers.got("a", "ping")) == 1  # the full buyer was not pinged again
+
+
+async def test_a_per_source_cap_counts_only_that_sources_leads(
+    backend: Backend, buyers: BuyerServer, on: Start
+) -> None:
+    buyers.on("a", ping=bid(40), post=accept())
+    h = await on([buyer(buyers.url, "a", caps={"sources": {"src-1": {"day": 1}}})])
+
+    first = await h.route()
+    second = await h.route()
+    other = await h.route(source_id="src-free")
+
+    assert [s.buyer_id for s in first.sales] == ["a"]
+    assert attempt(second, "a").status == SKIPPED_CAP and "for source=src-1" in attempt(second, "a").reason
+    assert [s.buyer_id for s in other.sales] == ["a"]
