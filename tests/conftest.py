@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,6 +21,10 @@ from tests.configs import GOOD_LEAD, compile_doc, document
 
 configure_tracing()
 configure_logging("INFO", cache=False)  # tests re-route log output to capture it
+# Processes the tests start keep their embedded ledger out of the work tree.
+os.environ.setdefault(
+    "ROUTELEAD_DB", os.path.join(tempfile.mkdtemp(prefix="routelead-tests-"), "routelead.db")
+)
 
 
 @pytest.fixture

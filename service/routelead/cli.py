@@ -1,4 +1,4 @@
-"""Command line: serve, check-config, demo, buyers-sim, route."""
+"""Command line: serve, check-config, demo, buyers-sim, migrate, sink."""
 
 from __future__ import annotations
 
@@ -64,6 +64,24 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--leads", type=int, default=15)
     demo.add_argument("--seed", type=int, default=7)
 
+    sub.add_parser("migrate", help="bring the ledger database (DATABASE_URL or ROUTELEAD_DB) up to date")
+
+    sink = sub.add_parser("sink", help="move Redis outbox records into the ledger database")
+    sink.add_argument("--config", default=os.environ.get("ROUTELEAD_CONFIG"), help="for the buyer list")
+    sink.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    sink.add_argument(
+        "--consumer",
+        default=os.environ.get("ROUTELEAD_SINK_CONSUMER", os.environ.get("HOSTNAME", "sink-1")),
+        help="stable per sink instance, so a restart resumes its own pending entries",
+    )
+
+    from routelead.records import commands as books
+
+    books.add_parsers(sub, os.environ.get("ROUTELEAD_CONFIG"))
+    from routelead.api import admin_cli
+
+    admin_cli.add_parser(sub)
+
     sim = sub.add_parser("buyers-sim", help="run the simulated buyer fleet (for the example config)")
     sim.add_argument("--port", type=int, default=8700)
 
@@ -82,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(args.leads, args.seed)
         case "buyers-sim":
             return _buyers_sim(args.port)
+        case "migrate":
+            return _migrate()
+        case "sink":
+            return _sink(args.config, args.redis_url, args.consumer)
+        case "admin":
+            return admin_cli.run(args)
+        case command if command in books.COMMANDS:
+            return books.run(args, _load)
     return 2
 
 
@@ -134,12 +160,56 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_listen=args.metrics_listen,
         health_listen=args.health_listen,
         log_level=args.log_level,
+        config_path=args.config,
     )
     try:
         return serve(opts, own_dir)
     except ValueError as exc:
         print(f"routelead: {exc}", file=sys.stderr)
         return 2
+
+
+def _migrate() -> int:
+    from routelead.records.db import create_engine, database_url, migrate
+
+    async def go() -> str:
+        engine = create_engine(database_url())
+        try:
+            return await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    print(f"ledger schema at revision {_run(go())}")
+    return 0
+
+
+def _sink(path: str | None, redis_url: str, consumer: str) -> int:
+    import signal
+
+    import redis.asyncio as aioredis
+
+    from routelead.records.ledger import Ledger
+    from routelead.records.sink import OutboxSink
+    from routelead.telemetry.logs import configure_logging
+
+    config = _load(path)
+    configure_logging(os.environ.get("ROUTELEAD_LOG_LEVEL", "INFO"))
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        ledger = await Ledger.open()
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await OutboxSink(client, ledger, config.buyers, consumer).run(stop)
+        finally:
+            await client.aclose()
+            await ledger.close()
+
+    _run(go())
+    return 0
 
 
 def _demo(leads: int, seed: int) -> int:

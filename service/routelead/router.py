@@ -29,6 +29,7 @@ from routelead.domain.outcome import Attempt, Outcome, RoutingResult, Sale, Stat
 from routelead.domain.pricing import book
 from routelead.domain.rules import Facts
 from routelead.domain.tree import Offer, allocate, rotation, value
+from routelead.records.port import LedgerWriter
 from routelead.state.memory import MemoryBuyerStats, MemoryRotationStore, MemoryVolumeStore
 from routelead.state.plan import describe
 from routelead.state.ports import (
@@ -44,6 +45,7 @@ from routelead.state.ports import (
 )
 from routelead.telemetry.metrics import record_lead
 from routelead.telemetry.propagation import with_traceparent
+from routelead.telemetry.spans import ledger_span
 from routelead.transport import Transport, TransportError, TransportTimeout
 
 _LEAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -119,8 +121,10 @@ class Router:
         stats: BuyerStats | None = None,
         volume: VolumeStore | None = None,
         clock: Callable[[], float] = time.time,
+        ledger: LedgerWriter | None = None,
     ) -> None:
         self.config = config
+        self._ledger = ledger
         self._transport = transport
         self._caps = caps
         self._dedupe = dedupe
@@ -133,6 +137,8 @@ class Router:
 
     async def route(self, req: LeadRequest) -> RoutingResult:
         """Route one lead; raises LeadInvalid (bad request) or NotFound (unknown flow / source)."""
+        # One configuration for the whole lead, even if a new version goes live meanwhile.
+        config = self.config
         problems = []
         if req.lead_id and not _LEAD_ID.match(req.lead_id):
             problems.append("lead_id: 1-128 characters of letters, digits and . _ : -")
@@ -142,15 +148,15 @@ class Router:
             problems.append("source_id: required")
         lead: Lead | None = None
         try:
-            lead = self.config.schema.validate(req.fields)
+            lead = config.schema.validate(req.fields)
         except LeadInvalid as exc:
             problems.extend(exc.problems)
         if problems or lead is None:
             raise LeadInvalid(problems)
-        flow = self.config.flows.get(req.flow)
+        flow = config.flows.get(req.flow)
         if flow is None:
             raise NotFound(f"flow {req.flow!r} is not configured")
-        source = self.config.sources.get(req.source_id)
+        source = config.sources.get(req.source_id)
         if source is None:
             raise NotFound(f"source {req.source_id!r} is not configured")
         if flow.sources is not None and source.id not in flow.sources:
@@ -163,13 +169,21 @@ class Router:
         # Every hot-state call made for this lead is bounded by its deadline.
         lead_deadline.set(time.monotonic() + budget)
         return await self._idempotency.once(
-            lead_id, lambda: self._route(lead_id, flow, source, validated, req.test, budget)
+            lead_id, lambda: self._route(lead_id, flow, source, validated, req.test, budget, config)
         )
 
     async def _route(
-        self, lead_id: str, flow: Flow, source: Source, lead: Lead, test: bool, budget_s: float
+        self,
+        lead_id: str,
+        flow: Flow,
+        source: Source,
+        lead: Lead,
+        test: bool,
+        budget_s: float,
+        config: RuntimeConfig,
     ) -> RoutingResult:
         started = time.monotonic()
+        received_at = self._clock()
         deadline = started + budget_s
         with tracer.start_as_current_span(
             "RouteLead",
@@ -187,7 +201,7 @@ class Router:
                 subject = f"source:{source.id}"
                 counted = source.pricing.book.uses_volume
                 counts = _counts("source", await self._volume.counts(subject, epoch)) if counted else {}
-                facts = Facts(lead.fields, self.config.schema.lead_age_s(lead, now), now, counts)
+                facts = Facts(lead.fields, config.schema.lead_age_s(lead, now), now, counts)
                 # Known before any buyer is asked: the fixed part of the cost, so margin protection
                 # can turn it into a floor.
                 fixed_cost = source.pricing.fixed_cost(facts) + flow.fee
@@ -208,7 +222,11 @@ class Router:
             span.set_attribute("cost", fmt(result.cost))
             span.set_attribute("margin", fmt(result.margin))
             span.set_attribute("latency_ms", round(result.elapsed_ms, 3))
-            _log_decision(result, self.config.version)  # inside the span: the line carries its ids
+            _log_decision(result, config.version)  # inside the span: the line carries its ids
+            if self._ledger is not None:
+                # Before the answer: a lead the caller hears about is already on the books.
+                with ledger_span("lead", lead_id, outcome=result.outcome.value):
+                    await self._ledger.record(result, lead.ping_fields, received_at, config.version)
         record_lead(result, budget_s)
         return result
 
@@ -589,6 +607,7 @@ class Router:
         if delivered_maybe:
             # The buyer may have taken it: the cap slot stays used until someone settles it.
             a.reason += "; outcome unknown, held against the cap until settled"
+            a.unsettled = True
             if r is not None:
                 await self._caps.unsettled(r, a.reason)
         elif r is not None:

@@ -48,6 +48,8 @@ class ServeOptions:
     metrics_listen: str = ""
     health_listen: str = ""
     log_level: str = "INFO"
+    # Set: the books (ledger, versioned live configuration, Admin API) come with the service.
+    config_path: str = ""
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -117,7 +119,13 @@ def run_worker(opts: ServeOptions, *, reuse_port: bool) -> int:
             volume=state.volume,
         )
         try:
-            await serve_until_signalled(service)
+            if opts.config_path:
+                # The books: ledger, the live configuration version, the Admin API.
+                from routelead.api.app import serve_with_books
+
+                await serve_with_books(service, opts.config_path)
+            else:
+                await serve_until_signalled(service)
         finally:
             await state.close()
 

@@ -24,7 +24,8 @@ from routelead.telemetry.metrics import AUTH_FAILURES
 
 log = structlog.get_logger("routelead.security")
 # Callers that need no token: health checks (kubelet probes, load balancers).
-OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+# Admin checks its own, separate credential (routelead.api.admin); routing tokens do not open it.
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/routelead.v1.Admin/")
 
 
 class SecurityError(Exception):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Self
 
 import grpc
@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from routelead.api.security import Security
 from routelead.api.servicer import RouteLeadServicer
 from routelead.config.runtime import RuntimeConfig
+from routelead.records.port import LedgerWriter
 from routelead.router import Router
 from routelead.state.memory import (
     MemoryCapStore,
@@ -50,6 +51,8 @@ class Service:
         reuse_port: bool = False,
         health_address: str | None = None,
         clock: Callable[[], float] = time.time,
+        ledger: LedgerWriter | None = None,
+        extra_services: Sequence[Callable[[grpc.aio.Server], str]] = (),
     ) -> None:
         self.config = config
         self.address = address
@@ -65,12 +68,21 @@ class Service:
         self.idempotency = idempotency if idempotency is not None else MemoryIdempotencyStore()
         self.rotation = rotation if rotation is not None else MemoryRotationStore()
         self.volume = volume if volume is not None else MemoryVolumeStore()
+        self.ledger = ledger
+        # Each adds a servicer (e.g. Admin) to the server and returns its full service name.
+        self.extra_services = extra_services
         self.transport = Transport(verify_tls=config.verify_buyer_tls)
         self._clock = clock
         self.port = 0
         self.router: Router | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
+
+    def use_config(self, config: RuntimeConfig) -> None:
+        """A new configuration version goes live: leads already in flight finish on the old one."""
+        self.config = config
+        if self.router is not None:
+            self.router.config = config
 
     @property
     def drain_s(self) -> float:
@@ -88,6 +100,7 @@ class Service:
             self.rotation,
             volume=self.volume,
             clock=self._clock,
+            ledger=self.ledger,
         )
         size = self.config.max_message_bytes
         server = grpc.aio.server(
@@ -103,8 +116,10 @@ class Service:
         )
         server.add_generic_rpc_handlers((_route_lead_handler(RouteLeadServicer(router)),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        extra = [register(server) for register in self.extra_services]
         reflection.enable_server_reflection(
             (
+                *extra,
                 SERVICE_NAME,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,

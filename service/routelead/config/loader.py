@@ -316,11 +316,22 @@ def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
             s.cost,
             s.pay_on,
             SourcePricing(s.cost, _price_book(s.pricing, c.lead.fields), s.price_field, s.revenue_share),
+            s.refund_cost_on_return,
         )
         for s in c.sources
     }
+    returns = {
+        b.id: (b.returns.days, b.returns.max_rate_percent / 100) for b in c.buyers if b.returns is not None
+    }
     return RuntimeConfig(
-        schema, sources, buyers, flows, c.server.max_message_bytes, c.server.verify_buyer_tls, version
+        schema,
+        sources,
+        buyers,
+        flows,
+        c.server.max_message_bytes,
+        c.server.verify_buyer_tls,
+        version,
+        returns,
     )
 
 

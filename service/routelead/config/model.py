@@ -75,6 +75,8 @@ class SourceModel(Strict):
     pricing: list[PriceRuleModel] = []
     price_field: str | None = None
     revenue_share: Money = Field(default=Decimal("0"), le=100)
+    # Whether this source refunds its cost when a buyer returns the lead (the source agreement).
+    refund_cost_on_return: bool = False
 
 
 def _mapping_entry(value: object) -> object:
@@ -212,6 +214,13 @@ class BalanceModel(Strict):
     credit_limit: Money = Decimal("0")
 
 
+class ReturnsModel(Strict):
+    """A buyer may return a sold lead within `days`, up to `max_rate_percent` of its recent sales."""
+
+    days: int = Field(ge=0, le=365)
+    max_rate_percent: Decimal = Field(default=Decimal("10"), ge=0, le=100)
+
+
 class ScheduleModel(Strict):
     """Hours of operation; `timezone` defaults to the buyer's."""
 
@@ -254,6 +263,8 @@ class BuyerModel(Strict):
     breaker: BreakerModel = BreakerModel()
     # Send W3C `traceparent` to this buyer, so its own tracing joins our trace.
     trace_context: bool = False
+    # No `returns`: the buyer cannot return leads.
+    returns: ReturnsModel | None = None
 
     @model_validator(mode="after")
     def _ping_or_fixed(self) -> BuyerModel:

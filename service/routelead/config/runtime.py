@@ -88,6 +88,7 @@ class Source:
     cost: Decimal
     pay_on: Literal["sold", "accepted"]
     pricing: SourcePricing = field(default_factory=lambda: SourcePricing(Decimal(0)))
+    refund_cost_on_return: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +101,5 @@ class RuntimeConfig:
     verify_buyer_tls: bool
     # Short digest of the file: which configuration decided a lead.
     version: str
+    # Every buyer's return terms, disabled ones too: (window in days, max return rate 0..1).
+    buyer_returns: Mapping[str, tuple[int, Decimal]] = field(default_factory=dict)

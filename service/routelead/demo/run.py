@@ -14,6 +14,8 @@ from routelead.api.server import Service
 from routelead.config.loader import load_config
 from routelead.demo.fleet import start_fleet
 from routelead.demo.leads import sample_lead
+from routelead.records.db import database_url
+from routelead.records.ledger import Ledger
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
@@ -30,9 +32,12 @@ async def run_demo(leads: int, out: TextIO, seed: int = 7) -> dict[str, int]:
     config = load_config(example_config_path(), env=env)
     counts: dict[str, int] = {}
     revenue = cost = Decimal("0")
+    # The embedded books: a SQLite file (ROUTELEAD_DB, default ./routelead.db), no server needed.
+    ledger = await Ledger.open(database_url())
+    last = ""
     try:
         async with (
-            Service(config) as service,
+            Service(config, ledger=ledger) as service,
             grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
         ):
             stub = pb_grpc.RouteLeadStub(channel)
@@ -53,8 +58,12 @@ async def run_demo(leads: int, out: TextIO, seed: int = 7) -> dict[str, int]:
                 revenue += Decimal(reply.revenue)
                 cost += Decimal(reply.cost)
                 print_reply(reply, fields, out)
+                last = reply.lead_id
     finally:
         await runner.cleanup()
+        await ledger.close()
+    where = database_url().split(":///", 1)[-1]
+    print(f"\nevery lead is on the books in {where}: try `routelead lead {last}`", file=out)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     print(f"\n{leads} leads: {summary}; revenue {revenue}, cost {cost}, margin {revenue - cost}", file=out)
     return counts

@@ -50,6 +50,8 @@ class Attempt:
     ping_id: str = ""
     carried: dict[str, str] = field(default_factory=dict)
     exclusive: bool = False
+    # A post whose outcome is unknown: the buyer may have taken the lead (booked as unsettled).
+    unsettled: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,53 @@
+"""The production wiring: the books, the live configuration version, the Admin API and the router."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+
+import structlog
+
+from routelead.api.admin import AdminServicer, admin_token
+from routelead.api.security import SecurityError, token_matches
+from routelead.api.server import Service, serve_until_signalled
+from routelead.records.configstore import ConfigStore, ConfigWatcher, compile_version
+from routelead.records.ledger import Ledger
+
+log = structlog.get_logger("routelead.app")
+
+
+async def serve_with_books(service: Service, config_path: str, env: Mapping[str, str] | None = None) -> None:
+    """Until SIGTERM: the file seeds version 1; afterwards the database's live version rules.
+    Each worker process opens its own connections and follows the live version itself."""
+    text = await asyncio.to_thread(Path(config_path).read_text)
+    token = admin_token(env)
+    if token and token_matches(token, service.security.token_digests):
+        raise SecurityError("ROUTELEAD_ADMIN_TOKEN must differ from every routing token")
+    ledger = await Ledger.open()
+    try:
+        store = ConfigStore(ledger.engine)
+        live = await store.seed(text, env)
+        if live.document != text:
+            log.warning(
+                "config.file_not_live",
+                detail="Admin changes made since the file was last edited are live; see `routelead admin`",
+                live_version=live.version,
+            )
+        service.use_config(compile_version(live, env))
+        service.ledger = ledger
+        if token:
+            service.extra_services = [AdminServicer(store, token, env).register]
+        else:
+            log.info("admin.disabled", detail="set ROUTELEAD_ADMIN_TOKEN to serve routelead.v1.Admin")
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(
+            ConfigWatcher(store, service.use_config, live.version, env=env).run(stop)
+        )
+        try:
+            await serve_until_signalled(service)
+        finally:
+            stop.set()
+            await watcher
+    finally:
+        await ledger.close()

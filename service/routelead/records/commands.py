@@ -1,0 +1,160 @@
+"""`routelead lead | report | return | settle-sale`: the books from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TextIO
+
+from routelead.domain.money import fmt
+from routelead.records.returns import ReturnRefused, policy_for
+
+if TYPE_CHECKING:  # the SQL stack loads only for these commands, not for every CLI start
+    from routelead.records.ledger import LeadStory, Ledger
+
+COMMANDS = ("lead", "report", "return", "settle-sale")
+
+
+def add_parsers(sub: Any, config_default: str | None) -> None:
+    lead = sub.add_parser("lead", help='the books on one lead: "who got it and why"')
+    lead.add_argument("lead_id")
+
+    report = sub.add_parser("report", help="gross and net money by source, buyer or flow over a period")
+    report.add_argument("--by", choices=["source", "buyer", "flow"], default="source")
+    report.add_argument("--since", help="ISO date or time, UTC (default: 24 hours ago)")
+    report.add_argument("--until", help="ISO date or time, UTC (default: now)")
+
+    ret = sub.add_parser("return", help="a buyer returns a sold lead (checked against its terms)")
+    ret.add_argument("lead_id")
+    ret.add_argument("buyer_id")
+    ret.add_argument("--reason", required=True)
+    ret.add_argument("--config", default=config_default, help="for the buyer's return terms")
+
+    # `settle` (state/cli.py) closes the cap reservation in Redis; this settles the books.
+    settle = sub.add_parser("settle-sale", help="in the books: resolve a sale whose post outcome was unknown")
+    settle.add_argument("lead_id")
+    settle.add_argument("buyer_id")
+    settle.add_argument("outcome", choices=["sold", "rejected"])
+
+
+def run(args: argparse.Namespace, load: Callable[[str | None], Any], out: TextIO = sys.stdout) -> int:
+    from routelead.records.ledger import Ledger
+
+    async def with_ledger(work: Callable[[Ledger], Awaitable[int]]) -> int:
+        ledger = await Ledger.open()
+        try:
+            return await work(ledger)
+        finally:
+            await ledger.close()
+
+    match args.command:
+        case "lead":
+
+            async def show(ledger: Ledger) -> int:
+                story = await ledger.lead(args.lead_id)
+                if story.lead is None and not story.sales:
+                    print(f"routelead: no lead {args.lead_id!r} in the books", file=sys.stderr)
+                    return 1
+                print_story(story, out)
+                return 0
+
+            return asyncio.run(with_ledger(show))
+        case "report":
+            until = _when(args.until) if args.until else datetime.now(UTC)
+            since = _when(args.since) if args.since else until - timedelta(days=1)
+
+            async def report(ledger: Ledger) -> int:
+                rows = await ledger.totals(args.by, since, until)
+                print(
+                    f"{args.by:<16} {'sales':>6} {'returns':>7} {'gross rev':>11} {'net rev':>11} "
+                    f"{'gross cost':>11} {'net cost':>11} {'net margin':>11}",
+                    file=out,
+                )
+                for t in rows:
+                    print(
+                        f"{t.key or '-':<16} {t.sales:>6} {t.returns:>7} {fmt(t.gross_revenue):>11} "
+                        f"{fmt(t.net_revenue):>11} {fmt(t.gross_cost):>11} {fmt(t.net_cost):>11} "
+                        f"{fmt(t.net_margin):>11}",
+                        file=out,
+                    )
+                return 0
+
+            return asyncio.run(with_ledger(report))
+        case "return":
+            config = load(args.config)
+
+            async def give_back(ledger: Ledger) -> int:
+                story = await ledger.lead(args.lead_id)
+                sale = next((s for s in story.sales if s["buyer_id"] == args.buyer_id), None)
+                source = config.sources.get(sale["source_id"]) if sale else None
+                refund = bool(source and source.refund_cost_on_return)
+                try:
+                    done = await ledger.return_sale(
+                        args.lead_id,
+                        args.buyer_id,
+                        args.reason,
+                        policy_for(config.buyer_returns, refund, args.buyer_id),
+                    )
+                except ReturnRefused as exc:
+                    print(f"routelead: return refused: {exc}", file=sys.stderr)
+                    return 1
+                print(
+                    f"returned: revenue -{fmt(done['revenue_reversed'])}, cost -{fmt(done['cost_reversed'])}",
+                    file=out,
+                )
+                return 0
+
+            return asyncio.run(with_ledger(give_back))
+        case "settle-sale":
+
+            async def settle(ledger: Ledger) -> int:
+                try:
+                    now = await ledger.settle(args.lead_id, args.buyer_id, sold=args.outcome == "sold")
+                except LookupError as exc:
+                    print(f"routelead: {exc}", file=sys.stderr)
+                    return 1
+                print(f"settlement: {now}", file=out)
+                return 0
+
+            return asyncio.run(with_ledger(settle))
+    return 2
+
+
+def _when(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"routelead: {text!r} is not an ISO date or time (e.g. 2026-11-01)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def print_story(story: LeadStory, out: TextIO) -> None:
+    if story.lead is not None:
+        r = story.lead
+        print(
+            f"lead {r['lead_id']}  flow {r['flow']}  source {r['source_id']}  config {r['config_version']}"
+            f"{'  TEST' if r['test'] else ''}",
+            file=out,
+        )
+        print(
+            f"  {r['outcome']}  received {r['received_at']:%Y-%m-%d %H:%M:%S.%f}  {r['elapsed_ms']:.0f} ms  "
+            f"cost {fmt(r['cost'])}  revenue {fmt(r['revenue'])}  margin {fmt(r['margin'])}",
+            file=out,
+        )
+        print(f"  ping fields: {r['ping_fields']}", file=out)
+    for a in story.attempts:
+        bid = fmt(a["bid"]) if a["bid"] is not None else ""
+        print(f"    {a['buyer_id']:<12} {a['tier']:<10} {a['status']:<19} {bid:>8}  {a['reason']}", file=out)
+    for s in story.sales:
+        print(
+            f"  sale: {s['buyer_id']} at {fmt(s['price'])} ({s['settlement']}"
+            f"{', exclusive' if s['exclusive'] else ''}) buyer's id {s['buyer_lead_id'] or '-'}",
+            file=out,
+        )
+    for e in story.returns:
+        print(f"  returned by {e['buyer_id']} at {e['returned_at']:%Y-%m-%d %H:%M}: {e['reason']}", file=out)
+    for e in story.entries:
+        print(f"  entry: {e['kind']:<17} {fmt(e['amount']):>9}  {e['buyer_id'] or '(source)'}", file=out)

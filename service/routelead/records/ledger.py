@@ -1,0 +1,418 @@
+"""The ledger over SQL: apply records idempotently, answer "who got it and why", report by period."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from routelead.domain.outcome import RoutingResult
+from routelead.records.codec import LeadRecord, Record, SaleRecord, lead_record
+from routelead.records.db import create_engine, database_url, migrate
+from routelead.records.returns import ReturnPolicy, ReturnRefused, check_return
+from routelead.records.schema import Money, attempts, entries, leads, returns, sales
+
+ZERO = Decimal("0.00")
+# Leads committed together at most (group commit).
+_GROUP_MAX = 256
+GroupBy = Literal["source", "buyer", "flow"]
+_GROUP_COLUMN = {"source": entries.c.source_id, "buyer": entries.c.buyer_id, "flow": entries.c.flow}
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _utc(value: Any) -> Any:
+    # SQLite hands datetimes back naive; they were written as UTC.
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _row(row: sa.Row[Any]) -> dict[str, Any]:
+    return {k: _utc(v) for k, v in row._mapping.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class LeadStory:
+    """Everything the books hold about one lead: the "who got it and why" view."""
+
+    lead: dict[str, Any] | None
+    attempts: list[dict[str, Any]]
+    sales: list[dict[str, Any]]
+    entries: list[dict[str, Any]]
+    returns: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    key: str
+    sales: int
+    returns: int
+    gross_revenue: Decimal
+    net_revenue: Decimal
+    gross_cost: Decimal
+    net_cost: Decimal
+
+    @property
+    def gross_margin(self) -> Decimal:
+        return self.gross_revenue - self.gross_cost
+
+    @property
+    def net_margin(self) -> Decimal:
+        return self.net_revenue - self.net_cost
+
+
+class Ledger:
+    """One per process. `record` is the router's hook; `apply` is the outbox sink's."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        # SQLite has one writer at a time: queue writers here rather than spin on the file lock.
+        # PostgreSQL takes concurrent writers as they come.
+        self._queue: list[tuple[LeadRecord, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
+
+    @classmethod
+    async def open(cls, url: str | None = None) -> Ledger:
+        """Connect (DATABASE_URL / ROUTELEAD_DB when `url` is None) and migrate to the newest schema."""
+        engine = create_engine(url or database_url())
+        try:
+            await migrate(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine)
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher  # queued leads reach the file before the connections close
+        await self.engine.dispose()
+
+    # --- writing -------------------------------------------------------------------------------
+
+    async def record(
+        self,
+        result: RoutingResult,
+        ping_fields: Mapping[str, str],
+        received_at: float,
+        config_version: str,
+    ) -> None:
+        """The router's write before it answers: the lead, its attempts, sales and money."""
+        record = lead_record(result, ping_fields, received_at, time.time(), config_version)
+        # Group commit: leads arriving while a transaction commits share the next one (one fsync,
+        # one round trip per table), on SQLite and PostgreSQL alike.
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((record, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        # Shielded: a caller that gives up does not take the write of its lead with it.
+        await asyncio.shield(done)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:_GROUP_MAX], self._queue[_GROUP_MAX:]
+            try:
+                await self.apply([r for r, _ in batch])
+                outcomes: list[BaseException | None] = [None] * len(batch)
+            except Exception:
+                # Alone, each record gets its own answer: one bad record fails only its own lead.
+                outcomes = []
+                for r, _ in batch:
+                    try:
+                        await self.apply([r])
+                        outcomes.append(None)
+                    except Exception as exc:
+                        outcomes.append(exc)
+            for (_, fut), err in zip(batch, outcomes, strict=True):
+                if not fut.done():
+                    if err is None:
+                        fut.set_result(None)
+                    else:
+                        fut.set_exception(err)
+
+    async def apply(self, records: Sequence[Record]) -> None:
+        """Apply records in one transaction, one multi-row insert per table; a record applied twice
+        changes nothing (every insert is ON CONFLICT DO NOTHING on the natural key)."""
+        if not records:
+            return
+        rows: dict[str, list[dict[str, Any]]] = {t.name: [] for t in (leads, attempts, sales, entries)}
+        for r in records:
+            if isinstance(r, LeadRecord):
+                self._lead_rows(r, rows)
+            else:
+                self._sale_rows(r, rows)
+        async with self._write_lock, self.engine.begin() as conn:
+            for table in (leads, attempts, sales, entries):
+                if rows[table.name]:
+                    # executemany form: one cached statement shape, batched by the driver adapter.
+                    await conn.execute(self._insert(table).on_conflict_do_nothing(), rows[table.name])
+
+    def _insert(self, table: sa.Table) -> Any:
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        return insert(table)
+
+    async def _put(self, conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await conn.execute(self._insert(table).values(rows).on_conflict_do_nothing())
+
+    def _lead_rows(self, r: LeadRecord, rows: dict[str, list[dict[str, Any]]]) -> None:
+        received = _at(r.received_at)
+        rows["leads"].append(
+            {
+                "lead_id": r.lead_id,
+                "flow": r.flow,
+                "source_id": r.source_id,
+                "config_version": r.config_version,
+                "received_at": received,
+                "answered_at": _at(r.answered_at),
+                "outcome": r.outcome,
+                "test": r.test,
+                "cost": r.cost,
+                "revenue": r.revenue,
+                "margin": r.margin,
+                "elapsed_ms": r.elapsed_ms,
+                "trace_id": r.trace_id,
+                "ping_fields": dict(r.ping_fields),
+            }
+        )
+        rows["attempts"].extend(
+            {
+                "lead_id": r.lead_id,
+                "seq": a.seq,
+                "buyer_id": a.buyer_id,
+                "tier": a.tier,
+                "status": a.status,
+                "bid": a.bid,
+                "ping_ms": a.ping_ms,
+                "post_ms": a.post_ms,
+                "http_status": a.http_status,
+                "reason": a.reason,
+            }
+            for a in r.attempts
+        )
+        for s in r.sales:
+            self._sale_rows(s, rows)
+        if not r.test and r.cost:
+            rows["entries"].append(self._entry(r.lead_id, "", "cost", r.cost, received, r))
+
+    def _sale_rows(self, s: SaleRecord, rows: dict[str, list[dict[str, Any]]]) -> None:
+        rows["sales"].append(
+            {
+                "lead_id": s.lead_id,
+                "buyer_id": s.buyer_id,
+                "price": s.price,
+                "cost": s.cost,
+                "buyer_lead_id": s.buyer_lead_id,
+                "exclusive": s.exclusive,
+                "tier": s.tier,
+                "settlement": s.settlement,
+                "sold_at": _at(s.at),
+                "flow": s.flow,
+                "source_id": s.source_id,
+                "test": s.test,
+                "config_version": s.config_version,
+            }
+        )
+        if s.settlement == "sold" and not s.test:
+            rows["entries"].append(self._entry(s.lead_id, s.buyer_id, "revenue", s.price, _at(s.at), s))
+
+    @staticmethod
+    def _entry(
+        lead_id: str, buyer_id: str, kind: str, amount: Decimal, at: datetime, r: LeadRecord | SaleRecord
+    ) -> dict[str, Any]:
+        return {
+            "lead_id": lead_id,
+            "buyer_id": buyer_id,
+            "kind": kind,
+            "amount": amount,
+            "at": at,
+            "flow": r.flow,
+            "source_id": r.source_id,
+        }
+
+    async def settle(self, lead_id: str, buyer_id: str, sold: bool, now: float | None = None) -> str:
+        """Resolve an unsettled sale (a post whose outcome was unknown) as sold or rejected.
+
+        Only `unsettled` moves; revenue for a late-confirmed sale is a new journal entry."""
+        at = _at(time.time() if now is None else now)
+        settlement = "sold" if sold else "rejected"
+        async with self._write_lock, self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(sales).where(sales.c.lead_id == lead_id, sales.c.buyer_id == buyer_id)
+                )
+            ).first()
+            if row is None:
+                raise LookupError(f"no sale of lead {lead_id!r} to buyer {buyer_id!r}")
+            if row.settlement != "unsettled":
+                return str(row.settlement)
+            await conn.execute(
+                sa.update(sales)
+                .where(sales.c.lead_id == lead_id, sales.c.buyer_id == buyer_id)
+                .where(sales.c.settlement == "unsettled")
+                .values(settlement=settlement)
+            )
+            if sold and not row.test:
+                entry = {
+                    "lead_id": lead_id,
+                    "buyer_id": buyer_id,
+                    "kind": "revenue",
+                    "amount": row.price,
+                    "at": at,
+                    "flow": row.flow,
+                    "source_id": row.source_id,
+                }
+                await self._put(conn, entries, [entry])
+        return settlement
+
+    async def return_sale(
+        self, lead_id: str, buyer_id: str, reason: str, policy: ReturnPolicy, now: float | None = None
+    ) -> dict[str, Any]:
+        """Book a buyer's return as reversing journal entries; the sale itself is never edited.
+
+        Returning the same sale again answers the first return and changes nothing."""
+        if not reason.strip():
+            raise ReturnRefused("a return needs a reason")
+        now_s = time.time() if now is None else now
+        at = _at(now_s)
+        async with self._write_lock, self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # One return decision per buyer at a time, so the rate check sees every earlier one.
+                await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(buyer_id))))
+            done = (
+                await conn.execute(
+                    sa.select(returns).where(returns.c.lead_id == lead_id, returns.c.buyer_id == buyer_id)
+                )
+            ).first()
+            if done is not None:
+                return _row(done)
+            sale = (
+                await conn.execute(
+                    sa.select(sales).where(sales.c.lead_id == lead_id, sales.c.buyer_id == buyer_id)
+                )
+            ).first()
+            if sale is None:
+                raise ReturnRefused(f"no sale of lead {lead_id!r} to buyer {buyer_id!r}")
+            since = _at(now_s - policy.rate_window_s)
+            sold_n = await conn.scalar(
+                sa.select(sa.func.count()).where(
+                    sales.c.buyer_id == buyer_id,
+                    sales.c.settlement == "sold",
+                    sales.c.test.is_(False),
+                    sales.c.sold_at >= since,
+                )
+            )
+            returned_n = await conn.scalar(
+                sa.select(sa.func.count()).where(
+                    returns.c.buyer_id == buyer_id, returns.c.returned_at >= since
+                )
+            )
+            check_return(
+                policy,
+                settlement=str(sale.settlement),
+                test=bool(sale.test),
+                sold_at=_utc(sale.sold_at).timestamp(),
+                now=now_s,
+                sales_in_window=int(sold_n or 0),
+                returns_in_window=int(returned_n or 0),
+            )
+            cost = ZERO
+            if policy.refund_cost:
+                cost_entry = await conn.scalar(
+                    sa.select(entries.c.amount).where(
+                        entries.c.lead_id == lead_id, entries.c.buyer_id == "", entries.c.kind == "cost"
+                    )
+                )
+                cost = cost_entry or ZERO
+            reversal = {"at": at, "flow": sale.flow, "source_id": sale.source_id, "lead_id": lead_id}
+            await self._put(
+                conn,
+                entries,
+                [{**reversal, "buyer_id": buyer_id, "kind": "revenue_reversal", "amount": -sale.price}],
+            )
+            if cost:
+                # At most once per lead (the key is the lead), however many of its buyers return it.
+                await self._put(
+                    conn, entries, [{**reversal, "buyer_id": "", "kind": "cost_reversal", "amount": -cost}]
+                )
+            row = {
+                "lead_id": lead_id,
+                "buyer_id": buyer_id,
+                "reason": reason.strip()[:500],
+                "returned_at": at,
+                "revenue_reversed": sale.price,
+                "cost_reversed": cost,
+            }
+            await self._put(conn, returns, [row])
+            return row
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def lead(self, lead_id: str) -> LeadStory:
+        async with self.engine.connect() as conn:
+
+            async def rows(table: sa.Table, *order: Any) -> list[dict[str, Any]]:
+                q = sa.select(table).where(table.c.lead_id == lead_id).order_by(*order)
+                return [_row(r) for r in await conn.execute(q)]
+
+            head = await rows(leads)
+            return LeadStory(
+                lead=head[0] if head else None,
+                attempts=await rows(attempts, attempts.c.seq),
+                sales=await rows(sales, sales.c.sold_at, sales.c.buyer_id),
+                entries=await rows(entries, entries.c.at, entries.c.kind, entries.c.buyer_id),
+                returns=await rows(returns, returns.c.returned_at),
+            )
+
+    async def totals(
+        self, by: GroupBy, since: datetime, until: datetime, key: str | None = None
+    ) -> list[Totals]:
+        """Gross and net money per source / buyer / flow over [since, until), from the journal."""
+        col = _GROUP_COLUMN[by]
+
+        def total(*kinds: str) -> Any:
+            amount = sa.case((entries.c.kind.in_(kinds), entries.c.amount), else_=None)
+            return sa.type_coerce(sa.func.coalesce(sa.func.sum(amount), 0), Money)
+
+        def count(kind: str) -> Any:
+            return sa.func.count(sa.case((entries.c.kind == kind, 1), else_=None))
+
+        q = (
+            sa.select(
+                col,
+                count("revenue"),
+                count("revenue_reversal"),
+                total("revenue"),
+                total("revenue", "revenue_reversal"),
+                total("cost"),
+                total("cost", "cost_reversal"),
+            )
+            .where(entries.c.at >= since, entries.c.at < until)
+            .group_by(col)
+            .order_by(col)
+        )
+        if by == "buyer":
+            q = q.where(entries.c.buyer_id != "")
+        if key is not None:
+            q = q.where(col == key)
+        async with self.engine.connect() as conn:
+            out = await conn.execute(q)
+            return [
+                Totals(str(k), int(n), int(rn), g or ZERO, net or ZERO, c or ZERO, nc or ZERO)
+                for k, n, rn, g, net, c, nc in out
+            ]

@@ -1,0 +1,19 @@
+"""What the router needs from the books: one awaited write per lead, before it answers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from routelead.domain.outcome import RoutingResult
+
+
+class LedgerWriter(Protocol):
+    async def record(
+        self,
+        result: RoutingResult,
+        ping_fields: Mapping[str, str],
+        received_at: float,
+        config_version: str,
+    ) -> None:
+        """Durably keep the lead (SQLite write, or an outbox append); raise if it could not."""

@@ -1,0 +1,153 @@
+"""One schema for PostgreSQL and SQLite (SQLAlchemy Core); Alembic migrations create it.
+
+Money is exact everywhere: NUMERIC(14, 2) on PostgreSQL; on SQLite, whose NUMERIC affinity is
+floating point, INTEGER cents, so sums stay exact too. Both read back as Decimal.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+_CENT = Decimal("0.01")
+
+
+class Money(TypeDecorator[Decimal]):
+    impl = sa.Numeric(14, 2)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.BigInteger())
+        return dialect.type_descriptor(sa.Numeric(14, 2, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        cents = Decimal(value).quantize(_CENT)
+        if dialect.name == "sqlite":
+            return int(cents * 100)
+        return cents
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return (Decimal(int(value)) / 100).quantize(_CENT)
+        return Decimal(value).quantize(_CENT)
+
+
+# Times are UTC; SQLite gives them back naive, which `ledger` re-labels as UTC.
+Time = sa.DateTime(timezone=True)
+
+metadata = sa.MetaData()
+
+leads = sa.Table(
+    "leads",
+    metadata,
+    sa.Column("lead_id", sa.String(128), primary_key=True),
+    sa.Column("flow", sa.String(64), nullable=False),
+    sa.Column("source_id", sa.String(64), nullable=False),
+    sa.Column("config_version", sa.String(64), nullable=False),
+    sa.Column("received_at", Time, nullable=False),
+    sa.Column("answered_at", Time, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("test", sa.Boolean, nullable=False),
+    sa.Column("cost", Money, nullable=False),
+    sa.Column("revenue", Money, nullable=False),
+    sa.Column("margin", Money, nullable=False),
+    sa.Column("elapsed_ms", sa.Float, nullable=False),
+    sa.Column("trace_id", sa.String(32), nullable=False),
+    # The non-PII ping view, enough to replay the auction.
+    sa.Column("ping_fields", sa.JSON, nullable=False),
+    sa.Index("ix_leads_source_time", "source_id", "received_at"),
+    sa.Index("ix_leads_flow_time", "flow", "received_at"),
+    sa.Index("ix_leads_time", "received_at"),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("lead_id", sa.String(128), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("buyer_id", sa.String(64), nullable=False),
+    sa.Column("tier", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("bid", Money, nullable=True),
+    sa.Column("ping_ms", sa.Float, nullable=False),
+    sa.Column("post_ms", sa.Float, nullable=False),
+    sa.Column("http_status", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Index("ix_attempts_buyer", "buyer_id", "status"),
+)
+
+# No foreign key to leads: from the Redis outbox a sale may reach the books before its lead.
+sales = sa.Table(
+    "sales",
+    metadata,
+    sa.Column("lead_id", sa.String(128), primary_key=True),
+    sa.Column("buyer_id", sa.String(64), primary_key=True),
+    sa.Column("price", Money, nullable=False),
+    # This sale's share of the lead's cost, so each sale carries its own margin.
+    sa.Column("cost", Money, nullable=False),
+    sa.Column("buyer_lead_id", sa.String(256), nullable=False),
+    sa.Column("exclusive", sa.Boolean, nullable=False),
+    sa.Column("tier", sa.String(64), nullable=False),
+    sa.Column("settlement", sa.String(16), nullable=False),
+    sa.Column("sold_at", Time, nullable=False),
+    sa.Column("flow", sa.String(64), nullable=False),
+    sa.Column("source_id", sa.String(64), nullable=False),
+    sa.Column("test", sa.Boolean, nullable=False),
+    sa.Column("config_version", sa.String(64), nullable=False),
+    sa.CheckConstraint("settlement IN ('sold', 'unsettled', 'rejected')", name="ck_sales_settlement"),
+    sa.Index("ix_sales_buyer_time", "buyer_id", "sold_at"),
+    sa.Index("ix_sales_source_time", "source_id", "sold_at"),
+    sa.Index("ix_sales_flow_time", "flow", "sold_at"),
+)
+
+# The money journal: append-only. A return or a settlement adds entries; nothing is edited.
+# `kind` is cost / revenue / revenue_reversal / cost_reversal; reversals carry negative amounts.
+entries = sa.Table(
+    "entries",
+    metadata,
+    sa.Column("lead_id", sa.String(128), primary_key=True),
+    sa.Column("buyer_id", sa.String(64), primary_key=True),  # '' for the source's cost
+    sa.Column("kind", sa.String(24), primary_key=True),
+    sa.Column("amount", Money, nullable=False),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("flow", sa.String(64), nullable=False),
+    sa.Column("source_id", sa.String(64), nullable=False),
+    sa.Index("ix_entries_time", "at"),
+    sa.Index("ix_entries_buyer_time", "buyer_id", "at"),
+    sa.Index("ix_entries_source_time", "source_id", "at"),
+    sa.Index("ix_entries_flow_time", "flow", "at"),
+)
+
+returns = sa.Table(
+    "returns",
+    metadata,
+    sa.Column("lead_id", sa.String(128), primary_key=True),
+    sa.Column("buyer_id", sa.String(64), primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("returned_at", Time, nullable=False),
+    sa.Column("revenue_reversed", Money, nullable=False),
+    sa.Column("cost_reversed", Money, nullable=False),
+    sa.Index("ix_returns_buyer_time", "buyer_id", "returned_at"),
+)
+
+# Live configuration: append-only; the highest version is the live one. `document` is the YAML as
+# written, with ${VAR} references unexpanded, so no secret from the environment is ever stored.
+config_versions = sa.Table(
+    "config_versions",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("author", sa.String(128), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("document", sa.Text, nullable=False),
+)

@@ -1,0 +1,285 @@
+"""Live configuration over the Admin API: versions, replicas following within a second, rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import orjson
+import pytest
+import yaml
+from routelead.api.admin import AdminServicer
+from routelead.api.server import Service
+from routelead.config.loader import ConfigError
+from routelead.records.configstore import ConfigStore, ConfigWatcher, compile_version
+from routelead.records.ledger import Ledger
+from routelead.v1 import admin_pb2 as apb
+from routelead.v1 import admin_pb2_grpc as apb_grpc
+from routelead.v1 import routelead_pb2 as pb
+from routelead.v1 import routelead_pb2_grpc as pb_grpc
+
+from tests.buyers import BuyerServer, accept, bid, slow
+from tests.configs import GOOD_LEAD, buyer, document
+from tests.records.conftest import Backend
+
+TOKEN = "admin-token-for-tests-0123456789"
+ENV = {"A_KEY": "key-from-env"}
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
+LITERAL = "s3cr3t-literal-value"
+
+
+@dataclass
+class Replica:
+    service: Service
+    ledger: Ledger
+    routing: pb_grpc.RouteLeadStub
+    admin: apb_grpc.AdminStub
+    n: int = 0
+
+    async def route(self) -> pb.RouteLeadResponse:
+        self.n += 1
+        fields = {**GOOD_LEAD, "email": f"r{id(self)}-{self.n}@example.com"}
+        request = pb.RouteLeadRequest(flow="solar", source_id="src-1", fields=fields)
+        reply: pb.RouteLeadResponse = await self.routing.RouteLead(request, timeout=10)
+        return reply
+
+
+Start = Callable[[], Awaitable[Replica]]
+
+
+def _doc(buyers: BuyerServer) -> str:
+    a = buyer(
+        buyers.url, "a", post={"headers": {"X-Key": "${A_KEY}", "X-Literal": LITERAL}, "timeout_ms": 700}
+    )
+    return yaml.safe_dump(document([a, buyer(buyers.url, "b")], dedupe=None))
+
+
+@pytest.fixture
+async def replicas(backend: Backend, buyers: BuyerServer) -> AsyncIterator[Start]:
+    buyers.on("a", ping=bid("40.00"), post=accept("A-1"))
+    buyers.on("b", ping=bid("30.00"), post=accept("B-1"))
+    text = _doc(buyers)
+    running: list[tuple[Service, grpc.aio.Channel, asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start() -> Replica:
+        ledger = await backend.ledger()
+        store = ConfigStore(ledger.engine)
+        live = await store.seed(text, ENV)
+        admin = AdminServicer(store, TOKEN, ENV)
+        service = Service(compile_version(live, ENV), ledger=ledger, extra_services=[admin.register])
+        await service.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(ConfigWatcher(store, service.use_config, live.version, env=ENV).run(stop))
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+        running.append((service, channel, stop, task))
+        return Replica(service, ledger, pb_grpc.RouteLeadStub(channel), apb_grpc.AdminStub(channel))
+
+    yield start
+    for service, channel, stop, task in running:
+        stop.set()
+        await task
+        await channel.close()
+        await service.stop(grace=0.5)
+
+
+def change(reason: str, expected: int = 0) -> apb.Change:
+    return apb.Change(author="ops@example.com", reason=reason, expected_version=expected)
+
+
+async def until_sold_to(r: Replica, buyer_id: str, within_s: float) -> tuple[pb.RouteLeadResponse, float]:
+    t0 = time.monotonic()
+    while True:
+        reply = await r.route()
+        if [s.buyer_id for s in reply.sales] == [buyer_id]:
+            return reply, time.monotonic() - t0
+        assert time.monotonic() - t0 < within_s, f"{buyer_id} never won within {within_s} s"
+
+
+async def test_a_change_through_one_replica_is_used_by_another_within_a_second(replicas: Start) -> None:
+    one, two = await replicas(), await replicas()
+    first = await two.route()
+    assert [s.buyer_id for s in first.sales] == ["a"]
+
+    paused = await one.admin.SetBuyerPaused(
+        apb.SetBuyerPausedRequest(buyer_id="a", paused=True, change=change("a asked for a break", 1)),
+        metadata=AUTH,
+    )
+    reply, took = await until_sold_to(two, "b", within_s=1.0)
+    rolled = await one.admin.Rollback(
+        apb.RollbackRequest(to_version=1, change=change("a is back")), metadata=AUTH
+    )
+    back, took_back = await until_sold_to(two, "a", within_s=1.0)
+
+    assert paused.version.version == 2 and rolled.version.version == 3
+    assert took < 1.0 and took_back < 1.0
+    versions = {r.lead_id: (await two.ledger.lead(r.lead_id)).lead for r in (first, reply, back)}
+    assert [v["config_version"] for v in versions.values() if v] == ["v1", "v2", "v3"]
+    listed = await one.admin.ListVersions(apb.ListVersionsRequest(), metadata=AUTH)
+    assert listed.live == 3
+    assert [(v.version, v.author, v.reason) for v in listed.versions] == [
+        (3, "ops@example.com", "rollback to v1: a is back"),
+        (2, "ops@example.com", "a asked for a break"),
+        (1, "file", "seeded from the configuration file"),
+    ]
+    diff = await one.admin.DiffVersions(apb.DiffVersionsRequest(from_version=1, to_version=2), metadata=AUTH)
+    assert "+  enabled: false" in diff.unified_diff and diff.unified_diff.startswith("--- v1")
+
+
+async def test_admin_needs_its_token_validates_like_the_file_and_never_shows_secrets(replicas: Start) -> None:
+    r = await replicas()
+
+    for metadata in ((), (("authorization", "Bearer wrong-token-wrong-token"),)):
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await r.admin.ListVersions(apb.ListVersionsRequest(), metadata=metadata)
+        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    got = await r.admin.GetEntity(apb.GetEntityRequest(kind=apb.BUYER, id="a"), metadata=AUTH)
+    shown = orjson.loads(got.json)
+    assert shown["post"]["headers"] == {"X-Key": "${A_KEY}", "X-Literal": "***"}
+    exported = await r.admin.ExportVersion(apb.ExportVersionRequest(), metadata=AUTH)
+    assert LITERAL not in exported.yaml and "key-from-env" not in exported.yaml
+
+    too_slow = {**shown, "ping": {**shown["ping"], "timeout_ms": 900}}
+    with pytest.raises(grpc.aio.AioRpcError) as invalid:
+        await r.admin.UpsertEntity(
+            apb.UpsertEntityRequest(
+                kind=apb.BUYER, json=orjson.dumps(too_slow).decode(), change=change("faster")
+            ),
+            metadata=AUTH,
+        )
+    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "buyers[0].ping.timeout_ms: 900 ms exceeds the 750 ms deadline" in (invalid.value.details() or "")
+
+    with pytest.raises(grpc.aio.AioRpcError) as in_use:
+        await r.admin.DeleteEntity(
+            apb.DeleteEntityRequest(kind=apb.BUYER, id="a", change=change("gone")), metadata=AUTH
+        )
+    assert in_use.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # a flow's tier still names it
+
+    # A read-modify-write round trip keeps the masked secret, and a stale one is refused.
+    cheaper = {**shown, "priority": 5}
+    done = await r.admin.UpsertEntity(
+        apb.UpsertEntityRequest(
+            kind=apb.BUYER, json=orjson.dumps(cheaper).decode(), change=change("prio", 1)
+        ),
+        metadata=AUTH,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as stale:
+        await r.admin.UpsertEntity(
+            apb.UpsertEntityRequest(
+                kind=apb.BUYER, json=orjson.dumps(cheaper).decode(), change=change("again", 1)
+            ),
+            metadata=AUTH,
+        )
+    assert stale.value.code() == grpc.StatusCode.ABORTED
+    assert done.version.version == 2
+    listed = await r.admin.ListVersions(apb.ListVersionsRequest(), metadata=AUTH)
+    assert listed.live == 2  # the refused changes stored nothing
+    store = ConfigStore(r.ledger.engine)
+    stored = yaml.safe_load((await store.get(2)).document)
+    assert stored["buyers"][0]["post"]["headers"]["X-Literal"] == LITERAL
+    assert stored["buyers"][0]["priority"] == 5
+
+
+async def test_a_lead_in_flight_finishes_on_the_version_it_started_with(
+    replicas: Start, buyers: BuyerServer
+) -> None:
+    buyers.on("a", ping=bid("40.00"), post=slow(0.5, accept("A-1")))
+    r = await replicas()
+    in_flight = asyncio.create_task(r.route())
+    await asyncio.sleep(0.08)  # pinged, now posting to a (its post takes 500 ms)
+
+    await r.admin.SetBuyerPaused(
+        apb.SetBuyerPausedRequest(buyer_id="a", paused=True, change=change("pause")), metadata=AUTH
+    )
+    deadline = time.monotonic() + 1.0
+    while r.service.config.version != "v2":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    assert not in_flight.done()  # the new version went live while this lead was being posted
+    reply = await in_flight
+
+    assert [s.buyer_id for s in reply.sales] == ["a"]
+    story = await r.ledger.lead(reply.lead_id)
+    assert story.lead is not None and story.lead["config_version"] == "v1"
+    after = await r.route()
+    assert [s.buyer_id for s in after.sales] == ["b"]
+
+
+async def test_the_admin_command_line(replicas: Start, tmp_path: Path) -> None:
+    r = await replicas()
+    env = {
+        **os.environ,
+        "ROUTELEAD_ADMIN_TOKEN": TOKEN,
+        "ROUTELEAD_ADMIN_TARGET": f"127.0.0.1:{r.service.port}",
+    }
+
+    async def cli(*args: str, environ: dict[str, str] = env) -> tuple[int | None, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "routelead.cli",
+            "admin",
+            "--author",
+            "cli-user",
+            *args,
+            env=environ,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, out.decode(), err.decode()
+
+    source = tmp_path / "source.yaml"
+    source.write_text("id: src-new\ncost: '3.50'\n")
+    paused = await cli("pause", "a", "--reason", "holiday")
+    added = await cli("upsert", "source", str(source), "--reason", "new seller")
+    versions = await cli("versions")
+    diff = await cli("diff", "2", "3")
+    got = await cli("get", "buyer", "a")
+    listed = await cli("list", "source")
+    refused = await cli("delete", "buyer", "a", "--reason", "gone")
+    rolled = await cli("rollback", "1", "--reason", "undo")
+    exported = await cli("export")
+    no_token = await cli("versions", environ={k: v for k, v in env.items() if k != "ROUTELEAD_ADMIN_TOKEN"})
+
+    assert paused[:2] == (0, "v2 is live: holiday (cli-user)\n"), paused[2]
+    assert added[0] == 0 and "v3 is live" in added[1]
+    assert versions[1].splitlines()[0].startswith("* v3") and "new seller" in versions[1]
+    assert "+- id: src-new" in diff[1]
+    assert "enabled: false" in got[1] and LITERAL not in got[1]
+    assert listed[1].split() == ["src-1", "src-free", "src-new"]
+    assert refused[0] == 1 and "INVALID_ARGUMENT" in refused[2]
+    assert rolled[0] == 0 and "v4 is live: rollback to v1: undo" in rolled[1]
+    assert (
+        exported[1].startswith("# version 4") and "src-new" not in exported[1] and LITERAL not in exported[1]
+    )
+    assert no_token[0] == 2 and "ROUTELEAD_ADMIN_TOKEN" in no_token[2]
+    deadline = time.monotonic() + 1.0
+    while r.service.config.version != "v4":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+
+
+async def test_the_file_seeds_version_one_and_an_edited_file_is_a_new_version(
+    backend: Backend, buyers: BuyerServer
+) -> None:
+    store = ConfigStore((await backend.ledger()).engine)
+    text = _doc(buyers)
+
+    first = await store.seed(text, ENV)
+    paused = await store.commit(text.replace("id: b\n", "id: b\n  enabled: false\n"), "ops", "pause b", 1)
+    restart = await store.seed(text, ENV)  # same file: the Admin change stays live
+    edited = await store.seed(text.replace("timeout_ms: 400", "timeout_ms: 350"), ENV)
+
+    assert (first.version, paused.version, restart.version, edited.version) == (1, 2, 2, 3)
+    assert edited.author == "file" and edited.reason == "the configuration file changed"
+    with pytest.raises(ConfigError):
+        await store.seed(text.replace("timeout_ms: 400", "timeout_ms: 900"), ENV)
+    assert await store.latest_number() == 3

@@ -1,0 +1,187 @@
+"""The ledger on both backends: schema, idempotent application, and agreement with the RPC answers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import grpc
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from routelead.api.server import Service
+from routelead.records.codec import AttemptRecord, LeadRecord, SaleRecord, decode, encode
+from routelead.records.db import head_revision, migrate
+from routelead.records.schema import metadata
+from routelead.v1 import routelead_pb2 as pb
+from routelead.v1 import routelead_pb2_grpc as pb_grpc
+
+from tests.buyers import BuyerServer, accept, bid, no_bid, reject
+from tests.configs import GOOD_LEAD, PII_VALUES, buyer, compile_doc, document
+from tests.records.conftest import Backend
+
+
+def a_lead(
+    lead_id: str = "L-1", *, cost: str = "10.00", price: str = "45.10", at: float | None = None
+) -> LeadRecord:
+    at = time.time() if at is None else at
+    sale = SaleRecord(lead_id, "b", Decimal(price), "B-9", True, "t1", "sold", at, "solar", "src-1")
+    return LeadRecord(
+        lead_id=lead_id,
+        flow="solar",
+        source_id="src-1",
+        config_version="v-abc",
+        received_at=at - 0.2,
+        answered_at=at,
+        outcome="SOLD",
+        test=False,
+        cost=Decimal(cost),
+        revenue=Decimal(price),
+        elapsed_ms=200.0,
+        trace_id="0" * 31 + "1",
+        ping_fields={"state": "CA", "zip": "90210"},
+        attempts=(
+            AttemptRecord(0, "a", "t1", "OUTBID", Decimal("30.00"), 12.5, 0.0, 200, "b won at 45.10"),
+            AttemptRecord(1, "b", "t1", "POST_ACCEPTED", Decimal(price), 10.0, 20.0, 200, "sold at 45.10"),
+        ),
+        sales=(sale,),
+    )
+
+
+async def test_migrations_create_the_schema_the_code_uses(backend: Backend) -> None:
+    ledger = await backend.ledger()
+
+    again = await migrate(ledger.engine)  # a second start-up finds nothing to do
+
+    assert again == head_revision()
+    async with ledger.engine.connect() as conn:
+        diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), metadata))
+        names = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
+    assert diff == []
+    assert {"leads", "attempts", "sales", "entries", "returns", "alembic_version"} <= names
+
+
+async def test_a_record_applied_twice_changes_nothing_and_money_stays_exact(backend: Backend) -> None:
+    ledger = await backend.ledger()
+    records = [a_lead(f"L-{i}", cost="0.10", price="0.20") for i in range(30)]
+
+    await ledger.apply(records)
+    await ledger.apply(records)  # a redelivered outbox batch
+    await ledger.apply([records[0].sales[0]])  # the same sale from the buyer's stream
+
+    story = await ledger.lead("L-7")
+    assert story.lead is not None and story.lead["margin"] == Decimal("0.10")
+    assert story.lead["ping_fields"] == {"state": "CA", "zip": "90210"}
+    assert [(a["buyer_id"], a["status"], a["bid"]) for a in story.attempts] == [
+        ("a", "OUTBID", Decimal("30.00")),
+        ("b", "POST_ACCEPTED", Decimal("0.20")),
+    ]
+    assert [(s["buyer_id"], s["price"], s["settlement"]) for s in story.sales] == [
+        ("b", Decimal("0.20"), "sold")
+    ]
+    now = datetime.now(UTC)
+    [total] = await ledger.totals("source", now - timedelta(hours=1), now + timedelta(hours=1))
+    # 30 × 0.20 and 30 × 0.10 summed in SQL: exact, not 5.999999…
+    assert (total.sales, total.gross_revenue, total.gross_cost, total.net_margin) == (
+        30,
+        Decimal("6.00"),
+        Decimal("3.00"),
+        Decimal("3.00"),
+    )
+
+
+def test_outbox_bytes_round_trip() -> None:
+    record = a_lead()
+
+    assert decode(encode(record)) == record
+    assert decode(encode(record.sales[0])) == record.sales[0]
+
+
+async def test_ledger_rows_agree_with_the_rpc_answers_to_the_cent(
+    backend: Backend, buyers: BuyerServer
+) -> None:
+    buyers.on("a", ping=bid("33.33"), post=accept("A-1"))
+    buyers.on("b", ping=bid("41.07"), post=reject("dupe"))
+    buyers.on("c", ping=no_bid())
+    buyers.on("d", ping=bid("12.34"), post=accept("D-1"))
+    doc = document([buyer(buyers.url, x) for x in "abcd"], tiers=[["a", "b", "c"], ["d"]], dedupe=None)
+    ledger = await backend.ledger()
+    sources = ["src-1", "src-free"]
+    async with (
+        Service(compile_doc(doc), ledger=ledger) as service,
+        grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
+    ):
+        client = pb_grpc.RouteLeadStub(channel)
+
+        async def one(n: int) -> pb.RouteLeadResponse:
+            fields = {**GOOD_LEAD, "email": f"p{n}@example.com"}
+            request = pb.RouteLeadRequest(
+                lead_id=f"lead-{n}", flow="solar", source_id=sources[n % 2], fields=fields, test=n % 10 == 9
+            )
+            reply: pb.RouteLeadResponse = await client.RouteLead(request, timeout=10)
+            return reply
+
+        replies = await asyncio.gather(*(one(n) for n in range(40)))
+
+    for reply in replies:
+        story = await ledger.lead(reply.lead_id)
+        assert story.lead is not None
+        row = story.lead
+        assert (row["outcome"], row["test"], row["config_version"]) == (
+            pb.Outcome.Name(reply.outcome),
+            reply.test,
+            compile_doc(doc).version,
+        )
+        assert (str(row["cost"]), str(row["revenue"]), str(row["margin"])) == (
+            reply.cost,
+            reply.revenue,
+            reply.margin,
+        )
+        assert [(a["buyer_id"], a["status"], str(a["bid"] or ""), a["reason"]) for a in story.attempts] == [
+            (a.buyer_id, pb.AttemptStatus.Name(a.status), a.price, a.reason) for a in reply.attempts
+        ]
+        sold = [s for s in story.sales if s["settlement"] == "sold"]
+        assert [(s["buyer_id"], str(s["price"]), str(s["cost"]), s["buyer_lead_id"]) for s in sold] == [
+            (s.buyer_id, s.price, s.cost, s.buyer_lead_id) for s in reply.sales
+        ]
+        assert not any(v in str(row["ping_fields"]) for v in PII_VALUES)
+
+    live = [r for r in replies if not r.test]
+    now = datetime.now(UTC)
+    totals = await ledger.totals("source", now - timedelta(hours=1), now + timedelta(hours=1))
+    assert sum(t.gross_revenue for t in totals) == sum(Decimal(r.revenue) for r in live)
+    assert sum(t.gross_cost for t in totals) == sum(Decimal(r.cost) for r in live)
+    by_buyer = {
+        t.key: t for t in await ledger.totals("buyer", now - timedelta(hours=1), now + timedelta(hours=1))
+    }
+    assert by_buyer["a"].sales == sum(1 for r in live for s in r.sales if s.buyer_id == "a") > 0
+    assert "b" not in by_buyer  # it rejected every post: no revenue from it
+
+
+async def test_no_answer_leaves_without_its_ledger_record(backend: Backend, buyers: BuyerServer) -> None:
+    buyers.on("a", ping=bid("33.33"), post=accept("A-1"))
+    doc = document([buyer(buyers.url, "a")], dedupe=None)
+    ledger = await backend.ledger()
+    async with (
+        Service(compile_doc(doc), ledger=ledger) as service,
+        grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
+    ):
+        client = pb_grpc.RouteLeadStub(channel)
+        request = pb.RouteLeadRequest(lead_id="while-down", flow="solar", source_id="src-1", fields=GOOD_LEAD)
+        await backend.down()
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await client.RouteLead(request, timeout=20)
+        finally:
+            await backend.up()
+        later = await client.RouteLead(
+            pb.RouteLeadRequest(lead_id="after", flow="solar", source_id="src-1", fields=GOOD_LEAD),
+            timeout=20,
+        )
+
+    assert failed.value.code() == grpc.StatusCode.INTERNAL  # the caller never hears SOLD
+    story = await ledger.lead("after")
+    assert later.outcome == pb.SOLD and story.lead is not None and str(story.lead["revenue"]) == later.revenue
