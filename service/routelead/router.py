@@ -29,6 +29,8 @@ from routelead.domain.outcome import Attempt, Outcome, RoutingResult, Sale, Stat
 from routelead.domain.pricing import book
 from routelead.domain.rules import Facts
 from routelead.domain.tree import Offer, allocate, rotation, value
+from routelead.records.codec import SaleRecord
+from routelead.records.codec import encode as encode_record
 from routelead.records.port import LedgerWriter
 from routelead.state.memory import MemoryBuyerStats, MemoryRotationStore, MemoryVolumeStore
 from routelead.state.plan import describe
@@ -553,12 +555,19 @@ class Router:
             if reservation is not None:
                 await self._caps.release(reservation)
             return None
-        if reservation is not None:
-            await self._caps.commit(reservation)
         if parsed.price is not None and parsed.price != price:
             # The buyer's post answer states what it pays: that is the revenue (seed 003).
             price = to_cents(parsed.price)
             a.price = price
+        if reservation is not None:
+            # The sale's record goes into the buyer's outbox in the same call that commits the
+            # cap: a process killed before the lead reaches the ledger still has the sale booked
+            # (by `routelead sink`), never just counted.
+            sale = SaleRecord(
+                result.lead_id, buyer.id, price, parsed.buyer_lead_id, exclusive, a.tier, "sold",
+                time.time(), result.flow, result.source_id, result.test,
+            )  # fmt: skip
+            await self._caps.commit(reservation, outbox=encode_record(sale))
         if buyer.pricing.uses_volume:
             await self._volume.add(f"buyer:{buyer.id}", self._clock())
         a.status, a.reason = (
