@@ -11,6 +11,7 @@ import structlog
 from routelead.api.admin import AdminServicer, admin_token
 from routelead.api.security import SecurityError, token_matches
 from routelead.api.server import Service, serve_until_signalled
+from routelead.api.state_admin import StateAdminServicer
 from routelead.records.configstore import ConfigStore, ConfigWatcher, compile_version
 from routelead.records.ledger import Ledger
 
@@ -37,7 +38,14 @@ async def serve_with_books(service: Service, config_path: str, env: Mapping[str,
         service.use_config(compile_version(live, env))
         service.ledger = ledger
         if token:
-            service.extra_services = [AdminServicer(store, token, env).register]
+
+            def breakers() -> dict[str, str]:
+                return service.router.breakers.states() if service.router is not None else {}
+
+            service.extra_services = [
+                AdminServicer(store, token, env).register,
+                StateAdminServicer(service.caps, breakers, token, ledger).register,
+            ]
         else:
             log.info("admin.disabled", detail="set ROUTELEAD_ADMIN_TOKEN to serve routelead.v1.Admin")
         stop = asyncio.Event()
