@@ -201,3 +201,28 @@ async def test_no_pii_in_logs_spans_or_errors(buyers: BuyerServer, start: Start)
     blob = "\n".join(seen)
     for value in (*PII_VALUES, "maria.gonzalez@"):
         assert value not in blob, f"PII {value!r} leaked"
+
+
+async def test_a_buyer_echoing_its_api_key_does_not_put_it_in_attempts(
+    buyers: BuyerServer, start: Start
+) -> None:
+    from tests.configs import compile_doc, document
+
+    key = "k3y-from-the-environment-9f8e7d"
+    buyers.on("echo", ping=respond({"bid": False, "reason": f"bad key {key}"}))
+    buyers.on("echo2", ping=bid(40), post=reject(f"key {key} is over quota"))
+    buyers.on("ok", ping=bid(20), post=accept())
+    headers = {"headers": {"X-API-Key": "${BUYER_KEY}"}}
+    echo, echo2 = (
+        buyer(buyers.url, "echo", ping=headers),
+        buyer(buyers.url, "echo2", ping=headers, post=headers),
+    )
+    doc = document([echo, echo2, buyer(buyers.url, "ok")])
+    h = await start(config=compile_doc(doc, env={"BUYER_KEY": key}))
+
+    reply = await h.route()
+
+    reasons = {a.buyer_id: a.reason for a in reply.attempts}
+    assert reasons["echo"] == "bad key [secret]"
+    assert reasons["echo2"] == "post rejected: key [secret] is over quota"
+    assert key not in str(reply)

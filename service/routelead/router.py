@@ -487,9 +487,9 @@ class Router:
                         a.price, a.ping_id, a.exclusive = parsed.price, parsed.ping_id, parsed.exclusive
                         a.carried = parsed.carried
                         x.conditions = parsed.conditions
-                        a.reason = parsed.reason or "bid"
+                        a.reason = _scrub_secrets(parsed.reason, buyer) or "bid"
                     else:
-                        a.status, a.reason = Status.NO_BID, parsed.reason or "no bid"
+                        a.status, a.reason = Status.NO_BID, _scrub_secrets(parsed.reason, buyer) or "no bid"
             a.ping_ms = (time.perf_counter() - t0) * 1000
             _span_result(span, a, a.ping_ms)
         self._health(buyer, ok=a.status not in (Status.TIMED_OUT, Status.ERROR))
@@ -553,7 +553,7 @@ class Router:
                 _span_result(span, a, a.post_ms)
         self._stats.record_post(buyer.id, parsed.accepted)
         if not parsed.accepted:
-            why = _redact(parsed.reason, lead) or "no reason given"
+            why = _scrub_secrets(_redact(parsed.reason, lead), buyer) or "no reason given"
             a.status, a.reason = Status.POST_REJECTED, f"post rejected: {why}"
             if reservation is not None:
                 await self._caps.release(reservation)
@@ -582,7 +582,8 @@ class Router:
             await self._volume.add(f"buyer:{buyer.id}", self._clock())
         a.status, a.reason = (
             Status.POST_ACCEPTED,
-            f"sold at {fmt(price)}" + (f": {_redact(parsed.reason, lead)}" if parsed.reason else ""),
+            f"sold at {fmt(price)}"
+            + (f": {_scrub_secrets(_redact(parsed.reason, lead), buyer)}" if parsed.reason else ""),
         )
         return Sale(buyer.id, price, parsed.buyer_lead_id, exclusive, a.tier)
 
@@ -631,6 +632,16 @@ class Router:
                 await self._caps.unsettled(r, a.reason)
         elif r is not None:
             await self._caps.release(r)
+
+
+def _scrub_secrets(text: str, buyer: Buyer) -> str:
+    """A buyer echoing its own API key (or our token for it) gets it masked, like PII."""
+    if not text:
+        return text
+    for secret in buyer.secret_values:
+        if secret in text:
+            text = text.replace(secret, "[secret]")
+    return text
 
 
 def _redact(text: str, lead: Lead) -> str:

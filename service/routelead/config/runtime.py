@@ -43,6 +43,14 @@ class Buyer:
     trace_context: bool = False
 
     @property
+    def secret_values(self) -> tuple[str, ...]:
+        """Header values that may be credentials (everything but the content headers): a buyer
+        that echoes one back in an answer must not get it into attempts or logs."""
+        plain = {"content-type", "accept", "user-agent", "content-length", "accept-encoding"}
+        endpoints = [e for e in (self.ping, self.post) if e is not None]
+        return tuple({v for e in endpoints for k, v in e.headers if k.lower() not in plain and len(v) >= 6})
+
+    @property
     def capped(self) -> bool:
         return self.caps.active
 
