@@ -11,8 +11,10 @@ import structlog
 from routelead.api.admin import AdminServicer, admin_token
 from routelead.api.security import SecurityError, token_matches
 from routelead.api.server import Service, serve_until_signalled
+from routelead.api.stats import StatsServicer
 from routelead.records.configstore import ConfigStore, ConfigWatcher, compile_version
 from routelead.records.ledger import Ledger
+from routelead.records.reports import Reports
 
 log = structlog.get_logger("routelead.app")
 
@@ -37,9 +39,14 @@ async def serve_with_books(service: Service, config_path: str, env: Mapping[str,
         service.use_config(compile_version(live, env))
         service.ledger = ledger
         if token:
-            service.extra_services = [AdminServicer(store, token, env).register]
+            service.extra_services = [
+                AdminServicer(store, token, env).register,
+                StatsServicer(Reports(ledger.engine), token).register,
+            ]
         else:
-            log.info("admin.disabled", detail="set ROUTELEAD_ADMIN_TOKEN to serve routelead.v1.Admin")
+            log.info(
+                "admin.disabled", detail="set ROUTELEAD_ADMIN_TOKEN to serve routelead.v1.Admin and Stats"
+            )
         stop = asyncio.Event()
         watcher = asyncio.create_task(
             ConfigWatcher(store, service.use_config, live.version, env=env).run(stop)

@@ -310,3 +310,28 @@ class Reports:
         )
         async with self.engine.connect() as conn:
             return {str(b): (int(acc), int(n)) for b, acc, n in await conn.execute(q)}
+
+
+def windows(
+    kind: str,
+    now: datetime,
+    *,
+    first: date | None = None,
+    last: date | None = None,
+    split_by_day: bool = False,
+    tz: tzinfo = UTC,
+) -> list[Window]:
+    """The windows a caller asked for: "last_hour", "today" or "range" (whole days, optionally one
+    window per day). Raises ValueError with what is wrong."""
+    kind = kind or "last_hour"
+    if kind == "last_hour":
+        return [last_hour(now)]
+    if kind == "today":
+        if split_by_day:
+            raise ValueError("by_day needs window 'range'")
+        return [today(now, tz)]
+    if kind == "range":
+        if first is None or last is None:
+            raise ValueError("window 'range' needs from_date and to_date (YYYY-MM-DD)")
+        return by_day(first, last, tz) if split_by_day else [date_range(first, last, tz)]
+    raise ValueError(f"window {kind!r}: use last_hour, today or range")
