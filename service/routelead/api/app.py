@@ -12,6 +12,7 @@ from routelead.api.admin import AdminServicer, admin_token
 from routelead.api.security import SecurityError, token_matches
 from routelead.api.server import Service, serve_until_signalled
 from routelead.api.stats import StatsServicer
+from routelead.records.buyer_stats import LedgerBuyerStats, keep_fresh, refresh
 from routelead.records.configstore import ConfigStore, ConfigWatcher, compile_version
 from routelead.records.ledger import Ledger
 from routelead.records.reports import Reports
@@ -38,10 +39,14 @@ async def serve_with_books(service: Service, config_path: str, env: Mapping[str,
             )
         service.use_config(compile_version(live, env))
         service.ledger = ledger
+        reports = Reports(ledger.engine)
+        # The ranking's post-accept rates come from the books (every replica's posts), refreshed.
+        stats = service.stats = LedgerBuyerStats()
+        await refresh(stats, reports)
         if token:
             service.extra_services = [
                 AdminServicer(store, token, env).register,
-                StatsServicer(Reports(ledger.engine), token).register,
+                StatsServicer(reports, token).register,
             ]
         else:
             log.info(
@@ -51,10 +56,12 @@ async def serve_with_books(service: Service, config_path: str, env: Mapping[str,
         watcher = asyncio.create_task(
             ConfigWatcher(store, service.use_config, live.version, env=env).run(stop)
         )
+        freshener = asyncio.create_task(keep_fresh(stats, reports, stop))
         try:
             await serve_until_signalled(service)
         finally:
             stop.set()
             await watcher
+            await freshener
     finally:
         await ledger.close()
