@@ -82,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
 
     admin_cli.add_parser(sub)
     from routelead.api import stats_cli
+    from routelead.replay import cli as replay_cli
 
     stats_cli.add_parser(sub)
+    replay_cli.add_parser(sub)
 
     sim = sub.add_parser("buyers-sim", help="run the simulated buyer fleet (for the example config)")
     sim.add_argument("--port", type=int, default=8700)
@@ -111,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             return admin_cli.run(args)
         case "stats":
             return stats_cli.run(args)
+        case "replay":
+            return replay_cli.run(args)
         case command if command in books.COMMANDS:
             return books.run(args, _load)
     return 2
