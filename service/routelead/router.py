@@ -29,6 +29,7 @@ from routelead.domain.outcome import Attempt, Outcome, RoutingResult, Sale, Stat
 from routelead.domain.pricing import book
 from routelead.domain.rules import Facts
 from routelead.domain.tree import Offer, allocate, rotation, value
+from routelead.records.codec import SaleRecord, encode
 from routelead.records.port import LedgerWriter
 from routelead.state.memory import MemoryBuyerStats, MemoryRotationStore, MemoryVolumeStore
 from routelead.state.plan import describe
@@ -191,6 +192,7 @@ class Router:
             attributes={"lead.id": lead_id, "flow": flow.id, "source": source.id, "test": test},
         ) as span:
             result = RoutingResult(lead_id, flow.id, source.id, test, Outcome.UNSOLD, ZERO)
+            result.config_version = config.version
             result.trace_id = format(span.get_span_context().trace_id, "032x")
             identity = self._identity(flow, lead)
             if identity and flow.dedupe_ttl_s and await self._seen_in_flow(flow, identity, test):
@@ -505,16 +507,19 @@ class Router:
         remaining = deadline - time.monotonic()
         if remaining < MIN_POST_S:
             return None  # the attempt stays BID and is explained as NOT_OFFERED
+        # Every post is reserved first, capped buyer or not: the reservation marks "posting now",
+        # so a process killed before it settles leaves an orphan to reconcile, and the commit
+        # appends the sale to the books' outbox in the same atomic step (Redis).
         reservation: Reservation | None = None
-        if buyer.capped:
-            scopes = (f"flow={result.flow}", f"source={result.source_id}")
-            try:
-                reservation = await self._caps.reserve(
-                    buyer.caps, result.lead_id, self._clock(), price, scopes
-                )
-            except StateUnavailable:
+        scopes = (f"flow={result.flow}", f"source={result.source_id}")
+        try:
+            reservation = await self._caps.reserve(buyer.caps, result.lead_id, self._clock(), price, scopes)
+        except StateUnavailable:
+            if buyer.capped:
                 a.status, a.reason = Status.SKIPPED_CAP, "cap state unavailable: not sold to while unknown"
                 return None
+            # Uncapped buyers still sell while Redis is down; the ledger write before the answer books it.
+        else:
             if reservation is None:
                 a.status, a.reason = Status.SKIPPED_CAP, "cap, budget or balance reached before the post"
                 return None
@@ -553,12 +558,26 @@ class Router:
             if reservation is not None:
                 await self._caps.release(reservation)
             return None
-        if reservation is not None:
-            await self._caps.commit(reservation)
         if parsed.price is not None and parsed.price != price:
             # The buyer's post answer states what it pays: that is the revenue (seed 003).
             price = to_cents(parsed.price)
             a.price = price
+        if reservation is not None:
+            sale = SaleRecord(
+                result.lead_id,
+                buyer.id,
+                price,
+                parsed.buyer_lead_id,
+                exclusive,
+                a.tier,
+                "sold",
+                self._clock(),
+                result.flow,
+                result.source_id,
+                result.test,
+                result.config_version,
+            )
+            await self._caps.commit(reservation, encode(sale))
         if buyer.pricing.uses_volume:
             await self._volume.add(f"buyer:{buyer.id}", self._clock())
         a.status, a.reason = (

@@ -185,3 +185,24 @@ async def test_no_answer_leaves_without_its_ledger_record(backend: Backend, buye
     assert failed.value.code() == grpc.StatusCode.INTERNAL  # the caller never hears SOLD
     story = await ledger.lead("after")
     assert later.outcome == pb.SOLD and story.lead is not None and str(story.lead["revenue"]) == later.revenue
+
+
+async def test_a_sale_from_the_outbox_first_gets_its_cost_share_from_the_routers_write(
+    backend: Backend,
+) -> None:
+    import dataclasses
+
+    ledger = await backend.ledger()
+    lead = a_lead("L-order")
+    with_share = dataclasses.replace(lead.sales[0], cost=Decimal("10.00"))
+    lead = dataclasses.replace(lead, sales=(with_share,))
+    early = dataclasses.replace(with_share, cost=Decimal("0.00"))  # the cap commit does not know it
+
+    await ledger.apply([early])
+    await ledger.apply([lead])
+    await ledger.apply([early])  # redelivered: changes nothing
+
+    story = await ledger.lead("L-order")
+    assert [(s["buyer_id"], s["price"], s["cost"]) for s in story.sales] == [
+        ("b", Decimal("45.10"), Decimal("10.00"))
+    ]

@@ -10,10 +10,13 @@ from typing import Any
 import grpc
 import pytest
 from routelead.api.server import Service
+from routelead.records.codec import SaleRecord, decode
+from routelead.state.redis import connect
 from routelead.v1 import routelead_pb2 as pb
+from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
 from tests.buyers import BuyerServer, accept, bid, hang
-from tests.configs import buyer, compile_doc, document, fixed_buyer
+from tests.configs import GOOD_LEAD, buyer, compile_doc, document, fixed_buyer
 from tests.conftest import Harness
 from tests.state.conftest import Backend
 
@@ -107,3 +110,41 @@ async def test_a_per_source_cap_counts_only_that_sources_leads(
     assert [s.buyer_id for s in first.sales] == ["a"]
     assert attempt(second, "a").status == SKIPPED_CAP and "for source=src-1" in attempt(second, "a").reason
     assert [s.buyer_id for s in other.sales] == ["a"]
+
+
+async def test_an_accepted_post_lands_in_the_outbox_with_its_commit(
+    buyers: BuyerServer, redis_url: str
+) -> None:
+    """Uncapped buyers too: every post is reserved, and the commit appends the sale to the books'
+    outbox in the same script call, so a process killed before its ledger write loses no sale."""
+    buyers.on("free", ping=bid("33.30"), post=accept("F-1"))
+    state = connect(redis_url, b"s" * 16, op_timeout_s=2.0)
+    service = Service(compile_doc(document([buyer(buyers.url, "free")])), caps=state.caps)
+    await service.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            reply = await pb_grpc.RouteLeadStub(channel).RouteLead(
+                pb.RouteLeadRequest(flow="solar", source_id="src-1", fields=GOOD_LEAD), timeout=10
+            )
+        entries = await state.redis.xrange("rl:{free}:outbox")
+        open_reservations = await state.caps.list_unsettled(older_than_s=0)
+    finally:
+        await service.stop(grace=0.5)
+        await state.close()
+
+    assert reply.outcome == pb.SOLD
+    assert open_reservations == []  # committed, not left as an orphan
+    assert entries is not None
+    [(_, fields)] = entries
+    assert fields is not None
+    raw = fields[b"record"]
+    assert isinstance(raw, bytes)
+    record = decode(raw)
+    assert isinstance(record, SaleRecord)
+    assert (record.lead_id, record.buyer_id, record.price, record.buyer_lead_id, record.settlement) == (
+        reply.lead_id,
+        "free",
+        Decimal("33.30"),
+        "F-1",
+        "sold",
+    )

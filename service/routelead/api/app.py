@@ -11,6 +11,7 @@ import structlog
 from routelead.api.admin import AdminServicer, admin_token
 from routelead.api.security import SecurityError, token_matches
 from routelead.api.server import Service, serve_until_signalled
+from routelead.api.state_admin import StateAdminServicer
 from routelead.api.stats import StatsServicer
 from routelead.records.buyer_stats import LedgerBuyerStats, keep_fresh, refresh
 from routelead.records.configstore import ConfigStore, ConfigWatcher, compile_version
@@ -44,8 +45,13 @@ async def serve_with_books(service: Service, config_path: str, env: Mapping[str,
         stats = service.stats = LedgerBuyerStats()
         await refresh(stats, reports)
         if token:
+
+            def breakers() -> dict[str, str]:
+                return service.router.breakers.states() if service.router is not None else {}
+
             service.extra_services = [
                 AdminServicer(store, token, env).register,
+                StateAdminServicer(service.caps, breakers, token, ledger).register,
                 StatsServicer(reports, token).register,
             ]
         else:

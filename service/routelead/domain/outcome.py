@@ -82,6 +82,8 @@ class RoutingResult:
     trace_id: str = ""
     elapsed_ms: float = 0.0
     replayed: bool = False
+    # Which configuration version decided this lead (the books name it).
+    config_version: str = ""
 
     @property
     def revenue(self) -> Decimal:

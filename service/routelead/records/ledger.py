@@ -160,7 +160,19 @@ class Ledger:
             for table in (leads, attempts, sales, entries):
                 if rows[table.name]:
                     # executemany form: one cached statement shape, batched by the driver adapter.
-                    await conn.execute(self._insert(table).on_conflict_do_nothing(), rows[table.name])
+                    await conn.execute(self._idempotent(table), rows[table.name])
+
+    def _idempotent(self, table: sa.Table) -> Any:
+        stmt = self._insert(table)
+        if table is not sales:
+            return stmt.on_conflict_do_nothing()
+        # A sale can arrive twice: from the cap commit's outbox (cost share not yet known) and
+        # from the router's write. The second fills in the cost share; nothing else changes.
+        return stmt.on_conflict_do_update(
+            index_elements=[sales.c.lead_id, sales.c.buyer_id],
+            set_={"cost": stmt.excluded.cost},
+            where=(sales.c.cost == 0) & (stmt.excluded.cost != 0),
+        )
 
     def _insert(self, table: sa.Table) -> Any:
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert

@@ -1,0 +1,95 @@
+"""routelead.v1.StateAdmin: unsettled sales, prepaid balances and circuit breakers, for operators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import grpc
+
+from routelead.api.admin import require_admin
+from routelead.domain.money import fmt
+from routelead.records.ledger import Ledger
+from routelead.state.ports import CapStore
+from routelead.v1 import state_admin_pb2 as pb
+from routelead.v1 import state_admin_pb2_grpc as pb_grpc
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StateAdmin"].full_name
+Context = Any
+
+
+class StateAdminServicer(pb_grpc.StateAdminServicer):
+    def __init__(
+        self,
+        caps: CapStore,
+        breakers: Callable[[], dict[str, str]],
+        token: str,
+        ledger: Ledger | None = None,
+    ) -> None:
+        self._caps = caps
+        self._breakers = breakers
+        self._expected = f"Bearer {token}".encode()
+        self._ledger = ledger
+
+    def register(self, server: grpc.aio.Server) -> str:
+        pb_grpc.add_StateAdminServicer_to_server(self, server)
+        return SERVICE_NAME
+
+    async def ListUnsettled(
+        self, request: pb.ListUnsettledRequest, context: Context
+    ) -> pb.ListUnsettledResponse:
+        await require_admin(context, self._expected)
+        found = await self._caps.list_unsettled(older_than_s=max(0.0, request.older_than_s))
+        return pb.ListUnsettledResponse(
+            reservations=[
+                pb.UnsettledReservation(
+                    buyer_id=u.buyer_id,
+                    reservation_id=u.reservation_id,
+                    lead_id=u.lead_id,
+                    amount=fmt(u.amount),
+                    reserved_at=u.reserved_at,
+                    state=u.state,
+                    reason=u.reason,
+                )
+                for u in found
+            ]
+        )
+
+    async def Settle(self, request: pb.SettleRequest, context: Context) -> pb.SettleResponse:
+        await require_admin(context, self._expected)
+        pending = {u.reservation_id: u for u in await self._caps.list_unsettled(older_than_s=0.0)}
+        settled = await self._caps.settle(request.buyer_id, request.reservation_id, accepted=request.confirm)
+        books = ""
+        known = pending.get(request.reservation_id)
+        if settled and known is not None and self._ledger is not None:
+            # The books follow the caps: the same decision closes the unsettled sale there.
+            books = await self._ledger.settle(known.lead_id, known.buyer_id, sold=request.confirm)
+        return pb.SettleResponse(settled=settled, ledger=books)
+
+    async def GetBalance(self, request: pb.BalanceRequest, context: Context) -> pb.BalanceResponse:
+        await require_admin(context, self._expected)
+        balance = await self._caps.balance(request.buyer_id)
+        return pb.BalanceResponse(buyer_id=request.buyer_id, balance=fmt(balance))
+
+    async def TopUp(self, request: pb.TopUpRequest, context: Context) -> pb.BalanceResponse:
+        await require_admin(context, self._expected)
+        try:
+            amount = Decimal(request.amount)
+        except InvalidOperation:
+            amount = Decimal("NaN")
+        if not request.buyer_id or not amount.is_finite():
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                'buyer_id: required; amount: a decimal string such as "100.00"',
+            )
+        balance = await self._caps.top_up(request.buyer_id, amount)
+        return pb.BalanceResponse(buyer_id=request.buyer_id, balance=fmt(balance))
+
+    async def ListBreakers(
+        self, request: pb.ListBreakersRequest, context: Context
+    ) -> pb.ListBreakersResponse:
+        await require_admin(context, self._expected)
+        return pb.ListBreakersResponse(
+            breakers=[pb.BreakerState(buyer_id=b, state=s) for b, s in sorted(self._breakers().items())]
+        )
