@@ -81,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     from routelead.api import admin_cli
 
     admin_cli.add_parser(sub)
+    from routelead.api import stats_cli
+    from routelead.replay import cli as replay_cli
+
+    stats_cli.add_parser(sub)
+    replay_cli.add_parser(sub)
 
     sim = sub.add_parser("buyers-sim", help="run the simulated buyer fleet (for the example config)")
     sim.add_argument("--port", type=int, default=8700)
@@ -106,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             return _sink(args.config, args.redis_url, args.consumer)
         case "admin":
             return admin_cli.run(args)
+        case "stats":
+            return stats_cli.run(args)
+        case "replay":
+            return replay_cli.run(args)
         case command if command in books.COMMANDS:
             return books.run(args, _load)
     return 2

@@ -12,8 +12,11 @@ from routelead.api.admin import AdminServicer, admin_token
 from routelead.api.security import SecurityError, token_matches
 from routelead.api.server import Service, serve_until_signalled
 from routelead.api.state_admin import StateAdminServicer
+from routelead.api.stats import StatsServicer
+from routelead.records.buyer_stats import LedgerBuyerStats, keep_fresh, refresh
 from routelead.records.configstore import ConfigStore, ConfigWatcher, compile_version
 from routelead.records.ledger import Ledger
+from routelead.records.reports import Reports
 
 log = structlog.get_logger("routelead.app")
 
@@ -37,6 +40,10 @@ async def serve_with_books(service: Service, config_path: str, env: Mapping[str,
             )
         service.use_config(compile_version(live, env))
         service.ledger = ledger
+        reports = Reports(ledger.engine)
+        # The ranking's post-accept rates come from the books (every replica's posts), refreshed.
+        stats = service.stats = LedgerBuyerStats()
+        await refresh(stats, reports)
         if token:
 
             def breakers() -> dict[str, str]:
@@ -45,17 +52,22 @@ async def serve_with_books(service: Service, config_path: str, env: Mapping[str,
             service.extra_services = [
                 AdminServicer(store, token, env).register,
                 StateAdminServicer(service.caps, breakers, token, ledger).register,
+                StatsServicer(reports, token).register,
             ]
         else:
-            log.info("admin.disabled", detail="set ROUTELEAD_ADMIN_TOKEN to serve routelead.v1.Admin")
+            log.info(
+                "admin.disabled", detail="set ROUTELEAD_ADMIN_TOKEN to serve routelead.v1.Admin and Stats"
+            )
         stop = asyncio.Event()
         watcher = asyncio.create_task(
             ConfigWatcher(store, service.use_config, live.version, env=env).run(stop)
         )
+        freshener = asyncio.create_task(keep_fresh(stats, reports, stop))
         try:
             await serve_until_signalled(service)
         finally:
             stop.set()
             await watcher
+            await freshener
     finally:
         await ledger.close()

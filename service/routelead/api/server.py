@@ -25,7 +25,14 @@ from routelead.state.memory import (
     MemoryRotationStore,
     MemoryVolumeStore,
 )
-from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore, VolumeStore
+from routelead.state.ports import (
+    BuyerStats,
+    CapStore,
+    DedupeStore,
+    IdempotencyStore,
+    RotationStore,
+    VolumeStore,
+)
 from routelead.telemetry.spans import TracedCapStore
 from routelead.transport import Transport
 from routelead.v1 import routelead_pb2 as pb
@@ -53,6 +60,7 @@ class Service:
         clock: Callable[[], float] = time.time,
         ledger: LedgerWriter | None = None,
         extra_services: Sequence[Callable[[grpc.aio.Server], str]] = (),
+        stats: BuyerStats | None = None,
     ) -> None:
         self.config = config
         self.address = address
@@ -71,6 +79,8 @@ class Service:
         self.ledger = ledger
         # Each adds a servicer (e.g. Admin) to the server and returns its full service name.
         self.extra_services = extra_services
+        # Post-accept rates for the expected-revenue ranking (None: the router's in-process ones).
+        self.stats = stats
         self.transport = Transport(verify_tls=config.verify_buyer_tls)
         self._clock = clock
         self.port = 0
@@ -101,6 +111,7 @@ class Service:
             volume=self.volume,
             clock=self._clock,
             ledger=self.ledger,
+            stats=self.stats,
         )
         size = self.config.max_message_bytes
         server = grpc.aio.server(

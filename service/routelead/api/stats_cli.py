@@ -1,0 +1,133 @@
+"""`routelead stats`: GetStats from the command line as readable tables (token from ROUTELEAD_ADMIN_TOKEN)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from routelead.api.credentials import admin_token
+from routelead.v1 import stats_pb2 as pb
+
+_BUYER_COLUMNS = (
+    "buyer", "pings", "bids", "bid%", "avg bid", "wins", "win%", "posts", "accept%",
+    "p50 ms", "p95 ms", "p99 ms", "timeouts", "errors", "revenue",
+)  # fmt: skip
+_MONEY_COLUMNS = ("leads", "sold", "rev/ping", "cost", "revenue", "margin", "margin %")
+
+
+def add_parser(sub: Any) -> None:
+    stats = sub.add_parser("stats", help="buyer performance and flow/source money from the ledger")
+    stats.add_argument("--target", default=os.environ.get("ROUTELEAD_ADMIN_TARGET", "127.0.0.1:50051"))
+    stats.add_argument("--window", choices=("last_hour", "today", "range"), default="last_hour")
+    stats.add_argument("--from", dest="from_date", default="", help="YYYY-MM-DD (with --window range)")
+    stats.add_argument("--to", dest="to_date", default="", help="YYYY-MM-DD, included")
+    stats.add_argument("--by-day", action="store_true", help="one table per day of the range")
+    stats.add_argument("--tz", default="", help="IANA timezone for today and dates (default UTC)")
+    stats.add_argument("--buyer", default="")
+    stats.add_argument("--flow", default="")
+    stats.add_argument("--source", default="")
+
+
+def request(args: argparse.Namespace) -> pb.GetStatsRequest:
+    return pb.GetStatsRequest(
+        window=args.window,
+        from_date=args.from_date,
+        to_date=args.to_date,
+        by_day=args.by_day,
+        timezone=args.tz,
+        buyer_id=args.buyer,
+        flow=args.flow,
+        source_id=args.source,
+    )
+
+
+def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    token = admin_token()
+    if not token:
+        print("routelead: set ROUTELEAD_ADMIN_TOKEN (or ROUTELEAD_ADMIN_TOKEN_FILE)", file=sys.stderr)
+        return 2
+    import grpc
+
+    try:
+        response = asyncio.run(_call(args.target, request(args), token))
+    except grpc.aio.AioRpcError as exc:
+        print(f"routelead: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    out.write(render(response))
+    return 0
+
+
+async def _call(target: str, req: pb.GetStatsRequest, token: str) -> pb.GetStatsResponse:
+    import grpc
+
+    from routelead.v1 import stats_pb2_grpc as pb_grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        got: pb.GetStatsResponse = await pb_grpc.StatsStub(channel).GetStats(
+            req, metadata=(("authorization", f"Bearer {token}"),), timeout=30
+        )
+        return got
+
+
+def _pct(rate: str) -> str:
+    return f"{float(rate) * 100:.1f}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned first column, right-aligned numbers, widths from the content."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join((first, *rest)).rstrip()
+
+    return "\n".join([line(header), *(line(r) for r in rows)]) + "\n"
+
+
+def render(response: pb.GetStatsResponse) -> str:
+    parts: list[str] = []
+    for w in response.windows:
+        parts.append(f"== {w.label}  [{w.since} .. {w.until})\n")
+        buyers = [
+            (
+                b.buyer_id,
+                str(b.pings),
+                str(b.bids),
+                _pct(b.bid_rate),
+                b.avg_bid,
+                str(b.wins),
+                _pct(b.win_rate),
+                str(b.posts),
+                _pct(b.post_accept_rate),
+                f"{b.p50_ms:.0f}",
+                f"{b.p95_ms:.0f}",
+                f"{b.p99_ms:.0f}",
+                str(b.timeouts),
+                str(b.errors),
+                b.revenue,
+            )
+            for b in w.buyers
+        ]
+        parts.append(table(_BUYER_COLUMNS, buyers) if buyers else "(no buyer activity)\n")
+        for name, rows in (("flow", w.flows), ("source", w.sources)):
+            body = [
+                (
+                    m.key,
+                    str(m.leads),
+                    str(m.sold),
+                    m.revenue_per_ping,
+                    m.cost,
+                    m.revenue,
+                    m.margin,
+                    m.margin_pct,
+                )
+                for m in rows
+            ]
+            parts.append("\n" + (table((name, *_MONEY_COLUMNS), body) if body else f"(no {name} activity)\n"))
+        parts.append("\n")
+    return "".join(parts)

@@ -1,0 +1,1 @@
+"""What-if replay: recorded leads and bids through a candidate configuration, offline."""
