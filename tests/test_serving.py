@@ -279,3 +279,30 @@ def test_security_settings_are_checked_and_tokens_compared_whole(tmp_path: Path,
     with pytest.raises(SecurityError, match="without TLS"):
         s.check_exposure("0.0.0.0:50051", insecure=False)
     s.check_exposure("0.0.0.0:50051", insecure=True)
+
+
+def test_sigterm_while_workers_are_still_starting_is_a_clean_stop(tmp_path: Path) -> None:
+    """A worker that gets the supervisor's SIGTERM before its drain handler exists ends by the
+    signal; nothing was in flight there, so the service still stops with 0 (Kubernetes reads it)."""
+    config = tmp_path / "flows.yaml"
+    config.write_text(yaml.safe_dump(document([buyer(lambda b, s: f"http://127.0.0.1:9/{b}/{s}", "a")])))
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["ROUTELEAD_DB"] = str(tmp_path / "books.db")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "routelead.cli", "serve", "--config", str(config),
+         "--listen", f"127.0.0.1:{_free_port()}", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the workers are forked: now stop them mid-boot
+            if b'"worker.started"' in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

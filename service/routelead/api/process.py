@@ -151,8 +151,9 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         try:
             for i in range(self.opts.workers):
-                self._spawn(f"worker-{i}")
-            if self.opts.metrics_listen:
+                if not self.stopping:  # a SIGTERM during start-up: fork no more
+                    self._spawn(f"worker-{i}")
+            if self.opts.metrics_listen and not self.stopping:
                 self._spawn("metrics")
             log.info(
                 "supervisor.started", workers=self.opts.workers, pid=os.getpid(), listen=self.opts.listen
@@ -169,15 +170,26 @@ class Supervisor:
     def _spawn(self, role: str) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+        # Stop signals are held across the fork: one arriving in between would otherwise run the
+        # supervisor's handler inside the new child (which then ignores it and serves on), or
+        # reach the supervisor before it knows the child's pid.
+        stop_signals = {signal.SIGTERM, signal.SIGINT}
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
         pid = os.fork()
         if pid:
             self.children[pid] = role
             log.info("worker.started", role=role, pid=pid)
+            if self.stopping:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             return
         code = 1
         try:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+            # A stop that came during the fork ends this child now, by the signal (a clean stop).
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             structlog.contextvars.bind_contextvars(worker=role)
             code = _metrics_child(self.opts.metrics_listen) if role == "metrics" else self._worker_child()
         except BaseException as exc:
@@ -224,7 +236,9 @@ class Supervisor:
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
                 log.info("worker.stopped", role=role, pid=pid, exit_code=code)
-                self.failed |= code != 0
+                # A worker still starting when our SIGTERM came had no drain handler yet and ended
+                # by the signal itself: nothing was in flight there, so that is a clean stop too.
+                self.failed |= code not in (0, -signal.SIGTERM)
                 continue
             log.error("worker.died", role=role, pid=pid, exit_code=code)
             WORKER_RESTARTS.labels(role).inc()
