@@ -50,6 +50,10 @@ class RedisCapStore:
         self._script = redis.register_script(CAP_SCRIPT)
         self._refresh_s = refresh_s
         self._mirror: dict[str, int] = {}
+        # Local writes to the mirror, numbered: a refresh that read Redis before a local write
+        # must not put the older value back over it when it lands.
+        self._writes = 0
+        self._written: dict[str, int] = {}
         self._watched: dict[tuple[str, tuple[str, ...]], CapLimits] = {}
         # The latest `now` the router passed in, and when: the mirror follows the caller's clock.
         self._seen_now = (time.time(), time.monotonic())
@@ -112,9 +116,20 @@ class RedisCapStore:
                 pipe.get(k)
             return list(await pipe.execute())
 
+        began = self._writes
         values = await self._health.call("caps.refresh", read, settle=True)
+        fresh = {k: int(v or 0) for k, v in zip(keys, values, strict=True)}
+        for k in keys:
+            if self._written.get(k, -1) > began and k in self._mirror:
+                fresh[k] = self._mirror[k]  # written here after this read began: ours is newer
         # Replaced wholesale, so counters of periods that ended drop out of the mirror.
-        self._mirror = {k: int(v or 0) for k, v in zip(keys, values, strict=True)}
+        self._mirror = fresh
+        self._written = {k: n for k, n in self._written.items() if n > began}
+
+    def _set(self, key: str, value: int) -> None:
+        self._writes += 1
+        self._written[key] = self._writes
+        self._mirror[key] = value
 
     # ---- the script ------------------------------------------------------------------------
 
@@ -150,9 +165,9 @@ class RedisCapStore:
         reply = await self._run("caps.reserve", keys, args, settle=False)
         ok, balance, values = int(reply[0]), int(reply[2]), [int(v) for v in reply[3:]]
         for k, v in zip(keys[3:], values, strict=True):
-            self._mirror[k] = v
+            self._set(k, v)
         if caps.prepaid:
-            self._mirror[f"{t}:balance"] = balance
+            self._set(f"{t}:balance", balance)
         return r if ok else None
 
     async def commit(self, r: Reservation, outbox: bytes | None = None) -> None:
@@ -177,7 +192,7 @@ class RedisCapStore:
         if freed:
             for k, a in zip(keys[3:], amounts, strict=True):
                 if k in self._mirror:
-                    self._mirror[k] = max(0, self._mirror[k] - a)
+                    self._set(k, max(0, self._mirror[k] - a))
         return freed
 
     async def unsettled(self, r: Reservation, reason: str) -> None:
@@ -245,7 +260,7 @@ class RedisCapStore:
     async def top_up(self, buyer_id: str, amount: Decimal) -> Decimal:
         key = f"{tag(buyer_id)}:balance"
         cents = int(await self._health.call("caps.top_up", lambda: self._redis.incrby(key, to_cents(amount))))
-        self._mirror[key] = cents  # this replica at once; the others on their next refresh
+        self._set(key, cents)  # this replica at once; the others on their next refresh
         self.metrics.topped_up()
         return from_cents(cents)
 
