@@ -109,3 +109,24 @@ async def test_sigterm_drains_in_flight_leads_then_exits(buyers: BuyerServer, tm
     events = [orjson.loads(line)["event"] for line in stdout.splitlines() if line.startswith(b"{")]
     assert events.index("server.draining") < events.index("server.stopped"), stderr.decode()
     assert len(buyers.got("a", "post")) == 1
+
+
+def test_log_lines_from_concurrent_processes_stay_whole(tmp_path: Path) -> None:
+    """`serve --workers` processes share stdout: each JSON line must reach it in one write."""
+    script = (
+        "import sys\n"
+        "from routelead.telemetry.logs import configure_logging\n"
+        "import structlog\n"
+        "configure_logging('INFO')\n"
+        "log = structlog.get_logger('t')\n"
+        "for i in range(3000):\n"
+        "    log.info('lead.routed', worker=sys.argv[1], n=i, pad='x' * 200)\n"
+    )
+    out = tmp_path / "shared.log"
+    with out.open("ab") as sink:
+        procs = [subprocess.Popen([sys.executable, "-c", script, str(w)], stdout=sink) for w in range(4)]
+        for p in procs:
+            assert p.wait(120) == 0
+    lines = out.read_bytes().splitlines()
+    assert len(lines) == 4 * 3000
+    assert all(orjson.loads(line)["event"] == "lead.routed" for line in lines)

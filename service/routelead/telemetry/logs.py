@@ -26,7 +26,9 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None, *, cach
             structlog.processors.JSONRenderer(serializer=lambda o, **_: orjson.dumps(o).decode()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # One write (line and newline together) and a flush per event: with `serve --workers`,
+        # processes share stdout, and a line split in two writes interleaves with another's.
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=cache,
     )
 
