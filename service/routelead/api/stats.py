@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any, NoReturn, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import grpc
 
+from routelead.api.admin import require_admin
 from routelead.records.reports import BuyerReport, MoneyReport, Reports, Window, windows
 from routelead.v1 import stats_pb2 as pb
 from routelead.v1 import stats_pb2_grpc as pb_grpc
@@ -63,10 +63,7 @@ class StatsServicer(pb_grpc.StatsServicer):
         return SERVICE_NAME
 
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
-        given = dict(context.invocation_metadata() or ()).get("authorization", "")
-        given_b = given.encode() if isinstance(given, str) else bytes(given)
-        if not hmac.compare_digest(given_b, self._expected):
-            await _abort(context, grpc.StatusCode.UNAUTHENTICATED, "GetStats needs the admin token")
+        await require_admin(context, self._expected)
         try:
             asked = _windows(request)
         except ValueError as exc:
