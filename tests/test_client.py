@@ -166,6 +166,8 @@ async def test_the_client_deadline_bounds_the_routing_on_the_server(
     h = await start([buyer(buyers.url, "a", ping={"timeout_ms": 700})])
 
     async with AsyncRouteLeadClient(f"127.0.0.1:{h.service.port}") as client:
+        # Connect first: the channel's set-up is not what this deadline is about.
+        await client.route("solar", "src-1", GOOD_LEAD | {"email": "warm@example.com"}, timeout_s=5)
         t0 = time.monotonic()
         r = await client.route("solar", "src-1", GOOD_LEAD, timeout_s=0.3)
         took = time.monotonic() - t0

@@ -165,7 +165,9 @@ class Router:
         lead_id = req.lead_id or uuid.uuid4().hex
         budget = flow.deadline_s
         if req.caller_budget_s is not None:
-            budget = max(0.0, min(budget, req.caller_budget_s - REPLY_MARGIN_S))
+            # Kept back for the answer's way home: 10 % of the caller's time, at least REPLY_MARGIN_S.
+            margin = max(REPLY_MARGIN_S, req.caller_budget_s * 0.1)
+            budget = max(0.0, min(budget, req.caller_budget_s - margin))
         validated = lead
         # Every hot-state call made for this lead is bounded by its deadline.
         lead_deadline.set(time.monotonic() + budget)
