@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -53,6 +54,19 @@ def create_engine(url: str) -> AsyncEngine:
         return engine
     # pre_ping: after a database restart, stale pooled connections are replaced, not handed out.
     return create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def sqlite_writer(engine: AsyncEngine) -> sa.Engine | None:
+    """For a SQLite file: a plain (pysqlite) engine on the same file, for the write path to drive
+    from one worker thread. A write through aiosqlite hops threads for every statement; the whole
+    transaction in one hop costs about half the CPU (benchmarks/README.md). None for PostgreSQL,
+    whose asyncpg driver is natively async, and for in-memory SQLite (one database per engine)."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    sync = sa.create_engine(url.set(drivername="sqlite"), pool_size=1, max_overflow=0)
+    event.listen(sync, "connect", _sqlite_pragmas)
+    return sync
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from routelead.domain.outcome import RoutingResult
 from routelead.records.codec import LeadRecord, Record, SaleRecord, lead_record
-from routelead.records.db import create_engine, database_url, migrate
+from routelead.records.db import create_engine, database_url, migrate, sqlite_writer
 from routelead.records.returns import ReturnPolicy, ReturnRefused, check_return
 from routelead.records.schema import Money, attempts, entries, leads, returns, sales
 
@@ -86,6 +87,14 @@ class Ledger:
         self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
             asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
         )
+        # Built once: constructing an insert ... on conflict costs more CPU than executing it
+        # (about 0.15 ms per statement, four per write).
+        self._writes = {t.name: self._idempotent(t) for t in (leads, attempts, sales, entries)}
+        # SQLite: the record path's transactions run whole in one thread of their own.
+        self._sync_writer = sqlite_writer(engine)
+        self._writer_thread = (
+            ThreadPoolExecutor(1, thread_name_prefix="ledger-writer") if self._sync_writer else None
+        )
 
     @classmethod
     async def open(cls, url: str | None = None) -> Ledger:
@@ -101,6 +110,9 @@ class Ledger:
     async def close(self) -> None:
         if self._flusher is not None:
             await self._flusher  # queued leads reach the file before the connections close
+        if self._writer_thread is not None and self._sync_writer is not None:
+            self._writer_thread.shutdown(wait=True)
+            self._sync_writer.dispose()
         await self.engine.dispose()
 
     # --- writing -------------------------------------------------------------------------------
@@ -156,11 +168,23 @@ class Ledger:
                 self._lead_rows(r, rows)
             else:
                 self._sale_rows(r, rows)
+        if self._writer_thread is not None:
+            async with self._write_lock:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._writer_thread, self._write_rows, rows)
+            return
         async with self._write_lock, self.engine.begin() as conn:
             for table in (leads, attempts, sales, entries):
                 if rows[table.name]:
                     # executemany form: one cached statement shape, batched by the driver adapter.
-                    await conn.execute(self._idempotent(table), rows[table.name])
+                    await conn.execute(self._writes[table.name], rows[table.name])
+
+    def _write_rows(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+        assert self._sync_writer is not None
+        with self._sync_writer.begin() as conn:
+            for table in (leads, attempts, sales, entries):
+                if rows[table.name]:
+                    conn.execute(self._writes[table.name], rows[table.name])
 
     def _idempotent(self, table: sa.Table) -> Any:
         stmt = self._insert(table)
