@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from routelead.domain.outcome import Outcome, RoutingResult
+from routelead.domain.outcome import Attempt, Outcome, RoutingResult, Sale, Status
 from routelead.state.ports import CapLimits
 
 from tests.state.conftest import Backend
@@ -256,6 +257,53 @@ async def test_concurrent_repeats_of_a_lead_id_run_it_once(backend: Backend) -> 
     assert runs == 1
     assert sorted(r.replayed for r in results) == [False] + [True] * 4
     assert {r.cost for r in results} == {D("10.00")}
+
+
+async def test_a_later_repeat_gets_the_first_answer_in_every_field(backend: Backend) -> None:
+    first = RoutingResult(
+        "L9", "solar", "src", False, Outcome.SOLD, D("12.00"), trace_id="ab" * 16, elapsed_ms=41.5
+    )
+    first.config_version = "7"
+    first.sales = [Sale("b1", D("45.10"), "B-77", True, "t1", D("12.00"))]
+    first.attempts = [
+        Attempt(
+            "b1",
+            "t1",
+            Status.POST_ACCEPTED,
+            D("45.10"),
+            30.2,
+            55.0,
+            "sold at 45.10",
+            200,
+            "p-9",
+            {"auction": "tok"},
+            True,
+        ),
+        Attempt(
+            "b2",
+            "t1",
+            Status.POST_ERROR,
+            D("40.00"),
+            28.0,
+            750.0,
+            "post failed; outcome unknown",
+            0,
+            "",
+            {},
+            False,
+            True,
+        ),
+        Attempt("b3", "t2", Status.NO_BID, None, 12.0, 0.0, "no bid", 200),
+    ]
+
+    async def work() -> RoutingResult:
+        return first
+
+    assert await backend.idempotency.once("L9", work) is first
+    again = await backend.idempotency.once("L9", work)
+
+    # Sale costs, unsettled posts and the config version included (they were once dropped).
+    assert again == dataclasses.replace(first, replayed=True)
 
 
 async def test_a_failed_lead_may_be_routed_again(backend: Backend) -> None:

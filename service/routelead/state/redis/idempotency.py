@@ -16,7 +16,7 @@ from routelead.domain.outcome import RoutingResult
 from routelead.state.memory import MemoryIdempotencyStore
 from routelead.state.ports import LeadInFlight, StateUnavailable, remaining_s
 from routelead.state.redis.bounded import Health
-from routelead.state.redis.codec import decode, encode
+from routelead.state.result_codec import decode, encode
 
 log = structlog.get_logger("routelead.state.redis")
 
