@@ -26,16 +26,18 @@ def step_span(
     name: str, attributes: Mapping[str, AttributeValue], kind: SpanKind = SpanKind.INTERNAL
 ) -> Iterator[Span]:
     """A child span of the current one; an exception marks it failed with the exception's type only
-    (exception messages can quote data, so `record_exception` is not used)."""
-    with tracer.start_as_current_span(
-        name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
-    ) as span:
-        try:
-            yield span
-        except BaseException as exc:
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            span.set_attribute("error.type", type(exc).__name__)
-            raise
+    (exception messages can quote data, so `record_exception` is not used). Never made current:
+    nothing runs beneath a step, and skipping the context attach / detach makes it about a third
+    cheaper (several steps per lead)."""
+    span = tracer.start_span(name, kind=kind, attributes=attributes)
+    try:
+        yield span
+    except BaseException as exc:
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        span.set_attribute("error.type", type(exc).__name__)
+        raise
+    finally:
+        span.end()
 
 
 @contextmanager
@@ -80,8 +82,9 @@ class TracedCapStore:
     ) -> Reservation | None:
         with cap_span("reserve", caps.buyer_id, lead_id) as span:
             r = await self.inner.reserve(caps, lead_id, now, price, scopes)
-            span.set_attribute("cap.reserved", r is not None)
-            span.set_attribute("cap.periods", ",".join(p for p, _ in caps.limits))
+            span.set_attributes(
+                {"cap.reserved": r is not None, "cap.periods": ",".join(p for p, _ in caps.limits)}
+            )
             return r
 
     async def commit(self, r: Reservation, outbox: bytes | None = None) -> None:
