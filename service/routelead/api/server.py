@@ -225,11 +225,14 @@ async def serve_until_signalled(service: Service) -> None:
     """Run until SIGTERM or SIGINT, then drain."""
     import signal
 
+    from routelead.api.heap import settle_heap
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await service.start()
+    settle_heap()
     await stop.wait()
     log.info("server.draining", grace_s=service.drain_s)
     await service.stop()
