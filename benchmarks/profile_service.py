@@ -1,6 +1,7 @@
-"""`routelead serve` under pyinstrument: `python -m benchmarks.profile_service CONFIG ADDRESS OUT`.
+"""`routelead serve` under pyinstrument: `python -m benchmarks.profile_service OUT -- SERVE-ARGS...`.
 
-Used by `python -m benchmarks.run --profile`; writes a text call tree (and OUT.html) on SIGTERM.
+Used by `python -m benchmarks.run --profile`; runs the very command the benchmark measures (books
+included) in this process and writes a text call tree (and OUT.html) when SIGTERM ends it.
 py-spy is the lighter choice where ptrace is allowed; in containers without it this works everywhere.
 """
 
@@ -10,23 +11,18 @@ import sys
 from pathlib import Path
 
 from pyinstrument import Profiler
-from routelead.api.server import Service, serve_until_signalled
-from routelead.config.loader import load_config
-from routelead.telemetry.logs import configure_logging
-from routelead.telemetry.tracing import configure_tracing
+from routelead.cli import main as routelead_main
 
 
 def main(argv: list[str]) -> int:
-    config_path, address, out = argv
-    config = load_config(config_path)
-    configure_logging("INFO")
-    configure_tracing()
-    import uvloop
-
+    out, sep, *serve_args = argv
+    if sep != "--" or ("--workers" in serve_args and serve_args[serve_args.index("--workers") + 1] != "1"):
+        print("usage: profile_service OUT -- serve ... (one worker)", file=sys.stderr)
+        return 2
     profiler = Profiler(interval=0.0005, async_mode="disabled")
     profiler.start()
     try:
-        uvloop.run(serve_until_signalled(Service(config, address=address)))
+        return routelead_main(serve_args)
     finally:
         profiler.stop()
         Path(out).write_text(
@@ -35,7 +31,6 @@ def main(argv: list[str]) -> int:
             + profiler.output_text(unicode=True, flat=True, show_all=True)
         )
         Path(out + ".html").write_text(profiler.output_html())
-    return 0
 
 
 if __name__ == "__main__":

@@ -94,6 +94,7 @@ async def run_scenario(
     open_rate: float | None = None,
     workers: int = 1,
     redis: bool = False,
+    database_url: str = "",
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"routelead-bench-{s.name}-"))
     spec = work / "fleet.json"
@@ -105,6 +106,7 @@ async def run_scenario(
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {**_machine(), "service_processes": workers},
         "hot_state": "redis (throwaway redis-server)" if redis else "memory",
+        "ledger": "postgresql" if database_url else "sqlite file",
         "phases": {},
     }
     tallies: dict[str, load.Tally] = {}
@@ -122,9 +124,12 @@ async def run_scenario(
         argv += ["--workers", str(workers)]
         if profile:
             where = str(out / f"{s.name}.profile.txt")
-            argv = ["-m", "benchmarks.profile_service", str(config), f"127.0.0.1:{port}", where]
+            argv = ["-m", "benchmarks.profile_service", where, "--", *argv[2:]]
         # Never an ambient Redis: memory, or the throwaway one below.
         env = {"REDIS_URL": "", "ROUTELEAD_REDIS_URL": ""}
+        # The books: a throwaway SQLite file (the embedded default), or --database-url (PostgreSQL).
+        env["DATABASE_URL"] = database_url
+        env["ROUTELEAD_DB"] = str(work / "ledger.db")
         if redis:
             rport = free_port()
             store = Child(
@@ -258,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--redis", action="store_true", help="hot state in a throwaway redis-server (else in memory)"
     )
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="the service's ledger database, e.g. postgresql://user@host/db (else a throwaway SQLite "
+        "file); never an ambient DATABASE_URL",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument(
         "--profile",
@@ -284,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.phases:
             s = s.with_(phases=tuple(args.phases.split(",")))
         args.out.mkdir(parents=True, exist_ok=True)
-        report = uvloop.run(run_scenario(s, args.out, args.profile, args.rate, args.workers, args.redis))
+        report = uvloop.run(
+            run_scenario(s, args.out, args.profile, args.rate, args.workers, args.redis, args.database_url)
+        )
         print(_line(report), flush=True)
     return 0
 
