@@ -67,22 +67,35 @@ async def _open(target: str, rate: float, child: Child, seconds: float, conns: i
 
 
 async def _soak(
-    target: str, rate: float, child: Child, seconds: float, conns: int = 1, steps: int = 6
+    target: str, rate: float, child: Child, seconds: float, conns: int = 1, steps: int = 0
 ) -> dict[str, Any]:
-    """Open loop in steps, sampling the service's memory after each: is it flat?"""
-    samples: list[dict[str, float]] = []
+    """Open loop in steps, sampling the service's memory after each: is it flat? One step per
+    ~2.5 minutes on long runs (at least six), each with its own errors, sheds and latency."""
+    steps = steps or max(6, int(seconds // 150))
+    samples: list[dict[str, Any]] = []
     leads = 0
     for _ in range(steps):
         tally, _took = await load.open_loop(target, rate, seconds / steps, connections=conns)
         leads += tally.ok
         u = child.usage()
-        samples.append({"leads": leads, "rss_mb": round(u.rss_bytes / 2**20, 1)})
+        samples.append(
+            {
+                "leads": leads,
+                "rss_mb": round(u.rss_bytes / 2**20, 1),
+                "errors": sum(tally.errors.values()),
+                "shed": tally.shed,
+                "overruns": tally.overruns,
+                "e2e_p99_ms": round(tally.e2e.get_value_at_percentile(99) / 1000, 1),
+            }
+        )
+        print(f"soak: {samples[-1]}", file=sys.stderr, flush=True)
     half = samples[len(samples) // 2 :]
     growth = (half[-1]["rss_mb"] - half[0]["rss_mb"]) / max(1, half[-1]["leads"] - half[0]["leads"])
     return {
         "mode": "soak",
         "target_rate": rate,
         "samples": samples,
+        "peak_rss_mb": round(child.usage().peak_rss_bytes / 2**20, 1),
         "rss_growth_kb_per_1k_leads_second_half": round(growth * 1024 * 1000, 2),
     }
 

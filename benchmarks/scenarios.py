@@ -115,6 +115,14 @@ SCENARIOS: dict[str, Scenario] = {
             phases=("soak",),
         ),
         Scenario(
+            "soak-3",
+            "fast-3 driven open-loop for a long run: memory over the million-lead run",
+            _fast(3),
+            concurrency=32,
+            duration_s=60.0,
+            phases=("soak",),
+        ),
+        Scenario(
             "smoke",
             "tiny and short: checks the suite itself (used by the test suite)",
             (BuyerSim("b00"), BuyerSim("b01", median_ms=5, fail_rate=0.2), BuyerSim("b02", hang_rate=1.0)),
