@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +14,16 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+TASKSET = shutil.which("taskset") or "/usr/bin/taskset"
+
+
+def cpu_layout(workers: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(the service's CPUs, the load generator's and the fleet's): the service measured on cores of
+    its own, so load and buyers do not steal its time. ((), ()) when there are too few cores."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) <= workers or not Path(TASKSET).is_file():
+        return (), ()
+    return tuple(cpus[-workers:]), tuple(cpus[:-workers])
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,9 +38,18 @@ class Child:
     """One child process; killed (by its own pid) when the run ends, however it ends."""
 
     def __init__(
-        self, name: str, argv: list[str], *, env: dict[str, str] | None = None, announces_port: bool = True
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        announces_port: bool = True,
+        cpus: tuple[int, ...] = (),
     ) -> None:
         self.name = name
+        if cpus:
+            # Before exec, so every thread and forked worker the child starts inherits it.
+            argv = [TASKSET, "-c", ",".join(map(str, cpus)), *argv]
         self.proc = subprocess.Popen(
             argv,
             cwd=ROOT,

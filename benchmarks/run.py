@@ -22,7 +22,7 @@ import orjson
 import yaml
 
 from benchmarks import load
-from benchmarks.procs import Child, Usage, free_port, python, wait_listening
+from benchmarks.procs import Child, Usage, cpu_layout, free_port, python, wait_listening
 from benchmarks.report import phase_summary, plot
 from benchmarks.scenarios import SCENARIOS, Scenario, fleet_spec, service_config
 
@@ -108,6 +108,7 @@ async def run_scenario(
     workers: int = 1,
     redis: bool = False,
     database_url: str = "",
+    service_cpus: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"routelead-bench-{s.name}-"))
     spec = work / "fleet.json"
@@ -117,7 +118,12 @@ async def run_scenario(
         "description": s.description,
         "buyers_per_lead": len(s.buyers),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {**_machine(), "service_processes": workers},
+        "machine": {
+            **_machine(),
+            "service_processes": workers,
+            "service_cpus": list(service_cpus) or "shared",
+            "load_and_fleet_cpus": sorted(os.sched_getaffinity(0)) if service_cpus else "shared",
+        },
         "hot_state": "redis (throwaway redis-server)" if redis else "memory",
         "ledger": "postgresql" if database_url else "sqlite file",
         "phases": {},
@@ -164,7 +170,9 @@ async def run_scenario(
             wait_listening(rport, store)
             env["REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"
             env["ROUTELEAD_DEDUPE_KEY"] = secrets.token_hex(32)  # a throwaway key for a throwaway store
-        service = Child("routelead serve", [python(), *argv], env=env, announces_port=False)
+        service = Child(
+            "routelead serve", [python(), *argv], env=env, announces_port=False, cpus=service_cpus
+        )
         children.append(service)
         wait_listening(port, service)
         target = f"127.0.0.1:{port}"
@@ -211,6 +219,7 @@ async def run_scenario(
                     "--buyers",
                     ",".join(b.id for b in s.buyers),
                 ],
+                cpus=service_cpus,
             )
             children.append(ceiling)
             ctarget = f"127.0.0.1:{ceiling.read_port()}"
@@ -288,9 +297,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the service under pyinstrument (<out>/<scenario>.profile.txt)",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the service and the ceilings on the last --workers cores, the load generator and the "
+        "buyer fleet on the others (default: every process on any core; on 2 cores, pinning puts the "
+        "service's ledger thread on its event loop's core and costs it CPU)",
+    )
     args = parser.parse_args(argv)
     names = (
-        [n for n in SCENARIOS if n not in ("smoke", "soak-10")] if "all" in args.scenario else args.scenario
+        [n for n in SCENARIOS if n != "smoke" and not n.startswith("soak")]
+        if "all" in args.scenario
+        else args.scenario
     )
     unknown = [n for n in names if n not in SCENARIOS]
     if args.redis and not _redis_installed():
@@ -299,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     import uvloop
 
+    service_cpus, others = cpu_layout(args.workers) if args.pin else ((), ())
+    if others:
+        os.sched_setaffinity(0, others)  # this process (load) and the fleet it starts
     for name in names:
         s = SCENARIOS[name]
         if args.duration:
@@ -309,7 +330,16 @@ def main(argv: list[str] | None = None) -> int:
             s = s.with_(phases=tuple(args.phases.split(",")))
         args.out.mkdir(parents=True, exist_ok=True)
         report = uvloop.run(
-            run_scenario(s, args.out, args.profile, args.rate, args.workers, args.redis, args.database_url)
+            run_scenario(
+                s,
+                args.out,
+                args.profile,
+                args.rate,
+                args.workers,
+                args.redis,
+                args.database_url,
+                service_cpus,
+            )
         )
         print(_line(report), flush=True)
     return 0
