@@ -109,6 +109,7 @@ async def run_scenario(
     redis: bool = False,
     database_url: str = "",
     service_cpus: tuple[int, ...] = (),
+    max_in_flight: int = 0,
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"routelead-bench-{s.name}-"))
     spec = work / "fleet.json"
@@ -121,6 +122,7 @@ async def run_scenario(
         "machine": {
             **_machine(),
             "service_processes": workers,
+            "max_in_flight": max_in_flight or "no limit",
             "service_cpus": list(service_cpus) or "shared",
             "load_and_fleet_cpus": sorted(os.sched_getaffinity(0)) if service_cpus else "shared",
         },
@@ -140,7 +142,7 @@ async def run_scenario(
         config.write_text(yaml.safe_dump(service_config(s, buyers_url), sort_keys=False))
         port = free_port()
         argv = ["-m", "routelead.cli", "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}"]
-        argv += ["--workers", str(workers)]
+        argv += ["--workers", str(workers), "--max-in-flight", str(max_in_flight)]
         if profile:
             where = str(out / f"{s.name}.profile.txt")
             argv = ["-m", "benchmarks.profile_service", where, "--", *argv[2:]]
@@ -298,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run the service under pyinstrument (<out>/<scenario>.profile.txt)",
     )
     parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=0,
+        help="routelead serve --max-in-flight: admission control (refused calls count as errors)",
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="the service and the ceilings on the last --workers cores, the load generator and the "
@@ -339,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.redis,
                 args.database_url,
                 service_cpus,
+                args.max_in_flight,
             )
         )
         print(_line(report), flush=True)

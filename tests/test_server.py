@@ -13,15 +13,17 @@ from pathlib import Path
 
 import grpc
 import orjson
+import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from routelead.api.server import Service
 from routelead.telemetry.logs import configure_logging
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
 from tests.buyers import BuyerServer, accept, bid, slow
-from tests.configs import GOOD_LEAD, PII_VALUES, buyer, document
+from tests.configs import GOOD_LEAD, PII_VALUES, buyer, compile_doc, document
 from tests.conftest import Start
 
 
@@ -130,3 +132,33 @@ def test_log_lines_from_concurrent_processes_stay_whole(tmp_path: Path) -> None:
     lines = out.read_bytes().splitlines()
     assert len(lines) == 4 * 3000
     assert all(orjson.loads(line)["event"] == "lead.routed" for line in lines)
+
+
+async def test_past_max_in_flight_a_call_is_refused_at_once_and_nothing_is_routed(
+    buyers: BuyerServer,
+) -> None:
+    buyers.on("a", ping=slow(0.25, bid(30)), post=accept("A-1"))
+    service = Service(compile_doc(document([buyer(buyers.url, "a")])), max_in_flight=1)
+    await service.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+    try:
+        stub = pb_grpc.RouteLeadStub(channel)
+
+        def lead(lead_id: str) -> pb.RouteLeadRequest:
+            return pb.RouteLeadRequest(lead_id=lead_id, flow="solar", source_id="src-1", fields=GOOD_LEAD)
+
+        first = asyncio.ensure_future(stub.RouteLead(lead("first"), timeout=5))
+        async with asyncio.timeout(5):
+            while not buyers.got("a", "ping"):  # noqa: ASYNC110 (the buyer server keeps a list)
+                await asyncio.sleep(0.01)  # the first lead is now in flight
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.RouteLead(lead("second"), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert not (await first).replayed and (await first).outcome == pb.SOLD
+        # The refused lead was never routed: only the first was pinged, and it can be sent again.
+        assert len(buyers.got("a", "ping")) == 1
+        again = await stub.RouteLead(lead("second"), timeout=5)
+        assert again.outcome == pb.SOLD and not again.replayed
+    finally:
+        await channel.close()
+        await service.stop(grace=0.5)

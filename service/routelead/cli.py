@@ -51,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         help="host:port of a plaintext health-only gRPC port for probes (or ROUTELEAD_HEALTH_LISTEN)",
     )
     serve.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=int(os.environ.get("ROUTELEAD_MAX_IN_FLIGHT", "0")),
+        help="calls one worker takes at once; more are refused with RESOURCE_EXHAUSTED so callers "
+        "retry elsewhere instead of waiting past their deadline; 0 = no limit (or ROUTELEAD_MAX_IN_FLIGHT)",
+    )
+    serve.add_argument(
         "--insecure",
         action="store_true",
         default=os.environ.get("ROUTELEAD_INSECURE", "") == "1",
@@ -170,6 +177,7 @@ def _serve(args: argparse.Namespace) -> int:
         health_listen=args.health_listen,
         log_level=args.log_level,
         config_path=args.config,
+        max_in_flight=max(0, args.max_in_flight),
     )
     try:
         return serve(opts, own_dir)

@@ -50,6 +50,8 @@ class ServeOptions:
     log_level: str = "INFO"
     # Set: the books (ledger, versioned live configuration, Admin API) come with the service.
     config_path: str = ""
+    # Calls one worker takes at once; more are refused with RESOURCE_EXHAUSTED (0: no limit).
+    max_in_flight: int = 0
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -112,6 +114,7 @@ def run_worker(opts: ServeOptions, *, reuse_port: bool) -> int:
             security=opts.security,
             reuse_port=reuse_port,
             health_address=opts.health_listen or None,
+            max_in_flight=opts.max_in_flight,
             caps=state.caps,
             dedupe=state.dedupe,
             idempotency=state.idempotency,

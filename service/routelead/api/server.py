@@ -57,6 +57,7 @@ class Service:
         security: Security | None = None,
         reuse_port: bool = False,
         health_address: str | None = None,
+        max_in_flight: int = 0,
         clock: Callable[[], float] = time.time,
         ledger: LedgerWriter | None = None,
         extra_services: Sequence[Callable[[grpc.aio.Server], str]] = (),
@@ -71,6 +72,10 @@ class Service:
         self.health_address = health_address
         self.health_port = 0
         self._health_server: grpc.aio.Server | None = None
+        # Admission control: past this many calls in flight, new ones are refused at once with
+        # RESOURCE_EXHAUSTED (the caller retries another replica) instead of queueing behind the
+        # event loop and answering after their deadline. Probes use the health listener, unlimited.
+        self.max_in_flight = max_in_flight
         self.caps = caps if caps is not None else MemoryCapStore()
         self.dedupe = dedupe if dedupe is not None else MemoryDedupeStore()
         self.idempotency = idempotency if idempotency is not None else MemoryIdempotencyStore()
@@ -124,6 +129,7 @@ class Service:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
             interceptors=self.security.interceptors(),
+            maximum_concurrent_rpcs=self.max_in_flight or None,
         )
         server.add_generic_rpc_handlers((_route_lead_handler(RouteLeadServicer(router)),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
