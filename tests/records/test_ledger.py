@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import grpc
 import pytest
@@ -15,6 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from routelead.api.server import Service
 from routelead.records.codec import AttemptRecord, LeadRecord, SaleRecord, decode, encode
 from routelead.records.db import head_revision, migrate
+from routelead.records.ledger import Ledger
 from routelead.records.schema import metadata
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
@@ -206,3 +210,25 @@ async def test_a_sale_from_the_outbox_first_gets_its_cost_share_from_the_routers
     assert [(s["buyer_id"], s["price"], s["cost"]) for s in story.sales] == [
         ("b", Decimal("45.10"), Decimal("10.00"))
     ]
+
+
+async def test_sqlite_checkpoints_run_in_the_background_not_inside_a_commit(tmp_path: Path) -> None:
+    path = tmp_path / "books.db"
+    ledger = await Ledger.open(f"sqlite:///{path}")
+    try:
+        await ledger.apply([a_lead(f"C-{i}") for i in range(5)])
+
+        def in_main_file() -> int:
+            # immutable=1 reads the database file alone, ignoring the WAL: rows appear there only
+            # once a checkpoint has copied them (SQLite's own would wait for 1,000 WAL pages).
+            with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as con:
+                try:
+                    return int(con.execute("SELECT count(*) FROM leads").fetchone()[0])
+                except sqlite3.OperationalError:
+                    return 0  # not even the schema has been copied yet
+
+        async with asyncio.timeout(10):
+            while await asyncio.to_thread(in_main_file) < 5:  # noqa: ASYNC110 (polls a file)
+                await asyncio.sleep(0.1)
+    finally:
+        await ledger.close()

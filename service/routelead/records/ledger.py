@@ -21,6 +21,7 @@ from routelead.records.codec import LeadRecord, Record, SaleRecord, lead_record
 from routelead.records.db import create_engine, database_url, migrate, sqlite_writer
 from routelead.records.returns import ReturnPolicy, ReturnRefused, check_return
 from routelead.records.schema import Money, attempts, entries, leads, returns, sales
+from routelead.records.wal import Checkpointer
 
 ZERO = Decimal("0.00")
 # Leads committed together at most (group commit).
@@ -95,6 +96,7 @@ class Ledger:
         self._writer_thread = (
             ThreadPoolExecutor(1, thread_name_prefix="ledger-writer") if self._sync_writer else None
         )
+        self._checkpointer = Checkpointer(str(self._sync_writer.url.database)) if self._sync_writer else None
 
     @classmethod
     async def open(cls, url: str | None = None) -> Ledger:
@@ -110,6 +112,8 @@ class Ledger:
     async def close(self) -> None:
         if self._flusher is not None:
             await self._flusher  # queued leads reach the file before the connections close
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
         if self._writer_thread is not None and self._sync_writer is not None:
             self._writer_thread.shutdown(wait=True)
             self._sync_writer.dispose()
@@ -172,6 +176,8 @@ class Ledger:
             async with self._write_lock:
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(self._writer_thread, self._write_rows, rows)
+            if self._checkpointer is not None:
+                self._checkpointer.wrote()
             return
         async with self._write_lock, self.engine.begin() as conn:
             for table in (leads, attempts, sales, entries):
