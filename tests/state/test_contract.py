@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import tracemalloc
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
 from routelead.domain.outcome import Attempt, Outcome, RoutingResult, Sale, Status
+from routelead.state.memory import MemoryIdempotencyStore
 from routelead.state.ports import CapLimits
+from routelead.state.result_codec import encode
 
 from tests.state.conftest import Backend
 
@@ -362,3 +365,24 @@ async def test_volume_counts_run_per_utc_period(backend: Backend) -> None:
     assert (next_hour["hour"], next_hour["day"]) == (0, 3)
     assert next_day["day"] == 0
     assert (await backend.volume.counts("buyer:b1", NOON))["day"] == 1
+
+
+async def test_the_memory_store_keeps_answers_at_their_encoded_size() -> None:
+    store = MemoryIdempotencyStore(max_entries=1000)
+    result = _result("L-size")
+    size = len(encode(result))
+
+    async def work() -> RoutingResult:
+        return result
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(200):
+            await store.once(f"L-size-{i}", work)
+        per_answer = (tracemalloc.get_traced_memory()[0] - before) / 200
+    finally:
+        tracemalloc.stop()
+
+    # orjson's own buffer is ~8 KB whatever the length; 100,000 of them were the memory plateau.
+    assert per_answer < size + 400, (per_answer, size)
