@@ -46,8 +46,10 @@ def os_user() -> str:
 def _entity_json(doc: Mapping[str, Any]) -> str:
     def default(o: object) -> str:
         # Config money is a quoted decimal string; a Decimal becomes exactly that, never a float.
-        if isinstance(o, Decimal | date):
-            return str(o) if isinstance(o, Decimal) else o.isoformat()
+        if isinstance(o, Decimal):
+            return str(o)
+        if isinstance(o, date):  # YAML reads an unquoted 2026-12-25 as a date
+            return o.isoformat()
         raise TypeError(f"{type(o).__name__} is not JSON")
 
     return json.dumps(doc, default=default)

@@ -34,7 +34,7 @@ def connection_options(timeout_s: float) -> argparse.ArgumentParser:
         "--timeout",
         type=float,
         default=timeout_s,
-        help=f"deadline in seconds, retries included (default {timeout_s})",
+        help=f"seconds the call may take, retries included (default {timeout_s})",
     )
     p.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --ca-file)")
     p.add_argument("--ca-file", help="PEM CA bundle that signed the server certificate (implies --tls)")

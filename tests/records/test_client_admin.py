@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import sys
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -48,7 +49,12 @@ async def test_the_library_lists_gets_puts_pauses_and_deletes_buyers(replicas: S
         a = await asyncio.to_thread(admin.get_buyer, "a")
         live = await asyncio.to_thread(admin.live_version)
         b = await asyncio.to_thread(admin.get_buyer, "b")
-        c = {**b, "id": "c", "budgets": {"day": Decimal("250.00")}}
+        c = {
+            **b,
+            "id": "c",
+            "budgets": {"day": Decimal("250.00")},
+            "schedule": {"dates_off": [date(2026, 12, 25)]},
+        }
         added = await asyncio.to_thread(admin.put_buyer, c, "trial buyer", expected_version=live)
         with pytest.raises(Conflict) as stale:
             await asyncio.to_thread(admin.put_buyer, c, "again", expected_version=live)
@@ -69,6 +75,7 @@ async def test_the_library_lists_gets_puts_pauses_and_deletes_buyers(replicas: S
     assert added.created_at.tzinfo is not None and added.digest
     assert stale.value.code is grpc.StatusCode.ABORTED and "version 2 is live" in stale.value.details
     assert c_paused["enabled"] is False and c_paused["budgets"]["day"] == "250.00"  # Decimal sent exact
+    assert c_paused["schedule"]["dates_off"] == ["2026-12-25"]
     assert [v.version for v in (paused, resumed, deleted)] == [3, 4, 5]
     assert in_use.value.code is grpc.StatusCode.INVALID_ARGUMENT
 
