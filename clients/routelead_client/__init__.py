@@ -1,28 +1,42 @@
-"""RouteLead client: route leads over gRPC with typed results, deadlines, safe retries and round-robin."""
+"""RouteLead client: route leads over gRPC with typed results, deadlines, safe retries and round-robin;
+manage buyers and read stats with the admin token."""
 
+from routelead_client.admin import ConfigVersion, RouteLeadAdmin
 from routelead_client.aio import AsyncRouteLeadClient
 from routelead_client.errors import (
+    Conflict,
     DeadlineExceeded,
+    InvalidArgument,
     InvalidLead,
     NotFound,
     RouteLeadError,
+    Unauthenticated,
     Unavailable,
 )
 from routelead_client.models import AttemptInfo, Outcome, RouteResult, SaleInfo
 from routelead_client.policy import RetryPolicy
+from routelead_client.stats import BuyerStats, MoneyStats, WindowStats
 from routelead_client.sync import RouteLeadClient
 
 __all__ = [
     "AsyncRouteLeadClient",
     "AttemptInfo",
+    "BuyerStats",
+    "ConfigVersion",
+    "Conflict",
     "DeadlineExceeded",
+    "InvalidArgument",
     "InvalidLead",
+    "MoneyStats",
     "NotFound",
     "Outcome",
     "RetryPolicy",
+    "RouteLeadAdmin",
     "RouteLeadClient",
     "RouteLeadError",
     "RouteResult",
     "SaleInfo",
+    "Unauthenticated",
     "Unavailable",
+    "WindowStats",
 ]

@@ -1,21 +1,30 @@
-"""`routelead-client route lead.json`: route one lead from a JSON file and show who won and why.
+"""`routelead-client`: route a lead from a JSON file, list and edit buyers, print stats.
 
-Listing and editing buyers needs the Admin API (issue 11) and stats need a stats RPC; neither
-exists yet, so this CLI routes leads only.
+`route lead.json` shows who won and why (routing token: ROUTELEAD_TOKEN). `buyers …` and `stats`
+drive routelead.v1.Admin and routelead.v1.Stats with the admin token (ROUTELEAD_ADMIN_TOKEN or
+--token-file); see cli_buyers and cli_stats. Exit 0 on success, 1 when the service refused or
+failed the call, 2 for a usage or local error (a bad file, no token).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, TextIO
 
-import grpc
-
+from routelead_client import cli_buyers, cli_stats
+from routelead_client.admin import DEFAULT_ADMIN_TIMEOUT_S
+from routelead_client.cli_common import (
+    PROG,
+    LocalError,
+    connection_options,
+    credentials,
+    read_text,
+    to_json,
+    token,
+)
 from routelead_client.errors import InvalidLead, NotFound, RouteLeadError
 from routelead_client.models import RouteResult
 from routelead_client.sync import RouteLeadClient
@@ -78,77 +87,64 @@ def render(r: RouteResult, out: TextIO) -> None:
         print(f"    {a.buyer_id:<14} {a.tier:<10} {a.status:<19} {price:>8} {ms:>6}  {a.reason}", file=out)
 
 
-def as_json(r: RouteResult) -> str:
-    def default(o: object) -> str:
-        if isinstance(o, Decimal):
-            return str(o)  # money stays exact: a string, never a float
-        raise TypeError(type(o).__name__)
-
-    from dataclasses import asdict
-
-    doc = asdict(r)
-    doc["outcome"] = r.outcome.value
-    return json.dumps(doc, default=default, indent=2)
-
-
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    parser = argparse.ArgumentParser(prog="routelead-client", description="RouteLead gRPC client.")
+    parser = argparse.ArgumentParser(prog=PROG, description="RouteLead gRPC client.")
     sub = parser.add_subparsers(dest="command", required=True)
-    route = sub.add_parser("route", help="route one lead from a JSON file ('-' reads stdin)")
+    route = sub.add_parser(
+        "route",
+        parents=[connection_options(timeout_s=2.0)],
+        help="route one lead from a JSON file ('-' reads stdin)",
+    )
     route.add_argument("file")
-    route.add_argument(
-        "--target",
-        default=os.environ.get("ROUTELEAD_TARGET", "127.0.0.1:50051"),
-        help="gRPC target, e.g. dns:///routelead.ns.svc:50051 (or ROUTELEAD_TARGET)",
-    )
-    route.add_argument(
-        "--timeout", type=float, default=2.0, help="seconds for the whole call, retries included"
-    )
     route.add_argument("--lead-id", help="idempotency key (overrides the file's)")
     route.add_argument("--test", action="store_true", help="ping and decide, post nothing")
     route.add_argument("--json", action="store_true", help="print the result as JSON")
     route.add_argument(
         "--token-file", help="file holding the bearer token (else ROUTELEAD_TOKEN, else no token)"
     )
-    route.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --ca-file)")
-    route.add_argument("--ca-file", help="PEM CA bundle that signed the server certificate (implies --tls)")
+    admin_connection = connection_options(timeout_s=DEFAULT_ADMIN_TIMEOUT_S)
+    cli_buyers.add_parser(sub, admin_connection)
+    cli_stats.add_parser(sub, admin_connection)
     args = parser.parse_args(argv)
+    match args.command:
+        case "buyers":
+            return cli_buyers.run(args, out, err)
+        case "stats":
+            return cli_stats.run(args, out, err)
+    return _route(args, out, err)
 
+
+def _route(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-        kwargs = parse_lead_file(text)
-    except OSError as exc:
-        print(f"routelead-client: cannot read {args.file}: {exc.strerror}", file=err)
-        return 2
+        kwargs = parse_lead_file(read_text(args.file))
     except BadFile as exc:
-        print(f"routelead-client: {args.file}: {exc}", file=err)
+        print(f"{PROG}: {args.file}: {exc}", file=err)
+        return 2
+    except LocalError as exc:
+        print(f"{PROG}: {exc}", file=err)
         return 2
     if args.lead_id:
         kwargs["lead_id"] = args.lead_id
     kwargs["test"] = kwargs["test"] or args.test
     try:
-        # Secrets from a file or the environment, never from the command line (it shows in `ps`).
-        token = (
-            Path(args.token_file).read_text().strip()
-            if args.token_file
-            else os.environ.get("ROUTELEAD_TOKEN")
-        )
-        ca = Path(args.ca_file).read_bytes() if args.ca_file else None
-    except OSError as exc:
-        print(f"routelead-client: cannot read {exc.filename}: {exc.strerror}", file=err)
+        routing_token = token(args, "ROUTELEAD_TOKEN")
+        creds = credentials(args)
+    except LocalError as exc:
+        print(f"{PROG}: {exc}", file=err)
         return 2
-    creds = grpc.ssl_channel_credentials(root_certificates=ca) if (args.tls or ca) else None
-    with RouteLeadClient(args.target, timeout_s=args.timeout, token=token, credentials=creds) as client:
+    with RouteLeadClient(
+        args.target, timeout_s=args.timeout, token=routing_token, credentials=creds
+    ) as client:
         try:
             result = client.route(**kwargs)
         except (InvalidLead, NotFound) as exc:
-            print(f"routelead-client: {exc}", file=err)
+            print(f"{PROG}: {exc}", file=err)
             return 2
         except RouteLeadError as exc:
-            print(f"routelead-client: {exc} (lead_id {exc.lead_id}: safe to retry with it)", file=err)
+            print(f"{PROG}: {exc} (lead_id {exc.lead_id}: safe to retry with it)", file=err)
             return 1
     if args.json:
-        print(as_json(result), file=out)
+        print(to_json(result), file=out)
     else:
         render(result, out)
     return 0

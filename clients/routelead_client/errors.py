@@ -6,9 +6,10 @@ import grpc
 
 
 class RouteLeadError(Exception):
-    """The call failed; `code` is the gRPC status, `lead_id` the idempotency key that was used."""
+    """The call failed; `code` is the gRPC status, `lead_id` the idempotency key that was used ('' when
+    the call was not a routing)."""
 
-    def __init__(self, code: grpc.StatusCode, details: str, lead_id: str, rpc_attempts: int = 1) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str, lead_id: str = "", rpc_attempts: int = 1) -> None:
         super().__init__(f"{code.name}: {details}" if details else code.name)
         self.code = code
         self.details = details
@@ -16,12 +17,24 @@ class RouteLeadError(Exception):
         self.rpc_attempts = rpc_attempts
 
 
-class InvalidLead(RouteLeadError):
+class InvalidArgument(RouteLeadError):
+    """INVALID_ARGUMENT: the details say what is wrong (a bad date, a change that does not validate)."""
+
+
+class InvalidLead(InvalidArgument):
     """INVALID_ARGUMENT: the details name every bad field. Fix the lead; retrying will not help."""
 
 
 class NotFound(RouteLeadError):
-    """NOT_FOUND: unknown flow or source."""
+    """NOT_FOUND: unknown flow or source (routing), unknown buyer or version (admin)."""
+
+
+class Unauthenticated(RouteLeadError):
+    """UNAUTHENTICATED: no token, or not the one this API takes (the admin token is not a routing one)."""
+
+
+class Conflict(RouteLeadError):
+    """ABORTED: another change went live since `expected_version`. Reload, re-apply, send again."""
 
 
 class Unavailable(RouteLeadError):
@@ -33,12 +46,21 @@ class DeadlineExceeded(RouteLeadError):
 
 
 _BY_CODE: dict[grpc.StatusCode, type[RouteLeadError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidLead,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.ABORTED: Conflict,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
 
 
 def error_for(code: grpc.StatusCode, details: str, lead_id: str, rpc_attempts: int) -> RouteLeadError:
-    return _BY_CODE.get(code, RouteLeadError)(code, details, lead_id, rpc_attempts)
+    """The error of a RouteLead call: INVALID_ARGUMENT there is always about the lead."""
+    cls = InvalidLead if code is grpc.StatusCode.INVALID_ARGUMENT else _BY_CODE.get(code, RouteLeadError)
+    return cls(code, details, lead_id, rpc_attempts)
+
+
+def admin_error_for(code: grpc.StatusCode, details: str) -> RouteLeadError:
+    """The error of an Admin or Stats call (no lead, never retried)."""
+    return _BY_CODE.get(code, RouteLeadError)(code, details)

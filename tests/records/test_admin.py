@@ -6,86 +6,24 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import orjson
 import pytest
 import yaml
-from routelead.api.admin import AdminServicer
-from routelead.api.server import Service
 from routelead.config.loader import ConfigError
-from routelead.records.configstore import ConfigStore, ConfigWatcher, compile_version
-from routelead.records.ledger import Ledger
+from routelead.records.configstore import ConfigStore
 from routelead.v1 import admin_pb2 as apb
-from routelead.v1 import admin_pb2_grpc as apb_grpc
 from routelead.v1 import routelead_pb2 as pb
-from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
 from tests.buyers import BuyerServer, accept, bid, slow
-from tests.configs import GOOD_LEAD, buyer, document
-from tests.records.conftest import Backend
-
-TOKEN = "admin-token-for-tests-0123456789"
-ENV = {"A_KEY": "key-from-env"}
-AUTH = (("authorization", f"Bearer {TOKEN}"),)
-LITERAL = "s3cr3t-literal-value"
-
-
-@dataclass
-class Replica:
-    service: Service
-    ledger: Ledger
-    routing: pb_grpc.RouteLeadStub
-    admin: apb_grpc.AdminStub
-    n: int = 0
-
-    async def route(self) -> pb.RouteLeadResponse:
-        self.n += 1
-        fields = {**GOOD_LEAD, "email": f"r{id(self)}-{self.n}@example.com"}
-        request = pb.RouteLeadRequest(flow="solar", source_id="src-1", fields=fields)
-        reply: pb.RouteLeadResponse = await self.routing.RouteLead(request, timeout=10)
-        return reply
-
-
-Start = Callable[[], Awaitable[Replica]]
-
-
-def _doc(buyers: BuyerServer) -> str:
-    a = buyer(
-        buyers.url, "a", post={"headers": {"X-Key": "${A_KEY}", "X-Literal": LITERAL}, "timeout_ms": 700}
-    )
-    return yaml.safe_dump(document([a, buyer(buyers.url, "b")], dedupe=None))
-
-
-@pytest.fixture
-async def replicas(backend: Backend, buyers: BuyerServer) -> AsyncIterator[Start]:
-    buyers.on("a", ping=bid("40.00"), post=accept("A-1"))
-    buyers.on("b", ping=bid("30.00"), post=accept("B-1"))
-    text = _doc(buyers)
-    running: list[tuple[Service, grpc.aio.Channel, asyncio.Event, asyncio.Task[None]]] = []
-
-    async def start() -> Replica:
-        ledger = await backend.ledger()
-        store = ConfigStore(ledger.engine)
-        live = await store.seed(text, ENV)
-        admin = AdminServicer(store, TOKEN, ENV)
-        service = Service(compile_version(live, ENV), ledger=ledger, extra_services=[admin.register])
-        await service.start()
-        stop = asyncio.Event()
-        task = asyncio.create_task(ConfigWatcher(store, service.use_config, live.version, env=ENV).run(stop))
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
-        running.append((service, channel, stop, task))
-        return Replica(service, ledger, pb_grpc.RouteLeadStub(channel), apb_grpc.AdminStub(channel))
-
-    yield start
-    for service, channel, stop, task in running:
-        stop.set()
-        await task
-        await channel.close()
-        await service.stop(grace=0.5)
+from tests.records.conftest import ADMIN_AUTH as AUTH
+from tests.records.conftest import ADMIN_TOKEN as TOKEN
+from tests.records.conftest import LITERAL_SECRET as LITERAL
+from tests.records.conftest import REPLICA_ENV as ENV
+from tests.records.conftest import Backend, Replica, Start
+from tests.records.conftest import replica_document as _doc
 
 
 def change(reason: str, expected: int = 0) -> apb.Change:
