@@ -186,8 +186,17 @@ async def test_the_admin_command_line(replicas: Start, tmp_path: Path) -> None:
     rolled = await cli("rollback", "1", "--reason", "undo")
     exported = await cli("export")
     no_token = await cli("versions", environ={k: v for k, v in env.items() if k != "ROUTELEAD_ADMIN_TOKEN"})
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("id: [unclosed\n")
+    bad_files = [
+        await cli("upsert", "source", str(tmp_path / "missing.yaml"), "--reason", "x"),
+        await cli("upsert", "source", str(broken), "--reason", "x"),
+    ]
 
     assert paused[:2] == (0, "v2 is live: holiday (cli-user)\n"), paused[2]
+    # A bad file is one line and exit code 2, never a traceback.
+    assert [(code, len(err.splitlines())) for code, _, err in bad_files] == [(2, 1), (2, 1)]
+    assert "cannot read" in bad_files[0][2] and "not YAML or JSON at line" in bad_files[1][2]
     assert added[0] == 0 and "v3 is live" in added[1]
     assert versions[1].splitlines()[0].startswith("* v3") and "new seller" in versions[1]
     assert "+- id: src-new" in diff[1]

@@ -71,9 +71,22 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         print("routelead: set ROUTELEAD_ADMIN_TOKEN (or ROUTELEAD_ADMIN_TOKEN_FILE)", file=sys.stderr)
         return 2
     if args.op == "upsert":
-        # Read before any network call: a bad file is a local error.
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-        args.body = orjson.dumps(yaml.safe_load(text)).decode()
+        # Read before any network call: a bad file is a local error, said in one line.
+        try:
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+            doc = yaml.safe_load(text)
+        except OSError as exc:
+            print(f"routelead: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return 2
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            at = f" at line {where.line + 1}" if where is not None else ""
+            print(f"routelead: {args.file}: not YAML or JSON{at}", file=sys.stderr)
+            return 2
+        if not isinstance(doc, dict):
+            print(f"routelead: {args.file}: must hold one mapping (the {args.kind})", file=sys.stderr)
+            return 2
+        args.body = orjson.dumps(doc, default=str).decode()
     import grpc
 
     try:
