@@ -67,15 +67,25 @@ async def _open(target: str, rate: float, child: Child, seconds: float, conns: i
 
 
 async def _soak(
-    target: str, rate: float, child: Child, seconds: float, conns: int = 1, steps: int = 0
+    target: str,
+    rate: float,
+    child: Child,
+    seconds: float,
+    conns: int = 1,
+    steps: int = 0,
+    concurrency: int = 0,
 ) -> dict[str, Any]:
-    """Open loop in steps, sampling the service's memory after each: is it flat? One step per
-    ~2.5 minutes on long runs (at least six), each with its own errors, sheds and latency."""
+    """Open loop (or, with `concurrency`, closed loop) in steps, sampling the service's memory after
+    each: is it flat? One step per ~2.5 minutes on long runs (at least six), each with its own
+    errors, sheds and latency."""
     steps = steps or max(6, int(seconds // 150))
     samples: list[dict[str, Any]] = []
     leads = 0
     for _ in range(steps):
-        tally, _took = await load.open_loop(target, rate, seconds / steps, connections=conns)
+        if concurrency:
+            tally, _took = await load.closed_loop(target, concurrency, seconds / steps, MAX_LEADS, conns)
+        else:
+            tally, _took = await load.open_loop(target, rate, seconds / steps, connections=conns)
         leads += tally.ok
         u = child.usage()
         samples.append(
@@ -92,7 +102,7 @@ async def _soak(
     half = samples[len(samples) // 2 :]
     growth = (half[-1]["rss_mb"] - half[0]["rss_mb"]) / max(1, half[-1]["leads"] - half[0]["leads"])
     return {
-        "mode": "soak",
+        "mode": f"soak, closed loop of {concurrency}" if concurrency else "soak, open loop",
         "target_rate": rate,
         "samples": samples,
         "peak_rss_mb": round(child.usage().peak_rss_bytes / 2**20, 1),
@@ -198,6 +208,12 @@ async def run_scenario(
         if "soak" in s.phases and closed_rate:
             rate = closed_rate * s.open_share
             report["phases"]["soak"] = await _soak(target, rate, service, s.duration_s, conns)
+        if "soak-closed" in s.phases:
+            # As many leads as the service answers, `concurrency` at a time: the most leads per hour
+            # for a memory run, with no backlog to grow.
+            report["phases"]["soak"] = await _soak(
+                target, 0.0, service, s.duration_s, conns, concurrency=s.concurrency
+            )
         end: Usage = service.usage()
         report["memory"] = {
             "service_rss_mb_warm": round(rss_start / 2**20, 1),
@@ -277,7 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", type=int, help="closed-loop leads in flight (default: the scenario's)"
     )
-    parser.add_argument("--phases", help="comma-separated subset of closed,open,empty,fanout (default: all)")
+    parser.add_argument(
+        "--phases",
+        help="comma-separated subset of closed,open,empty,fanout (default: all); soak scenarios: "
+        "soak (open loop at --rate) or soak-closed (closed loop at --concurrency)",
+    )
     parser.add_argument(
         "--rate", type=float, help="open-loop leads/s (default: half the closed-loop maximum)"
     )

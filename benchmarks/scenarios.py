@@ -115,9 +115,10 @@ SCENARIOS: dict[str, Scenario] = {
             phases=("soak",),
         ),
         Scenario(
-            "soak-3",
-            "fast-3 driven open-loop for a long run: memory over the million-lead run",
-            _fast(3),
+            "soak-1",
+            "one fast buyer, open loop, for the million-lead memory run: what grows per lead (hot "
+            "state, books, kept answers) does not depend on how many buyers it pings",
+            (BuyerSim("b00", bid_rate=0.9),),
             concurrency=32,
             duration_s=60.0,
             phases=("soak",),
