@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
 from typing import Any, TextIO
 
 from routelead.api.credentials import admin_token
@@ -77,19 +76,11 @@ def _pct(rate: str) -> str:
     return f"{float(rate) * 100:.1f}"
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned first column, right-aligned numbers, widths from the content."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-
-    def line(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join((first, *rest)).rstrip()
-
-    return "\n".join([line(header), *(line(r) for r in rows)]) + "\n"
-
-
 def render(response: pb.GetStatsResponse) -> str:
+    # One table layout for both stats commands; imported here because the client package loads
+    # grpc, which `serve` must not import before it forks its workers.
+    from routelead_client.cli_stats import table
+
     parts: list[str] = []
     for w in response.windows:
         parts.append(f"== {w.label}  [{w.since} .. {w.until})\n")

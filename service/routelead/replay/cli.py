@@ -88,7 +88,7 @@ def _pct(n: int, d: int) -> str:
 
 
 def render(c: Comparison, since: datetime, until: datetime) -> str:
-    from routelead.api.stats_cli import table
+    from routelead_client.cli_stats import table
 
     a, b = c.actual, c.candidate
     lines = [f"replay of {a.leads} recorded leads [{since.isoformat()} .. {until.isoformat()})\n\n"]
