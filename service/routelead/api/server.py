@@ -73,7 +73,8 @@ class Service:
         self.health_port = 0
         self._health_server: grpc.aio.Server | None = None
         # Admission control: past this many calls in flight, new ones are refused at once with
-        # RESOURCE_EXHAUSTED (the caller retries another replica) instead of queueing behind the
+        # RESOURCE_EXHAUSTED (nothing routed: the caller may send the same lead_id to another replica;
+        # routelead_client does not retry it by itself) instead of queueing behind the
         # event loop and answering after their deadline. Probes use the health listener, unlimited.
         self.max_in_flight = max_in_flight
         self.caps = caps if caps is not None else MemoryCapStore()
