@@ -30,6 +30,7 @@ from routelead.domain.pricing import book
 from routelead.domain.rules import Facts
 from routelead.domain.tree import Offer, allocate, rotation, value
 from routelead.records.codec import SaleRecord, encode
+from routelead.records.guard import BooksGuard
 from routelead.records.port import LedgerWriter
 from routelead.state.memory import MemoryBuyerStats, MemoryRotationStore, MemoryVolumeStore
 from routelead.state.plan import describe
@@ -125,11 +126,12 @@ class Router:
         ledger: LedgerWriter | None = None,
     ) -> None:
         self.config = config
-        self._ledger = ledger
+        self._idempotency = idempotency
+        # The books fail closed: see records/guard.py.
+        self.books = BooksGuard(ledger, on_booked=idempotency.remember) if ledger is not None else None
         self._transport = transport
         self._caps = caps
         self._dedupe = dedupe
-        self._idempotency = idempotency
         self._rotation = rotation if rotation is not None else MemoryRotationStore()
         self._stats = stats if stats is not None else MemoryBuyerStats()
         self._volume = volume if volume is not None else MemoryVolumeStore()
@@ -169,6 +171,9 @@ class Router:
             margin = max(REPLY_MARGIN_S, req.caller_budget_s * 0.1)
             budget = max(0.0, min(budget, req.caller_budget_s - margin))
         validated = lead
+        if self.books is not None and (held := await self.books.answer(lead_id)) is not None:
+            # Routed by an earlier call whose answer waited for the books: that answer, never a new route.
+            return dataclasses.replace(held, replayed=True)
         # Every hot-state call made for this lead is bounded by its deadline.
         lead_deadline.set(time.monotonic() + budget)
         return await self._idempotency.once(
@@ -185,6 +190,8 @@ class Router:
         budget_s: float,
         config: RuntimeConfig,
     ) -> RoutingResult:
+        if self.books is not None:
+            self.books.check()  # before any buyer is asked
         started = time.monotonic()
         received_at = self._clock()
         deadline = started + budget_s
@@ -227,10 +234,10 @@ class Router:
             span.set_attribute("margin", fmt(result.margin))
             span.set_attribute("latency_ms", round(result.elapsed_ms, 3))
             _log_decision(result, config.version)  # inside the span: the line carries its ids
-            if self._ledger is not None:
+            if self.books is not None:
                 # Before the answer: a lead the caller hears about is already on the books.
                 with ledger_span("lead", lead_id, outcome=result.outcome.value):
-                    await self._ledger.record(result, lead.ping_fields, received_at, config.version)
+                    await self.books.record(result, lead.ping_fields, received_at, config.version)
         record_lead(result, budget_s)
         return result
 

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from routelead.api.server import Service
 from routelead.records.codec import AttemptRecord, LeadRecord, SaleRecord, decode, encode
 from routelead.records.db import head_revision, migrate
@@ -174,21 +175,81 @@ async def test_no_answer_leaves_without_its_ledger_record(backend: Backend, buye
         grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
     ):
         client = pb_grpc.RouteLeadStub(channel)
-        request = pb.RouteLeadRequest(lead_id="while-down", flow="solar", source_id="src-1", fields=GOOD_LEAD)
+        health = health_pb2_grpc.HealthStub(channel)
+
+        def lead(lead_id: str) -> pb.RouteLeadRequest:
+            return pb.RouteLeadRequest(lead_id=lead_id, flow="solar", source_id="src-1", fields=GOOD_LEAD)
+
+        await backend.down()
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as unbooked:
+                # Long before the SQLite lock wait (10 s) gives up: a stuck write is an outage.
+                await client.RouteLead(lead("while-down"), timeout=6)
+            pings = len(buyers.got("a", "ping"))
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await client.RouteLead(lead("next"), timeout=20)
+            pinged_while_down = len(buyers.got("a", "ping")) - pings
+            with pytest.raises(grpc.aio.AioRpcError) as still:
+                await client.RouteLead(lead("while-down"), timeout=20)
+            ready = health_pb2.HealthCheckRequest(service="routelead.v1.RouteLead")
+            during = await health.Check(ready, timeout=5)
+            alive = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        finally:
+            await backend.up()
+        retried = await client.RouteLead(lead("while-down"), timeout=20)
+        later = await client.RouteLead(lead("after"), timeout=20)
+        after = await health.Check(ready, timeout=5)
+
+    # The sale happened but the caller never heard SOLD before the books had it.
+    assert unbooked.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "retry with the same lead_id" in (unbooked.value.details() or "")
+    assert still.value.code() == grpc.StatusCode.UNAVAILABLE
+    # Fail closed: while the books refuse writes, no new lead reaches a buyer.
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "nothing was routed" in (refused.value.details() or "")
+    assert pinged_while_down == 0
+    # Out of rotation (readiness), not restarted (liveness): a restart would drop the held record.
+    assert during.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert alive.status == health_pb2.HealthCheckResponse.SERVING
+    assert after.status == health_pb2.HealthCheckResponse.SERVING
+    # The retry gets the held answer: the same sale, booked once, never routed (or sold) again.
+    assert retried.outcome == pb.SOLD and retried.replayed and retried.revenue == "33.33"
+    assert sum(1 for r in buyers.got("a", "post") if b"while-down" in r.body) == 1
+    story = await ledger.lead("while-down")
+    assert story.lead is not None and str(story.lead["revenue"]) == "33.33"
+    assert [s["buyer_id"] for s in story.sales] == ["a"]
+    assert later.outcome == pb.SOLD and (await ledger.lead("after")).lead is not None
+
+
+async def test_a_held_lead_is_booked_without_a_retry_once_the_books_are_back(
+    backend: Backend, buyers: BuyerServer
+) -> None:
+    buyers.on("a", ping=bid("21.00"), post=accept("A-1"))
+    doc = document([buyer(buyers.url, "a")], dedupe=None)
+    ledger = await backend.ledger()
+    async with (
+        Service(compile_doc(doc), ledger=ledger) as service,
+        grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
+    ):
+        client = pb_grpc.RouteLeadStub(channel)
+        request = pb.RouteLeadRequest(lead_id="left", flow="solar", source_id="src-1", fields=GOOD_LEAD)
         await backend.down()
         try:
             with pytest.raises(grpc.aio.AioRpcError) as failed:
                 await client.RouteLead(request, timeout=20)
         finally:
             await backend.up()
-        later = await client.RouteLead(
-            pb.RouteLeadRequest(lead_id="after", flow="solar", source_id="src-1", fields=GOOD_LEAD),
-            timeout=20,
-        )
+        story = await ledger.lead("left")
+        for _ in range(300):  # the background retry backs off to 5 s at most
+            if story.lead is not None:
+                break
+            await asyncio.sleep(0.1)
+            story = await ledger.lead("left")
+        replay = await client.RouteLead(request, timeout=20)
 
-    assert failed.value.code() == grpc.StatusCode.INTERNAL  # the caller never hears SOLD
-    story = await ledger.lead("after")
-    assert later.outcome == pb.SOLD and story.lead is not None and str(story.lead["revenue"]) == later.revenue
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert story.lead is not None and [s["price"] for s in story.sales] == [Decimal("21.00")]
+    assert replay.replayed and replay.outcome == pb.SOLD and len(buyers.got("a", "post")) == 1
 
 
 async def test_a_sale_from_the_outbox_first_gets_its_cost_share_from_the_routers_write(

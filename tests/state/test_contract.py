@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import tracemalloc
 from datetime import datetime
 from decimal import Decimal
@@ -11,8 +12,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from routelead.domain.outcome import Attempt, Outcome, RoutingResult, Sale, Status
+from routelead.records.port import Unbooked
 from routelead.state.memory import MemoryIdempotencyStore
-from routelead.state.ports import CapLimits
+from routelead.state.ports import CapLimits, LeadInFlight, lead_deadline
 from routelead.state.result_codec import encode
 
 from tests.state.conftest import Backend
@@ -319,6 +321,35 @@ async def test_a_failed_lead_may_be_routed_again(backend: Backend) -> None:
     with pytest.raises(RuntimeError):
         await backend.idempotency.once("L2", fail)
     assert not (await backend.idempotency.once("L2", work)).replayed
+
+
+async def test_a_routed_but_unbooked_lead_is_answered_once_booked_never_routed_again(
+    backend: Backend,
+) -> None:
+    runs = 0
+
+    async def unbooked() -> RoutingResult:
+        raise Unbooked("held")
+
+    async def work() -> RoutingResult:
+        nonlocal runs
+        runs += 1
+        return _result("L3")
+
+    with pytest.raises(Unbooked):
+        await backend.idempotency.once("L3", unbooked)
+    if backend.name == "redis":
+        # Another replica, meanwhile: told to wait, not given the lead to route again.
+        token = lead_deadline.set(time.monotonic() + 0.2)
+        try:
+            with pytest.raises(LeadInFlight):
+                await backend.idempotency.once("L3", work)
+        finally:
+            lead_deadline.reset(token)
+    await backend.idempotency.remember(_result("L3"))  # the holder booked it
+    answer = await backend.idempotency.once("L3", work)
+
+    assert runs == 0 and answer.replayed and answer.cost == D("10.00")
 
 
 async def test_turns_are_handed_out_once_each(backend: Backend) -> None:

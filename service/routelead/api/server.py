@@ -119,6 +119,8 @@ class Service:
             ledger=self.ledger,
             stats=self.stats,
         )
+        if router.books is not None:
+            router.books.on_writable = self._books_writable
         size = self.config.max_message_bytes
         server = grpc.aio.server(
             options=[
@@ -185,7 +187,17 @@ class Service:
             await self._health_server.stop(0)
             self._health_server = None
         await self.transport.close()
+        if self.router is not None and self.router.books is not None:
+            await self.router.books.close()  # held records: a last try, or an error line each
         log.info("server.stopped", port=self.port)
+
+    async def _books_writable(self, writable: bool) -> None:
+        """Readiness (the RouteLead service's status) follows the books: while they refuse writes
+        no lead can be sold here. Liveness ("") stays SERVING: a restart would drop held records."""
+        if self._server is None:
+            return  # shutting down: the health status says so already
+        status = health_pb2.HealthCheckResponse
+        await self._health.set(SERVICE_NAME, status.SERVING if writable else status.NOT_SERVING)
 
     async def wait(self) -> None:
         if self._server is not None:

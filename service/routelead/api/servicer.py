@@ -7,6 +7,7 @@ import structlog
 
 from routelead.api.convert import to_proto
 from routelead.domain.lead import LeadInvalid
+from routelead.records.port import BooksUnavailable
 from routelead.router import LeadRequest, NotFound, Router
 from routelead.state.ports import LeadInFlight
 from routelead.telemetry.propagation import caller_context
@@ -43,6 +44,9 @@ class RouteLeadServicer(pb_grpc.RouteLeadServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except LeadInFlight as exc:
             await context.abort(grpc.StatusCode.ABORTED, str(exc))
+        except BooksUnavailable as exc:
+            # Safe to retry as is: nothing was routed, or (Unbooked) the retry gets the held answer.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except Exception as exc:
             # Type only: messages of unexpected errors may quote lead data.
             log.error("lead.failed", lead_id=request.lead_id, flow=request.flow, error=type(exc).__name__)

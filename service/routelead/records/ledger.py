@@ -133,6 +133,7 @@ class Ledger:
         # Group commit: leads arriving while a transaction commits share the next one (one fsync,
         # one round trip per table), on SQLite and PostgreSQL alike.
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_retrieved)  # a caller that gave up is told by the BooksGuard
         self._queue.append((record, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
@@ -458,3 +459,8 @@ class Ledger:
                 Totals(str(k), int(n), int(rn), g or ZERO, net or ZERO, c or ZERO, nc or ZERO)
                 for k, n, rn, g, net, c, nc in out
             ]
+
+
+def _retrieved(f: asyncio.Future[None]) -> None:
+    if not f.cancelled():
+        f.exception()

@@ -8,6 +8,15 @@ from typing import Protocol
 from routelead.domain.outcome import RoutingResult
 
 
+class BooksUnavailable(RuntimeError):
+    """The books refuse writes: nothing was routed (gRPC UNAVAILABLE; retry later)."""
+
+
+class Unbooked(BooksUnavailable):
+    """The lead was routed but its record is not written yet. It is held and retried; a retry with
+    the same lead_id gets the lead's answer once it is booked, and never routes it again."""
+
+
 class LedgerWriter(Protocol):
     async def record(
         self,

@@ -231,10 +231,14 @@ class MemoryIdempotencyStore:
         finally:
             self._running.pop(lead_id, None)
         future.set_result(result)
-        self._done[lead_id] = memoryview(encode(result)).tobytes()
+        await self.remember(result)
+        return result
+
+    async def remember(self, result: RoutingResult) -> None:
+        self._done[result.lead_id] = memoryview(encode(result)).tobytes()
+        self._done.move_to_end(result.lead_id)
         while len(self._done) > self._max:
             self._done.popitem(last=False)
-        return result
 
 
 class MemoryRotationStore:

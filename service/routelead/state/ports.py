@@ -202,6 +202,9 @@ class IdempotencyStore(Protocol):
     async def once(self, lead_id: str, work: Callable[[], Awaitable[RoutingResult]]) -> RoutingResult:
         """Run `work` for the first request of `lead_id`; later ones get a copy marked replayed."""
 
+    async def remember(self, result: RoutingResult) -> None:
+        """Keep the answer of a lead whose `work` failed after routing and that was booked later."""
+
 
 class LeadInFlight(RuntimeError):
     """The same lead_id is being routed by another call that did not answer within our deadline."""

@@ -72,6 +72,15 @@ REDIS_FALLBACKS = Counter(
     "routelead_redis_fallbacks", "Calls answered locally while Redis was down.", ["what"]
 )
 
+BOOKS_HELD = Counter(
+    "routelead_books_held",
+    "Routed leads whose ledger write failed: held and retried, answered UNAVAILABLE meanwhile.",
+)
+BOOKS_BOOKED_LATE = Counter("routelead_books_booked_late", "Held leads booked on a later try.")
+BOOKS_REFUSED = Counter(
+    "routelead_books_refused", "Leads refused before routing because the books refused writes."
+)
+
 
 def _dollars(x: Decimal) -> float:
     return float(x)

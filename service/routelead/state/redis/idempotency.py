@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from routelead.domain.outcome import RoutingResult
+from routelead.records.port import Unbooked
 from routelead.state.memory import MemoryIdempotencyStore
 from routelead.state.ports import LeadInFlight, StateUnavailable, remaining_s
 from routelead.state.redis.bounded import Health
@@ -82,6 +83,10 @@ class RedisIdempotencyStore:
     ) -> RoutingResult:
         try:
             result = await work()
+        except Unbooked:
+            # Routed, not yet booked: the marker stays, so no replica routes the lead again; the
+            # answer replaces it (`remember`) once the holding replica books it.
+            raise
         except BaseException:
             with contextlib.suppress(StateUnavailable):  # else the marker expires by itself
                 await self._health.call(
@@ -90,6 +95,11 @@ class RedisIdempotencyStore:
                     settle=True,
                 )
             raise
+        await self.remember(result)
+        return result
+
+    async def remember(self, result: RoutingResult) -> None:
+        key = f"rl:idem:{result.lead_id}"
         try:
             await self._health.call(
                 "idempotency.store",
@@ -98,4 +108,3 @@ class RedisIdempotencyStore:
             )
         except StateUnavailable as exc:
             log.error("idempotency.store_failed", lead_id=result.lead_id, error=str(exc))
-        return result
