@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -14,7 +15,7 @@ from routelead.config.loader import ConfigError, load_config_bytes
 from routelead.domain.mapping import Transaction
 from routelead.v1 import routelead_pb2 as pb
 
-from tests.buyers import BuyerServer, raw
+from tests.buyers import BuyerServer, accept, bid, raw
 from tests.configs import PII_VALUES, buyer, compile_doc, document
 from tests.conftest import Start
 
@@ -236,6 +237,36 @@ async def test_a_form_buyer_answering_xml_and_a_text_buyer_end_to_end(
     for ping in buyers.got(step="ping"):
         for value in PII_VALUES:
             assert value.encode() not in ping.body
+
+
+async def test_a_backtracking_pattern_and_a_crafted_answer_cannot_stall_the_service(
+    buyers: BuyerServer, start: Start
+) -> None:
+    # With Python's re this pattern takes 0.37 s on 22 characters and doubles with each one more:
+    # on these 64 the event loop, and every lead in the process, would stall for days.
+    buyers.on("crafted", ping=raw(b"a" * 64 + b"!", content_type="text/plain"))
+    buyers.on("plain", ping=bid("30.00"), post=accept("P-1"))
+    greedy = {
+        "ping": {"answer": {"format": "text", "pattern": r"^(?P<bid>(?:\w+\s?)+)\|(?P<price>\d+\.\d\d)$"}}
+    }
+    h = await start([buyer(buyers.url, "crafted", **greedy), buyer(buyers.url, "plain")])
+
+    reply = await h.route()
+
+    assert reply.outcome == pb.SOLD and [s.buyer_id for s in reply.sales] == ["plain"]
+    crafted = next(a for a in reply.attempts if a.buyer_id == "crafted")
+    assert crafted.status == pb.ERROR and "does not match the configured pattern" in crafted.reason
+
+
+def test_a_pattern_re2_cannot_run_in_linear_time_is_refused_by_path() -> None:
+    doc = copy.deepcopy(one_buyer(ping={"answer": {"format": "text", "pattern": r"(?P<bid>yes)(?=!)"}}))
+    doc["lead"]["fields"]["zip"]["pattern"] = r"^(\d)\1{4}$"
+
+    found = problems(doc)
+
+    assert any(p.startswith("buyers[0].ping.answer.pattern: not a valid regular expression") for p in found)
+    assert any(p.startswith("lead.fields.zip.pattern: not a valid regular expression") for p in found)
+    assert any("no backreferences or lookaround" in p for p in found)
 
 
 def test_the_readme_buyer_format_example_loads() -> None:

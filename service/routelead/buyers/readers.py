@@ -20,6 +20,7 @@ import orjson
 from routelead.buyers import safe_xml
 from routelead.buyers.base import BadAnswer, HttpAnswer
 from routelead.buyers.text import excerpt, scrub
+from routelead.domain.patterns import Pattern, compile_pattern
 
 
 class Missing(enum.Enum):
@@ -287,7 +288,7 @@ class TextReader:
     (`accepted|ABC123|45.00`), or whole (`text`)."""
 
     html: bool = False
-    pattern: re.Pattern[str] | None = None
+    pattern: Pattern | None = None
     delimiter: str | None = None
     columns: tuple[str | None, ...] = ()
 
@@ -333,10 +334,7 @@ def _text_reader(html: bool) -> Callable[[TextOptions], Reader]:
     def build(o: TextOptions) -> Reader:
         pattern = None
         if o.pattern is not None:
-            try:
-                pattern = re.compile(o.pattern)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression ({exc})") from None
+            pattern = compile_pattern(o.pattern)  # PatternError is a ValueError
             if not pattern.groupindex:
                 raise ValueError("the pattern needs named groups, e.g. (?P<status>accepted|rejected)")
         return TextReader(html, pattern, o.delimiter, o.columns)

@@ -24,6 +24,7 @@ from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source, Tier
 from routelead.domain.floors import FloorPolicy, QualityStep
 from routelead.domain.lead import FieldSpec, LeadSchema, Limits
 from routelead.domain.mapping import FieldKind
+from routelead.domain.patterns import PatternError, compile_pattern
 from routelead.domain.pricing import PriceBook, PriceRule, SourcePricing
 from routelead.domain.rules import PASS, RuleError, compile_rule
 from routelead.domain.schedule import Schedule, build_schedule
@@ -120,9 +121,9 @@ def check(c: m.ConfigModel) -> list[str]:
             problems.append(f"lead.fields.{name}: field names are letters, digits and _")
         if f.pattern is not None:
             try:
-                re.compile(f.pattern)
-            except re.error as exc:
-                problems.append(f"lead.fields.{name}.pattern: not a valid regular expression ({exc})")
+                compile_pattern(f.pattern)
+            except PatternError as exc:
+                problems.append(f"lead.fields.{name}.pattern: {exc}")
 
     stamp = c.lead.created_at_field
     if stamp is not None and (stamp not in fields or fields[stamp].type != "datetime"):
@@ -289,7 +290,7 @@ def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
             type=f.type,
             required=f.required,
             pii=f.pii,
-            pattern=re.compile(f.pattern) if f.pattern else None,
+            pattern=compile_pattern(f.pattern) if f.pattern else None,
             enum=frozenset(f.enum) if f.enum is not None else None,
             max_length=f.max_length,
         )

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
+from routelead.domain.patterns import Pattern
+
 FieldType = Literal["string", "int", "decimal", "bool", "email", "phone", "zip", "state", "date", "datetime"]
 
 US_STATES = frozenset(
@@ -85,7 +87,7 @@ class FieldSpec:
     type: FieldType = "string"
     required: bool = False
     pii: bool = False
-    pattern: re.Pattern[str] | None = None
+    pattern: Pattern | None = None
     enum: frozenset[str] | None = None
     max_length: int = 1024
 

@@ -7,13 +7,14 @@ that name the rule, never the lead's value (which may be PII).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Protocol
 from zoneinfo import ZoneInfo
+
+from routelead.domain.patterns import PatternError, compile_pattern
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +240,9 @@ def _field_test(name: str, op: str, arg: object, path: str) -> Rule:
             if not isinstance(arg, str):
                 raise RuleError(p, "expected a regular expression")
             try:
-                rx = re.compile(arg)
-            except re.error as exc:
-                raise RuleError(p, f"not a valid regular expression ({exc})") from None
+                rx = compile_pattern(arg)
+            except PatternError as exc:
+                raise RuleError(p, str(exc)) from None
             return FieldTest(
                 name, f"{name} must match /{arg}/", lambda v: v is not None and bool(rx.fullmatch(v))
             )
