@@ -32,6 +32,7 @@ from routelead.domain.tree import Offer, allocate, rotation, value
 from routelead.records.codec import SaleRecord, encode
 from routelead.records.guard import BooksGuard
 from routelead.records.port import LedgerWriter
+from routelead.state import plan
 from routelead.state.memory import MemoryBuyerStats, MemoryRotationStore, MemoryVolumeStore
 from routelead.state.plan import describe
 from routelead.state.ports import (
@@ -586,7 +587,7 @@ class Router:
                 result.test,
                 result.config_version,
             )
-            await self._caps.commit(reservation, encode(sale))
+            await self._caps.commit(reservation, encode(sale), plan.to_cents(price))
         if buyer.pricing.uses_volume:
             await self._volume.add(f"buyer:{buyer.id}", self._clock())
         a.status, a.reason = (

@@ -115,6 +115,28 @@ async def test_a_prepaid_balance_is_drawn_down_and_topped_up_at_once(backend: Ba
     assert await backend.caps.balance("pp") == D("50.00")
 
 
+async def test_a_sale_at_another_stated_price_moves_the_budget_and_balance_to_it(
+    backend: Backend,
+) -> None:
+    c = caps("sp", prepaid=True, day="$100.00")
+    await backend.caps.top_up("sp", D("100.00"))
+
+    r = await backend.caps.reserve(c, "l1", NOON, D("40"))
+    assert r is not None
+    await backend.caps.commit(r, None, 6000)  # the post answer said it pays 60.00
+
+    assert await backend.caps.balance("sp") == D("40.00")
+    assert backend.caps.has_room(c, NOON, D("40.00"))
+    assert not backend.caps.has_room(c, NOON, D("40.01"))  # 60.00 of the 100.00 budget is spent
+    assert await backend.caps.reserve(c, "l2", NOON, D("40.01")) is None
+    r = await backend.caps.reserve(c, "l3", NOON, D("30"))
+    assert r is not None
+    await backend.caps.commit(r, None, 2500)  # less than bid: the difference comes back
+    assert await backend.caps.balance("sp") == D("15.00")
+    assert backend.caps.has_room(c, NOON, D("15.00"))
+    assert not backend.caps.has_room(c, NOON, D("15.01"))
+
+
 async def test_a_credit_limit_lets_the_balance_go_negative_that_far(backend: Backend) -> None:
     c = caps("cr", prepaid=True, credit="20")
 

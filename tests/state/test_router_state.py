@@ -15,7 +15,7 @@ from routelead.state.redis import connect
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
-from tests.buyers import BuyerServer, accept, bid, hang
+from tests.buyers import BuyerServer, accept, bid, hang, respond
 from tests.configs import GOOD_LEAD, buyer, compile_doc, document, fixed_buyer
 from tests.conftest import Harness
 from tests.state.conftest import Backend
@@ -78,6 +78,23 @@ async def test_a_bid_over_the_remaining_budget_goes_to_the_next_bid(
     assert [s.buyer_id for s in second.sales] == ["small"]
     assert "budget" in attempt(second, "big").reason
     assert len(buyers.got("big", "post")) == 1
+
+
+async def test_a_budget_counts_the_price_the_post_answer_states_not_the_bid(
+    backend: Backend, buyers: BuyerServer, on: Start
+) -> None:
+    # Bids 40.00, then says in its post answer that it pays 80.00: that is what the budget spent.
+    buyers.on("a", ping=bid(40), post=respond({"status": "accepted", "lead_id": "A", "price": "80.00"}))
+    buyers.on("b", ping=bid(10), post=accept())
+    stated = {"answer": {"price": "price"}}
+    h = await on([buyer(buyers.url, "a", budgets={"day": "100.00"}, post=stated), buyer(buyers.url, "b")])
+
+    first = await h.route()
+    second = await h.route()  # 80.00 + a 40.00 bid is over 100.00 (counted at the bid: 80.00, sold)
+
+    assert [(s.buyer_id, s.price) for s in first.sales] == [("a", "80.00")]
+    assert [s.buyer_id for s in second.sales] == ["b"] and "budget" in attempt(second, "a").reason
+    assert len(buyers.got("a", "post")) == 1
 
 
 async def test_a_post_with_an_unknown_outcome_stays_counted_and_listed(

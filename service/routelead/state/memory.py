@@ -92,9 +92,16 @@ class MemoryCapStore:
         self._records[(r.buyer_id, r.id)] = _Record(r, time.time())
         return r
 
-    async def commit(self, r: Reservation, outbox: bytes | None = None) -> None:
+    async def commit(self, r: Reservation, outbox: bytes | None = None, cents: int | None = None) -> None:
         # No outbox here: the embedded default writes its ledger directly.
-        self._records.pop((r.buyer_id, r.id), None)
+        if self._records.pop((r.buyer_id, r.id), None) is None:
+            return
+        delta = 0 if cents is None else cents - r.cents
+        if delta:
+            for name in r.budget_keys:
+                self._add(f"{r.buyer_id}|{name}", delta)
+            if r.prepaid:
+                self._balances[r.buyer_id] = self._balances.get(r.buyer_id, 0) - delta
 
     async def release(self, r: Reservation) -> None:
         if self._records.pop((r.buyer_id, r.id), None) is None:

@@ -141,9 +141,10 @@ class CapStore(Protocol):
         """Atomically count one lead (and its price) against every period and the balance, or None
         when any is full; raises StateUnavailable when the counters cannot be reached in time."""
 
-    async def commit(self, r: Reservation, outbox: bytes | None = None) -> None:
+    async def commit(self, r: Reservation, outbox: bytes | None = None, cents: int | None = None) -> None:
         """The buyer accepted: the reservation is a sale (`outbox`: the ledger record, written
-        atomically with the commit by stores that keep an outbox)."""
+        atomically with the commit by stores that keep an outbox). `cents`: the price the buyer's
+        post answer states, when not the reserved one; budgets and the balance count that."""
 
     async def release(self, r: Reservation) -> None:
         """The buyer provably did not take the lead: give the slot back."""

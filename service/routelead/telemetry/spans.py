@@ -87,9 +87,9 @@ class TracedCapStore:
             )
             return r
 
-    async def commit(self, r: Reservation, outbox: bytes | None = None) -> None:
+    async def commit(self, r: Reservation, outbox: bytes | None = None, cents: int | None = None) -> None:
         with cap_span("commit", r.buyer_id, r.lead_id):
-            await self.inner.commit(r, outbox)
+            await self.inner.commit(r, outbox, cents)
 
     async def release(self, r: Reservation) -> None:
         with cap_span("release", r.buyer_id, r.lead_id):

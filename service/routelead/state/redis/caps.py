@@ -170,14 +170,25 @@ class RedisCapStore:
             self._set(f"{t}:balance", balance)
         return r if ok else None
 
-    async def commit(self, r: Reservation, outbox: bytes | None = None) -> None:
-        await self._settle_quietly("caps.commit", self._commit(r, outbox))
+    async def commit(self, r: Reservation, outbox: bytes | None = None, cents: int | None = None) -> None:
+        await self._settle_quietly("caps.commit", self._commit(r, outbox, cents))
 
-    async def _commit(self, r: Reservation, outbox: bytes | None) -> int:
+    async def _commit(self, r: Reservation, outbox: bytes | None, cents: int | None = None) -> int:
         t = tag(r.buyer_id)
-        keys = [f"{t}:res", f"{t}:balance", f"{t}:outbox"]
-        args = ["commit", r.id, "1" if outbox is not None else "0", outbox or b""]
-        return int(await self._run("caps.commit", keys, args, settle=True))
+        delta = 0 if cents is None else cents - r.cents
+        # A stated price other than the reserved one moves the budgets and the balance with it.
+        budgets = [f"{t}:{n}" for n in r.budget_keys] if delta else []
+        keys = [f"{t}:res", f"{t}:balance", f"{t}:outbox", *budgets]
+        args: list[Any] = ["commit", r.id, "1" if outbox is not None else "0", outbox or b""]
+        args += [delta, "1" if r.prepaid and delta else "0"]
+        done = int(await self._run("caps.commit", keys, args, settle=True))
+        if done and delta:
+            for k in budgets:
+                if k in self._mirror:
+                    self._set(k, max(0, self._mirror[k] + delta))
+            if r.prepaid and f"{t}:balance" in self._mirror:
+                self._set(f"{t}:balance", self._mirror[f"{t}:balance"] - delta)
+        return done
 
     async def release(self, r: Reservation) -> None:
         await self._settle_quietly("caps.release", self._release(r))

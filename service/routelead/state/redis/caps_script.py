@@ -29,9 +29,22 @@ if op == 'reserve' then
   redis.call('HSET', KEYS[1], id, ARGV[3])
   return {1, 0, bal, unpack(values)}
 elseif op == 'commit' then
-  -- ARGV[3] outbox flag · ARGV[4] outbox record: the sale and its ledger record, one atomic step
+  -- ARGV[3] outbox flag · ARGV[4] outbox record: the sale and its ledger record, one atomic step.
+  -- ARGV[5] cents the stated price differs from the reserved one, ARGV[6] '1': prepaid;
+  -- KEYS[4..] the budget counters it moves (an expired period is not brought back).
   local had = redis.call('HDEL', KEYS[1], id)
   if ARGV[3] == '1' then redis.call('XADD', KEYS[3], '*', 'record', ARGV[4]) end
+  local delta = tonumber(ARGV[5] or '0')
+  if had == 1 and delta ~= 0 then
+    for i = 1, n do
+      if redis.call('EXISTS', KEYS[3 + i]) == 1 then
+        if redis.call('INCRBY', KEYS[3 + i], delta) < 0 then
+          redis.call('SET', KEYS[3 + i], '0', 'KEEPTTL')
+        end
+      end
+    end
+    if ARGV[6] == '1' then redis.call('DECRBY', KEYS[2], delta) end
+  end
   return had
 elseif op == 'release' then
   -- ARGV[3] cents back to the balance ('' when not prepaid) · ARGV[3+i] amount off counter i
