@@ -337,7 +337,7 @@ class Router:
                 a.status, a.reason = Status.SKIPPED_CIRCUIT, tripped
             else:
                 if buyer.fixed_price is not None:
-                    a.price = buyer.fixed_price
+                    a.price = a.offered = buyer.fixed_price
                     a.reason = "fixed-price buyer: direct post, no ping"
                 x = _Live(buyer, a, t, order, pinged=buyer.ping is None)
                 if buyer.pricing.uses_volume:
@@ -495,6 +495,7 @@ class Router:
                 else:
                     if parsed.bid:
                         a.price, a.ping_id, a.exclusive = parsed.price, parsed.ping_id, parsed.exclusive
+                        a.offered = parsed.price
                         a.carried = parsed.carried
                         x.conditions = parsed.conditions
                         a.reason = _scrub_secrets(parsed.reason, buyer) or "bid"

@@ -11,14 +11,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
+from routelead.api.server import Service
 from routelead.replay import cli as replay_cli
 from routelead.replay.engine import Comparison, compare_into
 from routelead.replay.recorded import recorded_leads
+from routelead.v1 import routelead_pb2 as pb
+from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
-from tests.buyers import BuyerServer
-from tests.configs import buyer, compile_doc, document
+from tests.buyers import BuyerServer, accept, bid
+from tests.configs import GOOD_LEAD, buyer, compile_doc, document
 from tests.records.conftest import Backend
 from tests.records.test_reports import route_leads
 
@@ -81,6 +85,33 @@ async def test_replay_with_a_raised_floor_and_a_reordered_tree(backend: Backend,
     unknown = await replay(backend.url, ledger.engine, newcomer)
     assert unknown.unknowns.unpinged == n  # z has no recorded bid: left out, counted
     assert unknown.candidate.revenue == unknown.actual.revenue
+
+
+async def test_a_buyer_pricing_rule_kept_in_the_candidate_counts_once(
+    backend: Backend, buyers: BuyerServer
+) -> None:
+    buyers.on("a", ping=bid("30.00"), post=accept("A-1"))
+    plus = [{"when": {"states": ["CA"]}, "add": "5.00"}]
+    doc = document([buyer(buyers.url, "a", pricing=plus)], dedupe=None)
+    ledger = await backend.ledger()
+    async with (
+        Service(compile_doc(doc), ledger=ledger) as service,
+        grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
+    ):
+        client = pb_grpc.RouteLeadStub(channel)
+        for n in range(3):
+            request = pb.RouteLeadRequest(lead_id=f"p-{n}", flow="solar", source_id="src-1", fields=GOOD_LEAD)
+            reply = await client.RouteLead(request, timeout=10)
+            assert reply.revenue == "35.00"
+
+    same = await replay(backend.url, ledger.engine, doc)
+    more = copy.deepcopy(doc)
+    more["buyers"][0]["pricing"] = [{"when": {"states": ["CA"]}, "add": "7.00"}]
+    changed = await replay(backend.url, ledger.engine, more)
+
+    # Re-priced from the 30.00 the buyer offered, not from the 35.00 our rule made of it.
+    assert (same.actual.revenue, same.candidate.revenue) == (Decimal("105.00"), Decimal("105.00"))
+    assert changed.candidate.revenue == Decimal("111.00")
 
 
 async def test_the_replay_command_prints_the_comparison(

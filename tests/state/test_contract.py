@@ -305,6 +305,7 @@ async def test_a_later_repeat_gets_the_first_answer_in_every_field(backend: Back
             "p-9",
             {"auction": "tok"},
             True,
+            offered=D("40.10"),
         ),
         Attempt(
             "b2",

@@ -52,6 +52,8 @@ class Attempt:
     exclusive: bool = False
     # A post whose outcome is unknown: the buyer may have taken the lead (booked as unsettled).
     unsettled: bool = False
+    # The buyer's own price (ping bid, or fixed price) before our pricing rules: what replay re-prices.
+    offered: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

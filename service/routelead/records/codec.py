@@ -44,6 +44,8 @@ class AttemptRecord:
     post_ms: float
     http_status: int
     reason: str
+    # Before the buyer pricing rules (None in records from before it was kept).
+    offered: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,7 @@ def lead_record(
             post_ms=round(a.post_ms, 3),
             http_status=a.http_status,
             reason=a.reason,
+            offered=a.offered,
         )
         for i, a in enumerate(result.attempts)
     )
@@ -223,6 +226,7 @@ def encode(record: Record) -> bytes:
                     "post_ms": a.post_ms,
                     "http_status": a.http_status,
                     "reason": a.reason,
+                    "offered": _money(a.offered),
                 }
                 for a in r.attempts
             ],
@@ -304,6 +308,7 @@ def decode(data: bytes) -> Record:
                             post_ms=float(a.get("post_ms", 0.0)),
                             http_status=int(a.get("http_status", 0)),
                             reason=str(a.get("reason", "")),
+                            offered=None if a.get("offered") is None else _dec(a["offered"], "offered"),
                         )
                         for a in d.get("attempts", [])
                     ),

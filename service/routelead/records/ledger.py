@@ -245,6 +245,7 @@ class Ledger:
                 "post_ms": a.post_ms,
                 "http_status": a.http_status,
                 "reason": a.reason,
+                "offered": a.offered,
             }
             for a in r.attempts
         )

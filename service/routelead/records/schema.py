@@ -82,6 +82,8 @@ attempts = sa.Table(
     sa.Column("post_ms", sa.Float, nullable=False),
     sa.Column("http_status", sa.Integer, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+    # The buyer's own price before our buyer pricing rules (`bid` is after them): replay re-prices it.
+    sa.Column("offered", Money, nullable=True),
     sa.Index("ix_attempts_buyer", "buyer_id", "status"),
 )
 

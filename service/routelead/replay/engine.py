@@ -11,8 +11,10 @@ silently (see `Unknowns`):
 - caps, schedules, dedupe, circuit breakers, rotation turns and volume counts are as of replay,
   not as of the original moment: none of them applies (tier order "round_robin"/"weighted"
   replays in configured order);
-- recorded bids are the prices after the recording configuration's buyer pricing rules; the
-  candidate's buyer pricing rules apply on top.
+- buyer pricing rules: the candidate's apply to the price each buyer offered (kept before the
+  recording configuration's rules); attempts recorded before that was kept have only the price
+  after those rules, and the candidate's apply on top of it. A price a buyer stated in its post
+  answer is not replayed: the candidate's price is its bid.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class RecordedAttempt:
     buyer_id: str
     status: str
     bid: Decimal | None
+    # Before the recording configuration's buyer pricing rules; None in records older than it.
+    offered: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +155,10 @@ def _bids(
             continue
         elif a.status not in _BID_STATUSES or a.bid is None:
             continue
+        elif a.offered is not None:
+            price = a.offered  # the candidate's pricing rules apply to what the buyer offered
         else:
-            price = a.bid
+            price = a.bid  # an older record: the recording rules are already in it
         if buyer.pricing.rules:
             price = buyer.pricing.apply(price, dataclasses.replace(facts, exclusive=exclusive))
         if price < floors.for_bid(exclusive) or price <= 0:

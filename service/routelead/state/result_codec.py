@@ -61,6 +61,7 @@ def decode(raw: bytes) -> RoutingResult:
                 a.get("carried", {}),
                 a["exclusive"],
                 a.get("unsettled", False),
+                _dec(a.get("offered")),
             )
             for a in d["attempts"]
         ],
