@@ -339,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         else args.scenario
     )
     unknown = [n for n in names if n not in SCENARIOS]
+    if args.workers > 1 and not args.redis:
+        parser.error(
+            "--workers > 1 needs --redis: routelead serve refuses per-process caps with several workers"
+        )
     if args.redis and not _redis_installed():
         parser.error("--redis needs redis-server: apt-get install redis-server")
     if unknown:

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,18 @@ from tests.buyers import BuyerServer, accept, bid, slow
 from tests.configs import GOOD_LEAD, buyer, compile_doc, document
 from tests.metrics_scrape import scrape, value
 from tests.otlp_receiver import OtlpReceiver
+from tests.state.conftest import SECRET, start_redis
 from tests.tls import Pki, make_pki
 
 TOKEN = "s3cret-token-for-tests-0123456789"
+
+
+@pytest.fixture(scope="module")
+def shared_state() -> Iterator[dict[str, str]]:
+    """Several workers need shared hot state: a throwaway redis-server, and the dedupe key."""
+    proc = start_redis()
+    yield {"REDIS_URL": proc.url, "ROUTELEAD_DEDUPE_KEY": SECRET.decode()}
+    proc.executor.stop()
 
 
 @pytest.fixture
@@ -75,7 +84,7 @@ def _tls_channel(port: int, pki: Pki, client_cert: bool = False) -> grpc.aio.Cha
 
 
 async def test_workers_share_a_tls_port_authenticate_callers_and_drain_on_sigterm(
-    buyers: BuyerServer, pki: Pki, tmp_path: Path
+    buyers: BuyerServer, pki: Pki, tmp_path: Path, shared_state: dict[str, str]
 ) -> None:
     buyers.on("a", ping=bid(30), post=accept("A-1"))
     config = tmp_path / "flows.yaml"
@@ -89,6 +98,7 @@ async def test_workers_share_a_tls_port_authenticate_callers_and_drain_on_sigter
     log = LogFile(tmp_path / "stdout.jsonl")
     env = {
         **os.environ,
+        **shared_state,
         "ROUTELEAD_TLS_CERT": str(pki.server_cert),
         "ROUTELEAD_TLS_KEY": str(pki.server_key),
         "ROUTELEAD_AUTH_TOKEN_FILE": str(token_file),
@@ -246,6 +256,26 @@ async def test_mtls_admits_only_callers_with_a_certificate_from_the_ca(buyers: B
         await service.stop(grace=0.5)
 
 
+def test_several_workers_without_shared_state_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "flows.yaml"
+    config.write_text(yaml.safe_dump(document([buyer(lambda b, s: f"http://127.0.0.1:9/{b}/{s}", "a")])))
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ROUTELEAD_REDIS_URL")}
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "routelead.cli", "serve", "--config", str(config)),
+            *("--listen", f"127.0.0.1:{_free_port()}", "--workers", "3"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    # Each worker would keep its own caps: three could sell a buyer three times its cap.
+    assert proc.returncode == 2
+    assert "--workers 3 (ROUTELEAD_WORKERS) needs shared hot state: set REDIS_URL" in proc.stderr
+
+
 def test_a_public_listener_without_tls_and_auth_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "flows.yaml"
     config.write_text(yaml.safe_dump(document([buyer(lambda b, s: f"http://127.0.0.1:9/{b}/{s}", "a")])))
@@ -281,13 +311,16 @@ def test_security_settings_are_checked_and_tokens_compared_whole(tmp_path: Path,
     s.check_exposure("0.0.0.0:50051", insecure=True)
 
 
-def test_sigterm_while_workers_are_still_starting_is_a_clean_stop(tmp_path: Path) -> None:
+def test_sigterm_while_workers_are_still_starting_is_a_clean_stop(
+    tmp_path: Path, shared_state: dict[str, str]
+) -> None:
     """A worker that gets the supervisor's SIGTERM before its drain handler exists ends by the
     signal; nothing was in flight there, so the service still stops with 0 (Kubernetes reads it)."""
     config = tmp_path / "flows.yaml"
     config.write_text(yaml.safe_dump(document([buyer(lambda b, s: f"http://127.0.0.1:9/{b}/{s}", "a")])))
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env["ROUTELEAD_DB"] = str(tmp_path / "books.db")
+    env.update(shared_state)
     proc = subprocess.Popen(
         [sys.executable, "-m", "routelead.cli", "serve", "--config", str(config),
          "--listen", f"127.0.0.1:{_free_port()}", "--workers", "2"],

@@ -152,12 +152,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     configure_logging(args.log_level)
+    workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
     try:
-        check_state_env(os.environ)  # before any worker is forked: fail once, clearly
+        check_state_env(os.environ, workers)  # before any worker is forked: fail once, clearly
     except StateConfigError as exc:
         print(f"routelead: {exc}", file=sys.stderr)
         return 2
-    workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
     own_dir = prepare_metrics_dir() if workers > 1 and args.metrics_listen else None
 
     from routelead.api.security import Security, SecurityError

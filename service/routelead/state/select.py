@@ -57,8 +57,17 @@ def redis_url(env: Mapping[str, str]) -> str:
     return env.get("REDIS_URL") or env.get("ROUTELEAD_REDIS_URL") or ""
 
 
-def check_state_env(env: Mapping[str, str]) -> None:
-    """Raise StateConfigError for a hot-state setting `hot_state` would refuse."""
+def check_state_env(env: Mapping[str, str], workers: int = 1) -> None:
+    """Raise StateConfigError for a hot-state setting `hot_state` would refuse, or one that cannot
+    keep caps exact across `workers` processes."""
+    if workers > 1 and not redis_url(env):
+        # Memory state is per process: each worker would count caps, budgets and dedupe alone and
+        # answer a retried lead_id from its own memory, so N workers could sell N× a cap.
+        raise StateConfigError(
+            f"--workers {workers} (ROUTELEAD_WORKERS) needs shared hot state: set REDIS_URL (and "
+            "ROUTELEAD_DEDUPE_KEY), or run one worker; in-memory caps, dedupe and idempotency "
+            f"are per process, so {workers} workers could sell a buyer {workers}x its cap"
+        )
     secret = dedupe_secret(env)
     if redis_url(env) and secret is None:
         # Replicas must agree on the key, or the same consumer hashes differently on each.
