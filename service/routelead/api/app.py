@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -13,12 +15,18 @@ from routelead.api.security import SecurityError, token_matches
 from routelead.api.server import Service, serve_until_signalled
 from routelead.api.state_admin import StateAdminServicer
 from routelead.api.stats import StatsServicer
+from routelead.records.answers import past_answer, recent_lead_ids
 from routelead.records.buyer_stats import LedgerBuyerStats, keep_fresh, refresh
 from routelead.records.configstore import ConfigStore, ConfigWatcher, compile_version
 from routelead.records.ledger import Ledger
 from routelead.records.reports import Reports
+from routelead.state.memory import MemoryIdempotencyStore
 
 log = structlog.get_logger("routelead.app")
+# After a restart of the in-memory (embedded) state, retries of leads answered this recently,
+# up to this many of the newest, get the answer back from the books instead of a new route.
+RECALL_HOURS = 24
+RECALL_LEADS = 100_000
 
 
 async def serve_with_books(service: Service, config_path: str, env: Mapping[str, str] | None = None) -> None:
@@ -40,6 +48,12 @@ async def serve_with_books(service: Service, config_path: str, env: Mapping[str,
             )
         service.use_config(compile_version(live, env))
         service.ledger = ledger
+        if isinstance(service.idempotency, MemoryIdempotencyStore):
+            # Memory forgets at every restart; the books remember what was answered before it.
+            since = datetime.now(UTC) - timedelta(hours=RECALL_HOURS)
+            earlier = await recent_lead_ids(ledger.engine, since, RECALL_LEADS)
+            service.idempotency.recall(earlier, functools.partial(past_answer, ledger.engine))
+            log.info("idempotency.recalled", leads=len(earlier), hours=RECALL_HOURS)
         reports = Reports(ledger.engine)
         # The ranking's post-accept rates come from the books (every replica's posts), refreshed.
         stats = service.stats = LedgerBuyerStats()

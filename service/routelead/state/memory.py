@@ -8,7 +8,7 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -217,10 +217,23 @@ class MemoryIdempotencyStore:
         self._done: OrderedDict[str, bytes] = OrderedDict()
         self._running: dict[str, asyncio.Future[RoutingResult]] = {}
         self._max = max_entries
+        # Answered before this process started (from the books): rebuilt on a retry, not re-routed.
+        self._earlier: set[str] = set()
+        self._load: Callable[[str], Awaitable[RoutingResult | None]] | None = None
+
+    def recall(self, lead_ids: Iterable[str], load: Callable[[str], Awaitable[RoutingResult | None]]) -> None:
+        """Lead_ids answered by an earlier process, and how to rebuild one of their answers."""
+        self._earlier = set(lead_ids)
+        self._load = load
 
     async def once(self, lead_id: str, work: Callable[[], Awaitable[RoutingResult]]) -> RoutingResult:
         if (done := self._done.get(lead_id)) is not None:
             return dataclasses.replace(decode(done), replayed=True)
+        if lead_id in self._earlier and self._load is not None:
+            earlier = await self._load(lead_id)
+            if earlier is not None:
+                await self.remember(earlier)
+                return dataclasses.replace(earlier, replayed=True)
         if (running := self._running.get(lead_id)) is not None:
             return dataclasses.replace(await asyncio.shield(running), replayed=True)
         future: asyncio.Future[RoutingResult] = asyncio.get_running_loop().create_future()

@@ -1,0 +1,88 @@
+"""A past answer, rebuilt from the books, for a caller that retries a lead_id after a restart.
+
+The in-memory idempotency store forgets every answer when the process stops; the books do not.
+Without this, a retry that reached a restarted embedded service was routed again: a second sale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from routelead.domain.outcome import Attempt, Outcome, RoutingResult, Sale, Status
+from routelead.records.schema import attempts, leads, sales
+
+
+async def recent_lead_ids(engine: AsyncEngine, since: datetime, limit: int) -> list[str]:
+    """The newest `limit` lead_ids received since `since`: the ones a caller may still retry."""
+    q = (
+        sa.select(leads.c.lead_id)
+        .where(leads.c.received_at >= since)
+        .order_by(leads.c.received_at.desc())
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        return [r.lead_id for r in await conn.execute(q)]
+
+
+async def past_answer(engine: AsyncEngine, lead_id: str) -> RoutingResult | None:
+    async with engine.connect() as conn:
+        head = (await conn.execute(sa.select(leads).where(leads.c.lead_id == lead_id))).first()
+        if head is None:
+            return None
+        tried = (
+            await conn.execute(
+                sa.select(attempts).where(attempts.c.lead_id == lead_id).order_by(attempts.c.seq)
+            )
+        ).all()
+        sold = (
+            await conn.execute(
+                sa.select(sales).where(sales.c.lead_id == lead_id).order_by(sales.c.sold_at, sales.c.buyer_id)
+            )
+        ).all()
+    return rebuild(dict(head._mapping), [dict(a._mapping) for a in tried], [dict(s._mapping) for s in sold])
+
+
+def rebuild(
+    head: Mapping[str, Any], tried: Sequence[Mapping[str, Any]], sold: Sequence[Mapping[str, Any]]
+) -> RoutingResult:
+    """The answer as it was given. A post whose outcome was unknown was no sale in that answer,
+    whatever a later settlement made of it."""
+    unsettled = {s["buyer_id"] for s in sold if s["settlement"] == "unsettled"}
+    post_errors = {a["buyer_id"] for a in tried if a["status"] == Status.POST_ERROR.value}
+    return RoutingResult(
+        lead_id=head["lead_id"],
+        flow=head["flow"],
+        source_id=head["source_id"],
+        test=bool(head["test"]),
+        outcome=Outcome(head["outcome"]),
+        cost=head["cost"],
+        sales=[
+            Sale(s["buyer_id"], s["price"], s["buyer_lead_id"], bool(s["exclusive"]), s["tier"], s["cost"])
+            for s in sold
+            if s["settlement"] == "sold" and s["buyer_id"] not in post_errors
+        ],
+        attempts=[
+            Attempt(
+                a["buyer_id"],
+                a["tier"],
+                Status(a["status"]),
+                a["bid"],
+                a["ping_ms"],
+                a["post_ms"],
+                a["reason"],
+                a["http_status"],
+                unsettled=a["status"] == Status.POST_ERROR.value and a["buyer_id"] in unsettled,
+                offered=a["offered"],
+            )
+            for a in tried
+        ],
+        trace_id=head["trace_id"],
+        elapsed_ms=head["elapsed_ms"],
+        replayed=True,
+        config_version=head["config_version"],
+    )
