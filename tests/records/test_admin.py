@@ -12,8 +12,13 @@ import grpc
 import orjson
 import pytest
 import yaml
+from routelead.api.admin import AdminServicer
+from routelead.api.security import Security
+from routelead.api.server import Service
+from routelead.api.stats import StatsServicer
 from routelead.config.loader import ConfigError
-from routelead.records.configstore import ConfigStore
+from routelead.records.configstore import ConfigStore, compile_version
+from routelead.records.reports import Reports
 from routelead.v1 import admin_pb2 as apb
 from routelead.v1 import routelead_pb2 as pb
 
@@ -24,6 +29,7 @@ from tests.records.conftest import LITERAL_SECRET as LITERAL
 from tests.records.conftest import REPLICA_ENV as ENV
 from tests.records.conftest import Backend, Replica, Start
 from tests.records.conftest import replica_document as _doc
+from tests.tls import make_pki
 
 
 def change(reason: str, expected: int = 0) -> apb.Change:
@@ -230,3 +236,60 @@ async def test_the_file_seeds_version_one_and_an_edited_file_is_a_new_version(
     with pytest.raises(ConfigError):
         await store.seed(text.replace("timeout_ms: 400", "timeout_ms: 900"), ENV)
     assert await store.latest_number() == 3
+
+
+async def test_the_admin_and_stats_commands_speak_mutual_tls(
+    backend: Backend, buyers: BuyerServer, tmp_path: Path
+) -> None:
+    """Deployed, the service listens with TLS (and may ask for client certificates): the
+    operator's commands must get through, and a missing file is one line, not a traceback."""
+    pki = make_pki(tmp_path)
+    ledger = await backend.ledger()
+    store = ConfigStore(ledger.engine)
+    live = await store.seed(_doc(buyers), ENV)
+    security = Security.from_env(
+        {
+            "ROUTELEAD_TLS_CERT": str(pki.server_cert),
+            "ROUTELEAD_TLS_KEY": str(pki.server_key),
+            "ROUTELEAD_TLS_CLIENT_CA": str(pki.ca),
+        }
+    )
+    extra = [AdminServicer(store, TOKEN, ENV).register, StatsServicer(Reports(ledger.engine), TOKEN).register]
+    service = Service(compile_version(live, ENV), ledger=ledger, security=security, extra_services=extra)
+    await service.start()
+    env = {**os.environ, "ROUTELEAD_ADMIN_TOKEN": TOKEN}
+    tls = ["--target", f"localhost:{service.port}", "--ca-file", str(pki.ca)]
+    client = ["--cert-file", str(pki.client_cert), "--key-file", str(pki.client_key)]
+
+    async def cli(*args: str) -> tuple[int | None, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "routelead.cli", *args),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, out.decode(), err.decode()
+
+    try:
+        versions = await cli("admin", *tls, *client, "versions")
+        stats = await cli("stats", *tls, *client)
+        by_ip = await cli("admin", *tls, *client, "--target", f"127.0.0.1:{service.port}", "versions")
+        no_cert = await cli("admin", *tls, "versions")
+        plaintext = await cli("admin", "--target", f"localhost:{service.port}", "versions")
+        missing = await cli(
+            "admin", "--target", "localhost:1", "--ca-file", str(tmp_path / "nope.pem"), "versions"
+        )
+    finally:
+        await service.stop(grace=0.5)
+
+    assert versions[0] == 0 and "* v1" in versions[1], versions[2]
+    assert stats[0] == 0 and "buyer" in stats[1], stats[2]
+    assert by_ip[0] == 0, by_ip[2]  # the test certificate holds 127.0.0.1 too
+    assert no_cert[0] == 1 and "UNAVAILABLE" in no_cert[2]  # the handshake wants a client certificate
+    assert plaintext[0] == 1 and "UNAVAILABLE" in plaintext[2]
+    assert (
+        missing[0] == 2
+        and missing[2].strip()
+        == f"routelead: cannot read the CA file {tmp_path / 'nope.pem'}: No such file or directory"
+    )

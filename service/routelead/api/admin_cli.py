@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 import yaml
 
+from routelead.api.admin_channel import ChannelError, add_connection_options, admin_channel
 from routelead.api.credentials import admin_token
 from routelead.v1 import admin_pb2 as pb
 
@@ -24,7 +25,7 @@ _KINDS = {"buyer": pb.BUYER, "source": pb.SOURCE, "flow": pb.FLOW}
 
 def add_parser(sub: Any) -> None:
     admin = sub.add_parser("admin", help="live configuration: versions, entities, pause, diff, rollback")
-    admin.add_argument("--target", default=os.environ.get("ROUTELEAD_ADMIN_TARGET", "127.0.0.1:50051"))
+    add_connection_options(admin)
     admin.add_argument("--author", default=os.environ.get("ROUTELEAD_ADMIN_AUTHOR") or _user())
     admin.add_argument("--expect", type=int, default=0, help="refuse unless this version is live")
     ops = admin.add_subparsers(dest="op", required=True)
@@ -91,19 +92,21 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
     try:
         return asyncio.run(_call(args, token, out))
+    except ChannelError as exc:
+        print(f"routelead: {exc}", file=sys.stderr)
+        return 2
     except grpc.aio.AioRpcError as exc:
         print(f"routelead: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
 
 
 async def _call(args: argparse.Namespace, token: str, out: TextIO) -> int:
-    import grpc
 
     from routelead.v1 import admin_pb2_grpc as pb_grpc
 
     meta = (("authorization", f"Bearer {token}"),)
     change = pb.Change(author=args.author, reason=getattr(args, "reason", ""), expected_version=args.expect)
-    async with grpc.aio.insecure_channel(args.target) as channel:
+    async with admin_channel(args) as channel:
         stub = pb_grpc.AdminStub(channel)
         match args.op:
             case "versions":

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from typing import Any, TextIO
 
+from routelead.api.admin_channel import ChannelError, add_connection_options, admin_channel
 from routelead.api.credentials import admin_token
 from routelead.v1 import stats_pb2 as pb
 
@@ -20,7 +20,7 @@ _MONEY_COLUMNS = ("leads", "sold", "rev/ping", "cost", "revenue", "margin", "mar
 
 def add_parser(sub: Any) -> None:
     stats = sub.add_parser("stats", help="buyer performance and flow/source money from the ledger")
-    stats.add_argument("--target", default=os.environ.get("ROUTELEAD_ADMIN_TARGET", "127.0.0.1:50051"))
+    add_connection_options(stats)
     stats.add_argument("--window", choices=("last_hour", "today", "range"), default="last_hour")
     stats.add_argument("--from", dest="from_date", default="", help="YYYY-MM-DD (with --window range)")
     stats.add_argument("--to", dest="to_date", default="", help="YYYY-MM-DD, included")
@@ -52,7 +52,10 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     import grpc
 
     try:
-        response = asyncio.run(_call(args.target, request(args), token))
+        response = asyncio.run(_call(args, request(args), token))
+    except ChannelError as exc:
+        print(f"routelead: {exc}", file=sys.stderr)
+        return 2
     except grpc.aio.AioRpcError as exc:
         print(f"routelead: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
@@ -60,12 +63,10 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-async def _call(target: str, req: pb.GetStatsRequest, token: str) -> pb.GetStatsResponse:
-    import grpc
-
+async def _call(args: argparse.Namespace, req: pb.GetStatsRequest, token: str) -> pb.GetStatsResponse:
     from routelead.v1 import stats_pb2_grpc as pb_grpc
 
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with admin_channel(args) as channel:
         got: pb.GetStatsResponse = await pb_grpc.StatsStub(channel).GetStats(
             req, metadata=(("authorization", f"Bearer {token}"),), timeout=30
         )
