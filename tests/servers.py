@@ -6,6 +6,7 @@ as the `postgres` system user; and tests need to stop and restart the server mid
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,32 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+async def wait_answering(
+    port: int, proc: subprocess.Popen[bytes], ready: Callable[[], bool] = lambda: True, within_s: float = 60
+) -> None:
+    """Until `routelead serve` (proc) answers on port, once `ready()`: an invalid lead is refused
+    with anything but UNAVAILABLE / DEADLINE_EXCEEDED, and nothing is routed or booked."""
+    import grpc
+    from routelead.v1 import routelead_pb2 as pb
+    from routelead.v1 import routelead_pb2_grpc as pb_grpc
+
+    give_up = time.monotonic() + within_s
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.RouteLeadStub(channel)
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise AssertionError(f"serve exited with {proc.returncode}: {err[-2000:]}")
+            if ready():
+                try:
+                    await stub.RouteLead(pb.RouteLeadRequest(flow="none", source_id="src-1"), timeout=1)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                        return
+            assert time.monotonic() < give_up, f"serve did not answer within {within_s:.0f} s"
+            await asyncio.sleep(0.2)
 
 
 def _pg_bin(name: str) -> str:

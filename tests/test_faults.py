@@ -35,7 +35,7 @@ from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
 from tests.buyers import BuyerServer, accept, bid, slow
 from tests.configs import GOOD_LEAD, buyer, document
-from tests.servers import free_port
+from tests.servers import free_port, wait_answering
 from tests.state.conftest import SECRET, RedisProcess, start_redis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,22 +85,7 @@ class Service:
             return []
 
     async def ready(self) -> None:
-        give_up = time.monotonic() + 60
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as channel:
-            stub = pb_grpc.RouteLeadStub(channel)
-            while True:
-                if self.proc.poll() is not None:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                    raise AssertionError(f"serve exited with {self.proc.returncode}: {err[-2000:]}")
-                # Both workers up, and one of them answering (an unknown flow: nothing is booked).
-                if len(self.workers()) == 2:
-                    try:
-                        await stub.RouteLead(pb.RouteLeadRequest(flow="none", source_id="src-1"), timeout=1)
-                    except grpc.aio.AioRpcError as exc:
-                        if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                            return
-                assert time.monotonic() < give_up, "serve did not become ready within 60 s"
-                await asyncio.sleep(0.2)
+        await wait_answering(self.port, self.proc, lambda: len(self.workers()) == 2)  # both workers up
 
     def stop(self) -> int:
         if self.proc.poll() is None:

@@ -256,38 +256,31 @@ async def test_mtls_admits_only_callers_with_a_certificate_from_the_ca(buyers: B
         await service.stop(grace=0.5)
 
 
-def test_several_workers_without_shared_state_are_refused(tmp_path: Path) -> None:
+def _refused(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`routelead serve` that must refuse to start: its exit and stderr."""
     config = tmp_path / "flows.yaml"
     config.write_text(yaml.safe_dump(document([buyer(lambda b, s: f"http://127.0.0.1:9/{b}/{s}", "a")])))
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ROUTELEAD_REDIS_URL")}
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "routelead.cli", "serve", "--config", str(config)),
-            *("--listen", f"127.0.0.1:{_free_port()}", "--workers", "3"),
-        ],
+    return subprocess.run(
+        [sys.executable, "-m", "routelead.cli", "serve", "--config", str(config), *args],
         capture_output=True,
         text=True,
         env=env,
         timeout=60,
         check=False,
     )
+
+
+def test_several_workers_without_shared_state_are_refused(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ROUTELEAD_REDIS_URL")}
+    proc = _refused(tmp_path, env, "--listen", f"127.0.0.1:{_free_port()}", "--workers", "3")
     # Each worker would keep its own caps: three could sell a buyer three times its cap.
     assert proc.returncode == 2
     assert "--workers 3 (ROUTELEAD_WORKERS) needs shared hot state: set REDIS_URL" in proc.stderr
 
 
 def test_a_public_listener_without_tls_and_auth_is_refused(tmp_path: Path) -> None:
-    config = tmp_path / "flows.yaml"
-    config.write_text(yaml.safe_dump(document([buyer(lambda b, s: f"http://127.0.0.1:9/{b}/{s}", "a")])))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTELEAD_")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "routelead.cli", "serve", "--config", str(config), "--listen", "0.0.0.0:0"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    proc = _refused(tmp_path, env, "--listen", "0.0.0.0:0")
     assert proc.returncode == 2
     assert "refusing to listen on 0.0.0.0:0 without TLS and caller authentication" in proc.stderr
 

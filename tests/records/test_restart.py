@@ -3,12 +3,10 @@ first answer back from the books, never a second route or sale."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -19,7 +17,7 @@ from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
 from tests.buyers import BuyerServer, accept, bid, hang, no_bid
 from tests.configs import GOOD_LEAD, buyer, document
-from tests.servers import free_port
+from tests.servers import free_port, wait_answering
 
 
 class Embedded:
@@ -34,20 +32,7 @@ class Embedded:
         self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     async def ready(self) -> None:
-        give_up = time.monotonic() + 60
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as channel:
-            stub = pb_grpc.RouteLeadStub(channel)
-            while True:
-                if self.proc.poll() is not None:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                    raise AssertionError(f"serve exited with {self.proc.returncode}: {err[-2000:]}")
-                try:  # an invalid lead: refused once serving, and nothing is booked
-                    await stub.RouteLead(pb.RouteLeadRequest(flow="none", source_id="src-1"), timeout=1)
-                except grpc.aio.AioRpcError as exc:
-                    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                        return
-                assert time.monotonic() < give_up, "serve did not become ready within 60 s"
-                await asyncio.sleep(0.2)
+        await wait_answering(self.port, self.proc)
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)  # no drain: memory is simply gone
