@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -226,3 +227,32 @@ async def test_a_buyer_echoing_its_api_key_does_not_put_it_in_attempts(
     assert reasons["echo"] == "bad key [secret]"
     assert reasons["echo2"] == "post rejected: key [secret] is over quota"
     assert key not in str(reply)
+
+
+async def test_a_caller_that_cancels_mid_post_cannot_get_the_lead_sold_twice(
+    buyers: BuyerServer, start: Start
+) -> None:
+    """The caller gives up while the post is at the buyer (a closed connection, a cancelled
+    call): routing finishes anyway, so the sale is remembered and the retry gets it back."""
+    posted = asyncio.Event()
+
+    async def slow_post(request: web.Request) -> web.StreamResponse:
+        posted.set()
+        await asyncio.sleep(0.4)
+        return await accept("A-9")(request)
+
+    buyers.on("a", ping=bid(50), post=slow_post)
+    h = await start([buyer(buyers.url, "a", post={"timeout_ms": 600})])
+    request = pb.RouteLeadRequest(lead_id="cancelled-1", flow="solar", source_id="src-1", fields=GOOD_LEAD)
+
+    call = h.stub.RouteLead(request, timeout=10)
+    await asyncio.wait_for(posted.wait(), 5)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.sleep(0.6)  # the post's answer arrives meanwhile
+    retried = await h.stub.RouteLead(request, timeout=10)
+
+    assert retried.outcome == pb.SOLD and retried.replayed
+    assert [s.buyer_lead_id for s in retried.sales] == ["A-9"]
+    assert len(buyers.got("a", "post")) == 1

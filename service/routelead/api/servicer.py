@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import structlog
 
@@ -37,7 +39,10 @@ class RouteLeadServicer(pb_grpc.RouteLeadServicer):
         try:
             # The caller's W3C trace context makes our RouteLead span a child of its span.
             with caller_context(context.invocation_metadata()):
-                result = await self._router.route(lead)
+                # Shielded: a caller that cancels or hangs up mid-post must not cut the lead off
+                # between the buyer's yes and the books (it would be unbooked, unremembered, and
+                # sold again on retry). Routing is bounded by its deadline; the retry gets the answer.
+                result = await asyncio.shield(asyncio.ensure_future(self._router.route(lead)))
         except LeadInvalid as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except NotFound as exc:
