@@ -55,10 +55,9 @@ async def test_get_stats_needs_the_admin_token_and_matches_the_books(
 
         monkeypatch.setenv("ROUTELEAD_ADMIN_TOKEN", TOKEN)
         out = io.StringIO()
-        args = argparse.Namespace(
-            target=f"127.0.0.1:{service.port}", window="last_hour", from_date="", to_date="",
-            by_day=False, tz="", buyer="", flow="", source="",
-        )  # fmt: skip
+        parser = argparse.ArgumentParser()
+        stats_cli.add_parser(parser.add_subparsers())
+        args = parser.parse_args(["stats", "--target", f"127.0.0.1:{service.port}"])
         code = await asyncio.to_thread(stats_cli.run, args, out)
 
     assert denied.value.code() == wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
