@@ -57,6 +57,18 @@ def redis_url(env: Mapping[str, str]) -> str:
     return env.get("REDIS_URL") or env.get("ROUTELEAD_REDIS_URL") or ""
 
 
+def answer_ttl_s(env: Mapping[str, str]) -> int:
+    """ROUTELEAD_ANSWER_TTL_HOURS: how long Redis keeps each answer for a retried lead_id (7 days)."""
+    raw = env.get("ROUTELEAD_ANSWER_TTL_HOURS", "").strip()
+    try:
+        hours = float(raw) if raw else 168.0
+    except ValueError:
+        hours = -1.0
+    if not 1 <= hours <= 2160:
+        raise StateConfigError(f"ROUTELEAD_ANSWER_TTL_HOURS: hours from 1 to 2160 (90 days), got {raw!r}")
+    return int(hours * 3600)
+
+
 def check_state_env(env: Mapping[str, str], workers: int = 1) -> None:
     """Raise StateConfigError for a hot-state setting `hot_state` would refuse, or one that cannot
     keep caps exact across `workers` processes."""
@@ -68,6 +80,7 @@ def check_state_env(env: Mapping[str, str], workers: int = 1) -> None:
             "ROUTELEAD_DEDUPE_KEY), or run one worker; in-memory caps, dedupe and idempotency "
             f"are per process, so {workers} workers could sell a buyer {workers}x its cap"
         )
+    answer_ttl_s(env)
     secret = dedupe_secret(env)
     if redis_url(env) and secret is None:
         # Replicas must agree on the key, or the same consumer hashes differently on each.
@@ -93,7 +106,7 @@ def hot_state(env: Mapping[str, str] | None = None) -> HotState:
     assert secret is not None  # checked above
     from routelead.state.redis import connect
 
-    shared = connect(url, secret)
+    shared = connect(url, secret, answer_ttl_s=answer_ttl_s(env))
     return HotState(
         shared.caps, shared.dedupe, shared.idempotency, shared.rotation, "redis", shared.close, shared.volume
     )

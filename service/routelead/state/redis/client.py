@@ -19,6 +19,9 @@ from routelead.state.redis.volume import RedisVolumeStore
 
 # Well inside the 750 ms lead deadline: a Redis that takes longer counts as down for this call.
 DEFAULT_OP_TIMEOUT_S = 0.1
+# How long a lead's answer stays in Redis for a retry of its lead_id (~0.7 KB for a one-buyer
+# answer, ~2.5 KB for ten): Redis memory is this many hours of leads.
+DEFAULT_ANSWER_TTL_HOURS = 168.0
 
 
 @dataclass
@@ -36,8 +39,12 @@ class RedisState:
         await self.redis.aclose()
 
 
-def connect(url: str, dedupe_secret: bytes, op_timeout_s: float | None = None) -> RedisState:
+def connect(
+    url: str, dedupe_secret: bytes, op_timeout_s: float | None = None, answer_ttl_s: int | None = None
+) -> RedisState:
     """Stores sharing one pool; the client reconnects by itself after Redis comes back."""
+    if answer_ttl_s is None:
+        answer_ttl_s = int(DEFAULT_ANSWER_TTL_HOURS * 3600)
     if op_timeout_s is None:
         op_timeout_s = float(os.environ.get("ROUTELEAD_REDIS_TIMEOUT_MS", "100")) / 1000
     client = aioredis.Redis.from_url(
@@ -55,7 +62,7 @@ def connect(url: str, dedupe_secret: bytes, op_timeout_s: float | None = None) -
         client,
         RedisCapStore(client, health),
         RedisDedupeStore(client, health, dedupe_secret),
-        RedisIdempotencyStore(client, health),
+        RedisIdempotencyStore(client, health, result_ttl_s=answer_ttl_s),
         RedisRotationStore(client, health),
         metrics,
         RedisVolumeStore(client, health),
