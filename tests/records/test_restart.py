@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,13 @@ class Embedded:
 
     async def ready(self) -> None:
         await wait_answering(self.port, self.proc)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)  # drain: held records go to the spool
+        code = self.proc.wait(60)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        return code
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)  # no drain: memory is simply gone
@@ -90,3 +98,37 @@ async def test_a_retry_after_a_restart_gets_the_answer_from_the_books(
     assert sum(1 for p in buyers.got("a", "post") if b"crm-1" in p.body) == 1
     assert len(buyers.got("a", "ping")) == 2  # crm-1 once, crm-2 once: the retry asked nobody
     assert fresh.outcome == pb.SOLD and not fresh.replayed
+
+
+async def test_a_lead_the_books_refused_until_shutdown_is_booked_by_the_next_start(
+    tmp_path: Path, buyers: BuyerServer, serve: object
+) -> None:
+    buyers.on("a", ping=bid("27.00"), post=accept("A-5"))
+    config = tmp_path / "flows.yaml"
+    config.write_text(yaml.safe_dump(document([buyer(buyers.url, "a")], dedupe=None)))
+    request = pb.RouteLeadRequest(lead_id="spooled-1", flow="solar", source_id="src-1", fields=GOOD_LEAD)
+
+    first_process = serve(config)  # type: ignore[operator]
+    await first_process.ready()
+    lock = sqlite3.connect(tmp_path / "books.db", isolation_level=None, timeout=0)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")  # another process holds the books' write lock
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{first_process.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as unbooked:
+                await pb_grpc.RouteLeadStub(channel).RouteLead(request, timeout=10)
+        exit_code = first_process.stop()
+        spooled = sorted((tmp_path / "books.db.spool").glob("unbooked-*.jsonl"))
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+
+    second_process = serve(config)  # type: ignore[operator]
+    await second_process.ready()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{second_process.port}") as channel:
+        again = await pb_grpc.RouteLeadStub(channel).RouteLead(request, timeout=10)
+
+    assert unbooked.value.code() == grpc.StatusCode.UNAVAILABLE and exit_code == 0
+    assert len(spooled) == 1 and not spooled[0].exists()  # applied at start, then removed
+    # Booked by the second start, and answered from the books: sold once, never routed again.
+    assert again.replayed and again.outcome == pb.SOLD and [s.buyer_lead_id for s in again.sales] == ["A-5"]
+    assert len(buyers.got("a", "post")) == 1

@@ -20,6 +20,7 @@ from routelead.records.buyer_stats import LedgerBuyerStats, keep_fresh, refresh
 from routelead.records.configstore import ConfigStore, ConfigWatcher, compile_version
 from routelead.records.ledger import Ledger
 from routelead.records.reports import Reports
+from routelead.records.spool import apply_spool, spool_dir
 from routelead.state.memory import MemoryIdempotencyStore
 
 log = structlog.get_logger("routelead.app")
@@ -48,6 +49,10 @@ async def serve_with_books(service: Service, config_path: str, env: Mapping[str,
             )
         service.use_config(compile_version(live, env))
         service.ledger = ledger
+        spool = service.books_spool = spool_dir(env)
+        if spool is not None:
+            # Leads routed before a shutdown whose records the books refused until then.
+            await apply_spool(ledger, spool)
         if isinstance(service.idempotency, MemoryIdempotencyStore):
             # Memory forgets at every restart; the books remember what was answered before it.
             since = datetime.now(UTC) - timedelta(hours=RECALL_HOURS)
@@ -84,4 +89,7 @@ async def serve_with_books(service: Service, config_path: str, env: Mapping[str,
             await watcher
             await freshener
     finally:
-        await ledger.close()
+        books = service.router.books if service.router is not None else None
+        # With the books refusing writes, queued writes are futile (their leads are spooled):
+        # do not spend the pod's grace period waiting for them.
+        await ledger.close(timeout_s=10.0 if books is None or books.writable else 1.0)

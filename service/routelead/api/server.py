@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Self
 
 import grpc
@@ -83,6 +84,8 @@ class Service:
         self.rotation = rotation if rotation is not None else MemoryRotationStore()
         self.volume = volume if volume is not None else MemoryVolumeStore()
         self.ledger = ledger
+        # Where ledger records still refused at shutdown are written for the next start.
+        self.books_spool: Path | None = None
         # Each adds a servicer (e.g. Admin) to the server and returns its full service name.
         self.extra_services = extra_services
         # Post-accept rates for the expected-revenue ranking (None: the router's in-process ones).
@@ -121,6 +124,7 @@ class Service:
         )
         if router.books is not None:
             router.books.on_writable = self._books_writable
+            router.books.spool = self.books_spool
         size = self.config.max_message_bytes
         server = grpc.aio.server(
             options=[

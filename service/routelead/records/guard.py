@@ -13,12 +13,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 import structlog
 
 from routelead.domain.outcome import RoutingResult
+from routelead.records.codec import lead_record
 from routelead.records.port import BooksUnavailable, LedgerWriter, Unbooked
+from routelead.records.spool import write_spool
 from routelead.telemetry.metrics import BOOKS_BOOKED_LATE, BOOKS_HELD, BOOKS_REFUSED
 
 log = structlog.get_logger("routelead.records")
@@ -55,8 +58,11 @@ class BooksGuard:
         # A write slower than this counts as an outage: without it a hung database connection
         # (or a SQLite file locked by another process) holds every answer until it gives up.
         write_timeout_s: float = 1.0,
+        spool: Path | None = None,
     ) -> None:
         self._writer = writer
+        # Where records still unwritten at shutdown go, for the next start to apply.
+        self.spool = spool
         self._write_timeout = write_timeout_s
         # Tells the idempotency store (and through it other replicas) the answer of a late-booked lead.
         self.on_booked = on_booked
@@ -116,13 +122,30 @@ class BooksGuard:
         return held.result
 
     async def close(self) -> None:
-        """A last try for every held record; what still fails is logged, lead by lead."""
+        """A last try for every held record; what still fails goes to the spool file (applied by
+        the next start) and is logged, lead by lead."""
         if self._retrier is not None:
             self._retrier.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retrier
+        # One bounded try each while the books take them; after the first refusal the rest go
+        # straight to the spool, so a stop finishes within the pod's grace period.
         for held in list(self._held.values()):
-            await self._write(held)
+            if not await self._write(held):
+                break
+        if not self._held:
+            return
+        spooled = ""
+        if self.spool is not None:
+            now = time.time()
+            records = [
+                lead_record(h.result, h.ping_fields, h.received_at, now, h.config_version)
+                for h in self._held.values()
+            ]
+            try:
+                spooled = str(await asyncio.to_thread(write_spool, self.spool, records))
+            except OSError as exc:
+                log.error("ledger.spool_failed", path=str(self.spool), error=str(exc))
         for held in self._held.values():
             r = held.result
             log.error(
@@ -132,6 +155,7 @@ class BooksGuard:
                 revenue=str(r.revenue),
                 cost=str(r.cost),
                 buyers=[s.buyer_id for s in r.sales],
+                spooled_to=spooled or None,
             )
 
     async def _hold(self, held: _Held, exc: Exception) -> None:

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -23,6 +24,7 @@ from routelead.records.returns import ReturnPolicy, ReturnRefused, check_return
 from routelead.records.schema import Money, attempts, entries, leads, returns, sales
 from routelead.records.wal import Checkpointer
 
+log = structlog.get_logger("routelead.records")
 ZERO = Decimal("0.00")
 # Leads committed together at most (group commit).
 _GROUP_MAX = 256
@@ -109,11 +111,21 @@ class Ledger:
             raise
         return cls(engine)
 
-    async def close(self) -> None:
-        if self._flusher is not None:
-            await self._flusher  # queued leads reach the file before the connections close
-        if self._checkpointer is not None:
-            await self._checkpointer.close()
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Queued leads reach the books before the connections close, unless the database has
+        stopped taking writes: then, after `timeout_s`, they are left (the router's BooksGuard
+        has held and spooled every lead whose write it did not see succeed)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                if self._flusher is not None:
+                    await asyncio.shield(self._flusher)
+                if self._checkpointer is not None:
+                    await self._checkpointer.close()
+        except TimeoutError:
+            log.error("ledger.close_abandoned", queued=len(self._queue), waited_s=timeout_s)
+            if self._writer_thread is not None:
+                self._writer_thread.shutdown(wait=False, cancel_futures=True)
+            return
         if self._writer_thread is not None and self._sync_writer is not None:
             self._writer_thread.shutdown(wait=True)
             self._sync_writer.dispose()
