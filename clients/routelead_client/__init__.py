@@ -2,6 +2,7 @@
 manage buyers and read stats with the admin token."""
 
 from routelead_client.admin import ConfigVersion, RouteLeadAdmin
+from routelead_client.admin_aio import AsyncRouteLeadAdmin
 from routelead_client.aio import AsyncRouteLeadClient
 from routelead_client.errors import (
     Conflict,
@@ -19,6 +20,7 @@ from routelead_client.stats import BuyerStats, MoneyStats, WindowStats
 from routelead_client.sync import RouteLeadClient
 
 __all__ = [
+    "AsyncRouteLeadAdmin",
     "AsyncRouteLeadClient",
     "AttemptInfo",
     "BuyerStats",

@@ -55,12 +55,97 @@ def _entity_json(doc: Mapping[str, Any]) -> str:
     return json.dumps(doc, default=default)
 
 
-class RouteLeadAdmin:
+_LIVE = apb.ListVersionsRequest(limit=1)
+_BUYERS = apb.ListEntitiesRequest(kind=apb.BUYER)
+
+
+class AdminRequests:
+    """What the blocking and the asyncio admin clients share: who they act as, every request
+    they send and how each answer is read. Only how a call is made differs between them."""
+
+    def __init__(self, target: str, *, token: str, timeout_s: float, author: str | None) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self.author = author or os_user()
+        # Sent as `authorization: Bearer <token>` on every call; pair it with TLS credentials off loopback.
+        self._metadata = auth_metadata(token)
+
+    def _change(self, reason: str, expected_version: int | None) -> apb.Change:
+        return apb.Change(author=self.author, reason=reason, expected_version=expected_version or 0)
+
+    @staticmethod
+    def _get(buyer_id: str) -> apb.GetEntityRequest:
+        return apb.GetEntityRequest(kind=apb.BUYER, id=buyer_id)
+
+    def _upsert(
+        self, doc: Mapping[str, Any], reason: str, expected_version: int | None
+    ) -> apb.UpsertEntityRequest:
+        return apb.UpsertEntityRequest(
+            kind=apb.BUYER, json=_entity_json(doc), change=self._change(reason, expected_version)
+        )
+
+    def _delete(self, buyer_id: str, reason: str, expected_version: int | None) -> apb.DeleteEntityRequest:
+        return apb.DeleteEntityRequest(
+            kind=apb.BUYER, id=buyer_id, change=self._change(reason, expected_version)
+        )
+
+    def _paused(
+        self, buyer_id: str, paused: bool, reason: str, expected_version: int | None
+    ) -> apb.SetBuyerPausedRequest:
+        return apb.SetBuyerPausedRequest(
+            buyer_id=buyer_id, paused=paused, change=self._change(reason, expected_version)
+        )
+
+    @staticmethod
+    def _stats_request(
+        window: str,
+        from_date: date | None,
+        to_date: date | None,
+        by_day: bool,
+        tz: str | None,
+        buyer: str | None,
+        flow: str | None,
+        source: str | None,
+    ) -> spb.GetStatsRequest:
+        return spb.GetStatsRequest(
+            window=window,
+            from_date=from_date.isoformat() if from_date else "",
+            to_date=to_date.isoformat() if to_date else "",
+            by_day=by_day,
+            timezone=tz or "",
+            buyer_id=buyer or "",
+            flow=flow or "",
+            source_id=source or "",
+        )
+
+
+def version_of(reply: apb.ChangeResponse) -> ConfigVersion:
+    v = reply.version
+    return ConfigVersion(
+        version=v.version,
+        author=v.author,
+        reason=v.reason,
+        created_at=datetime.fromisoformat(v.created_at),
+        digest=v.digest,
+    )
+
+
+def buyer_ids(reply: apb.ListEntitiesResponse) -> list[str]:
+    return [e.id for e in reply.entities]
+
+
+def buyer_doc(entity: apb.Entity) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(entity.json)
+    return doc
+
+
+class RouteLeadAdmin(AdminRequests):
     """Buyers and stats with the admin token; every change is a new, validated configuration version.
 
     Use as `with RouteLeadAdmin(target, token=...) as admin: admin.pause_buyer("a", "holiday")`.
     Nothing is retried: a change whose answer was lost may have gone live, and `expected_version`
-    is the way to make a repeat safe. Safe to share between threads.
+    is the way to make a repeat safe. Safe to share between threads. `AsyncRouteLeadAdmin` is the
+    asyncio twin.
     """
 
     def __init__(
@@ -73,11 +158,7 @@ class RouteLeadAdmin:
         author: str | None = None,
         options: Mapping[str, int | str] | None = None,
     ) -> None:
-        self.target = target
-        self.timeout_s = timeout_s
-        self.author = author or os_user()
-        # Sent as `authorization: Bearer <token>` on every call; pair it with TLS credentials off loopback.
-        self._metadata = auth_metadata(token)
+        super().__init__(target, token=token, timeout_s=timeout_s, author=author)
         opts = channel_options(options)
         self._channel = (
             grpc.secure_channel(target, credentials, options=opts)
@@ -93,74 +174,42 @@ class RouteLeadAdmin:
         except grpc.RpcError as exc:
             raise admin_error_for(exc.code(), exc.details() or "") from None
 
-    def _change(self, reason: str, expected_version: int | None) -> apb.Change:
-        return apb.Change(author=self.author, reason=reason, expected_version=expected_version or 0)
-
-    def _changed(self, rpc: Callable[..., apb.ChangeResponse], request: Message) -> ConfigVersion:
-        v: apb.VersionInfo = self._call(rpc, request).version
-        return ConfigVersion(
-            version=v.version,
-            author=v.author,
-            reason=v.reason,
-            created_at=datetime.fromisoformat(v.created_at),
-            digest=v.digest,
-        )
-
     def live_version(self) -> int:
         """The live version's number: read it before get_buyer to pass it as `expected_version`."""
-        listed: apb.ListVersionsResponse = self._call(
-            self._admin.ListVersions, apb.ListVersionsRequest(limit=1)
-        )
+        listed: apb.ListVersionsResponse = self._call(self._admin.ListVersions, _LIVE)
         return listed.live
 
     def list_buyers(self) -> list[str]:
-        listed: apb.ListEntitiesResponse = self._call(
-            self._admin.ListEntities, apb.ListEntitiesRequest(kind=apb.BUYER)
-        )
-        return [e.id for e in listed.entities]
+        return buyer_ids(self._call(self._admin.ListEntities, _BUYERS))
 
     def get_buyer(self, buyer_id: str) -> dict[str, Any]:
         """The buyer as in the file; header secrets come back as "***" (send them back unchanged)."""
-        entity: apb.Entity = self._call(
-            self._admin.GetEntity, apb.GetEntityRequest(kind=apb.BUYER, id=buyer_id)
-        )
-        doc: dict[str, Any] = json.loads(entity.json)
-        return doc
+        return buyer_doc(self._call(self._admin.GetEntity, self._get(buyer_id)))
 
     def put_buyer(
         self, doc: Mapping[str, Any], reason: str, *, expected_version: int | None = None
     ) -> ConfigVersion:
         """Insert or replace the buyer `doc["id"]`; the service validates it like the file."""
-        request = apb.UpsertEntityRequest(
-            kind=apb.BUYER, json=_entity_json(doc), change=self._change(reason, expected_version)
-        )
-        return self._changed(self._admin.UpsertEntity, request)
+        return version_of(self._call(self._admin.UpsertEntity, self._upsert(doc, reason, expected_version)))
 
     def delete_buyer(
         self, buyer_id: str, reason: str, *, expected_version: int | None = None
     ) -> ConfigVersion:
-        request = apb.DeleteEntityRequest(
-            kind=apb.BUYER, id=buyer_id, change=self._change(reason, expected_version)
+        return version_of(
+            self._call(self._admin.DeleteEntity, self._delete(buyer_id, reason, expected_version))
         )
-        return self._changed(self._admin.DeleteEntity, request)
 
     def pause_buyer(
         self, buyer_id: str, reason: str, *, expected_version: int | None = None
     ) -> ConfigVersion:
-        return self._set_paused(buyer_id, True, reason, expected_version)
+        request = self._paused(buyer_id, True, reason, expected_version)
+        return version_of(self._call(self._admin.SetBuyerPaused, request))
 
     def resume_buyer(
         self, buyer_id: str, reason: str, *, expected_version: int | None = None
     ) -> ConfigVersion:
-        return self._set_paused(buyer_id, False, reason, expected_version)
-
-    def _set_paused(
-        self, buyer_id: str, paused: bool, reason: str, expected_version: int | None
-    ) -> ConfigVersion:
-        request = apb.SetBuyerPausedRequest(
-            buyer_id=buyer_id, paused=paused, change=self._change(reason, expected_version)
-        )
-        return self._changed(self._admin.SetBuyerPaused, request)
+        request = self._paused(buyer_id, False, reason, expected_version)
+        return version_of(self._call(self._admin.SetBuyerPaused, request))
 
     def stats(
         self,
@@ -179,18 +228,8 @@ class RouteLeadAdmin:
         `window`: "last_hour", "today" (in `tz`, an IANA name; default UTC) or "range" (from_date to
         to_date, both included; with `by_day`, one window per day). `buyer` / `flow` / `source` narrow it.
         """
-        request = spb.GetStatsRequest(
-            window=window,
-            from_date=from_date.isoformat() if from_date else "",
-            to_date=to_date.isoformat() if to_date else "",
-            by_day=by_day,
-            timezone=tz or "",
-            buyer_id=buyer or "",
-            flow=flow or "",
-            source_id=source or "",
-        )
-        reply: spb.GetStatsResponse = self._call(self._stats.GetStats, request)
-        return windows_from_proto(reply)
+        request = self._stats_request(window, from_date, to_date, by_day, tz, buyer, flow, source)
+        return windows_from_proto(self._call(self._stats.GetStats, request))
 
     def close(self) -> None:
         self._channel.close()

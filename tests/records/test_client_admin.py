@@ -15,7 +15,14 @@ import grpc
 import pytest
 import yaml
 from routelead.records.configstore import ConfigStore
-from routelead_client import Conflict, InvalidArgument, NotFound, RouteLeadAdmin, Unauthenticated
+from routelead_client import (
+    AsyncRouteLeadAdmin,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    RouteLeadAdmin,
+    Unauthenticated,
+)
 from routelead_client.admin import os_user
 from routelead_client.cli import main as cli_main
 
@@ -227,3 +234,32 @@ async def test_a_bad_buyer_file_is_exit_2_naming_the_problem_before_any_call(
     with pytest.raises(SystemExit) as usage:  # argparse: a change needs its reason
         cli_main(["buyers", "delete", "a"], io.StringIO(), io.StringIO())
     assert usage.value.code == 2
+
+
+@sqlite_only
+async def test_the_asyncio_admin_client_edits_buyers_and_reads_stats(replicas: Start) -> None:
+    r = await replicas()
+    reply = await r.route()
+    async with AsyncRouteLeadAdmin(f"127.0.0.1:{r.service.port}", token=ADMIN_TOKEN) as admin:
+        live = await admin.live_version()
+        b = await admin.get_buyer("b")
+        added = await admin.put_buyer({**b, "id": "c"}, "trial buyer", expected_version=live)
+        with pytest.raises(Conflict):
+            await admin.put_buyer({**b, "id": "c"}, "again", expected_version=live)
+        paused = await admin.pause_buyer("c", "over budget")
+        c_paused = await admin.get_buyer("c")
+        resumed = await admin.resume_buyer("c", "back")
+        deleted = await admin.delete_buyer("c", "trial over")
+        with pytest.raises(NotFound):
+            await admin.get_buyer("c")
+        ids = await admin.list_buyers()
+        [w] = await admin.stats()
+    async with AsyncRouteLeadAdmin(f"127.0.0.1:{r.service.port}", token=WRONG_TOKEN) as intruder:
+        with pytest.raises(Unauthenticated):
+            await intruder.list_buyers()
+
+    assert [s.buyer_id for s in reply.sales] == ["a"]
+    assert live == 1 and ids == ["a", "b"]
+    assert [v.version for v in (added, paused, resumed, deleted)] == [2, 3, 4, 5]
+    assert added.author == os_user() and c_paused["enabled"] is False
+    assert {x.buyer_id: x.revenue for x in w.buyers}["a"] == Decimal("40.00")
