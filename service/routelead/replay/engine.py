@@ -19,25 +19,33 @@ silently (see `Unknowns`):
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Tier
-from routelead.domain.floors import Floors
-from routelead.domain.pricing import book
+from routelead.config.runtime import Buyer, RuntimeConfig
+from routelead.domain.auction import (
+    DEFAULT_ACCEPT_RATE,
+    Auction,
+    AuctionSpec,
+    Bidder,
+    Done,
+    Ping,
+    PingAnswer,
+    PostAnswer,
+    Seat,
+    TierSpec,
+)
+from routelead.domain.outcome import Status
 from routelead.domain.rules import Facts
-from routelead.domain.tree import Offer, allocate, value
 
 ZERO = Decimal("0.00")
 _BID_STATUSES = frozenset(
     {"BID", "BELOW_FLOOR", "OUTBID", "POST_ACCEPTED", "POST_REJECTED", "POST_ERROR", "NOT_OFFERED"}
 )
 _PINGED = _BID_STATUSES | {"NO_BID", "TIMED_OUT", "ERROR", "CONDITION_FAILED"}
-# The prior the live ranking uses for a buyer without history (state.memory.MemoryBuyerStats).
-DEFAULT_ACCEPT_RATE = Decimal("0.9")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,8 @@ class RecordedAttempt:
     bid: Decimal | None
     # Before the recording configuration's buyer pricing rules; None in records older than it.
     offered: Decimal | None = None
+    # The bid asked for an exclusive sale.
+    exclusive: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,18 +97,10 @@ class ReplayedLead:
         return sum((s.price for s in self.sales), ZERO)
 
 
-@dataclass(slots=True)
-class _Bid:
-    buyer: Buyer
-    price: Decimal
-    post: str | None  # the recorded post status, None: never posted
-    order: int
-    value: Decimal = ZERO
-
-
 def replay_lead(
     config: RuntimeConfig, lead: RecordedLead, accept_rates: Mapping[str, Decimal] | None = None
 ) -> ReplayedLead:
+    """Drive the live auction machine with the recorded answers (see the module's notes)."""
     unknowns = Unknowns()
     flow = config.flows.get(lead.flow)
     source = config.sources.get(lead.source_id)
@@ -107,108 +109,82 @@ def replay_lead(
         return ReplayedLead(lead.lead_id, (), ZERO, unknowns)
     facts = Facts(lead.ping_fields, 0.0, lead.received_at)
     fixed_cost = source.pricing.fixed_cost(facts) + flow.fee
-    margin_floor = (
-        source.pricing.margin_floor(fixed_cost - flow.fee, flow.fee, flow.min_margin)
-        if flow.min_margin is not None
-        else None
-    )
     recorded = {a.buyer_id: a for a in lead.attempts}
-    sales: list[RecordedSale] = []
-    for tier in flow.tiers:
-        if len(sales) >= flow.max_buyers:
-            break
-        floors = flow.floors.for_tier(tier.floor, facts, lead.received_at)
-        if margin_floor is not None:
-            floors = Floors(max(floors.shared, margin_floor), floors.exclusive)
-        bids = _bids(tier, flow, facts, floors, recorded, unknowns, accept_rates or {})
-        sales.extend(_sell(bids, flow, flow.max_buyers - len(sales), bool(sales), unknowns))
-    prices = [s.price for s in sales]
-    owed = sales or source.pay_on == "accepted"
-    cost = source.pricing.cost(fixed_cost, sum(prices, ZERO)) if owed else ZERO
-    booked = book(cost, prices)
-    shared = tuple(
-        RecordedSale(s.buyer_id, s.price, c) for s, c in zip(sales, booked.sale_costs, strict=True)
+    rates = accept_rates or {}
+    spec = AuctionSpec(
+        # Rotation turns are as of replay, not as of the lead: tiers replay in configured order.
+        tiers=tuple(
+            TierSpec(
+                t.name,
+                tuple(_seat(b, facts, recorded, unknowns, rates) for b in t.buyers),
+                t.mode,
+                t.order,
+                t.floor,
+            )
+            for t in flow.tiers
+        ),
+        facts=facts,
+        now=lead.received_at,
+        ping_end=math.inf,
+        deadline=math.inf,
+        max_buyers=flow.max_buyers,
+        ranking=flow.ranking,
+        score_weights=flow.score_weights,
+        consent_field=flow.consent_field,
+        floors=flow.floors,
+        margin_floor=(
+            source.pricing.margin_floor(fixed_cost - flow.fee, flow.fee, flow.min_margin)
+            if flow.min_margin is not None
+            else None
+        ),
+        source_pricing=source.pricing,
+        fixed_cost=fixed_cost,
+        pay_on=source.pay_on,
     )
-    return ReplayedLead(lead.lead_id, shared, booked.cost, unknowns)
+    machine = Auction(spec, 0.0)
+    action = machine.action
+    while not isinstance(action, Done):
+        who = machine.attempts
+        if isinstance(action, Ping):
+            action = machine.send(0.0, {i: _pinged(recorded[who[i].buyer_id]) for i in action.seats})
+        else:
+            posts = {o.seat: _posted(recorded.get(who[o.seat].buyer_id), unknowns) for o in action.orders}
+            action = machine.send(0.0, posts)
+    sales = tuple(RecordedSale(s.buyer_id, s.price, s.cost) for s in action.sales)
+    return ReplayedLead(lead.lead_id, sales, action.cost, unknowns)
 
 
-def _bids(
-    tier: Tier,
-    flow: Flow,
+def _seat(
+    buyer: Buyer,
     facts: Facts,
-    floors: Floors,
     recorded: Mapping[str, RecordedAttempt],
     unknowns: Unknowns,
     accept_rates: Mapping[str, Decimal],
-) -> list[_Bid]:
-    exclusive = flow.max_buyers == 1
-    out: list[_Bid] = []
-    for order, buyer in enumerate(tier.buyers):
-        if buyer.filter.failure(facts) is not None:
-            continue
-        a = recorded.get(buyer.id)
-        post = a.status if a is not None and a.status.startswith("POST_") else None
-        if buyer.fixed_price is not None:
-            price = buyer.fixed_price  # no ping needed: the price is known
-        elif a is None or a.status not in _PINGED:
-            unknowns.unpinged += 1
-            continue
-        elif a.status not in _BID_STATUSES or a.bid is None:
-            continue
-        elif a.offered is not None:
-            price = a.offered  # the candidate's pricing rules apply to what the buyer offered
-        else:
-            price = a.bid  # an older record: the recording rules are already in it
-        if buyer.pricing.rules:
-            price = buyer.pricing.apply(price, dataclasses.replace(facts, exclusive=exclusive))
-        if price < floors.for_bid(exclusive) or price <= 0:
-            continue
-        out.append(_Bid(buyer, price, post, order))
-    top = max((b.price for b in out), default=ZERO)
-    for b in out:
-        rate = accept_rates.get(b.buyer.id, DEFAULT_ACCEPT_RATE)
-        b.value = value(flow.ranking, b.price, rate, b.buyer.payment_days, top, flow.score_weights)
-    if tier.mode == "waterfall":
-        if tier.order == "priority":
-            out.sort(key=lambda b: (-b.buyer.priority, b.order))
-        elif tier.order == "bid":
-            out.sort(key=lambda b: (-(b.buyer.fixed_price or ZERO), b.order))
-    elif tier.order == "bid":
-        out.sort(key=lambda b: (-b.value, -b.buyer.priority, b.order))
-    elif tier.order == "priority":
-        out.sort(key=lambda b: (-b.buyer.priority, -b.value, b.order))
-    return out
+) -> Seat:
+    rate = accept_rates.get(buyer.id, DEFAULT_ACCEPT_RATE)
+    bidder = Bidder(buyer.id, buyer.priority, buyer.fixed_price, buyer.payment_days, buyer.pricing, rate)
+    if (why := buyer.filter.failure(facts)) is not None:
+        return Seat(bidder, (Status.SKIPPED_FILTER, why))
+    a = recorded.get(buyer.id)
+    if buyer.fixed_price is None and (a is None or a.status not in _PINGED):
+        unknowns.unpinged += 1
+        return Seat(bidder, (Status.NOT_OFFERED, "not pinged when the lead was routed"))
+    return Seat(bidder)
 
 
-def _accepts(b: _Bid, unknowns: Unknowns) -> bool:
-    if b.post is None:
+def _pinged(a: RecordedAttempt) -> PingAnswer:
+    if a.status not in _BID_STATUSES or a.bid is None:
+        return PingAnswer("no_bid", a.status)
+    # The candidate's pricing rules apply to what the buyer offered; an older record has only
+    # the price after the recording rules.
+    return PingAnswer("bid", price=a.offered if a.offered is not None else a.bid, exclusive=a.exclusive)
+
+
+def _posted(a: RecordedAttempt | None, unknowns: Unknowns) -> PostAnswer:
+    if a is None or not a.status.startswith("POST_"):
         unknowns.assumed_accepts += 1
-        return True
-    return b.post == "POST_ACCEPTED"
-
-
-def _sell(
-    bids: Sequence[_Bid], flow: Flow, slots: int, shared_only: bool, unknowns: Unknowns
-) -> list[RecordedSale]:
-    """Like the live auction: post to the best allocation, a rejection frees its slot."""
-    sold: list[RecordedSale] = []
-    remaining = list(bids)
-    exclusive = flow.max_buyers == 1
-    while remaining and slots - len(sold) > 0:
-        if sold and exclusive:
-            break
-        pick = allocate(
-            [Offer(b.buyer.id, b.price, b.value, exclusive) for b in remaining],
-            slots - len(sold),
-            shared_only=shared_only or bool(sold),
-        )
-        if not pick:
-            break
-        keys = {o.key for o in pick}
-        chosen = [b for b in remaining if b.buyer.id in keys]
-        remaining = [b for b in remaining if b.buyer.id not in keys]
-        sold.extend(RecordedSale(b.buyer.id, b.price, ZERO) for b in chosen if _accepts(b, unknowns))
-    return sold
+        return PostAnswer("accepted")
+    return PostAnswer("accepted" if a.status == "POST_ACCEPTED" else "rejected", "as recorded")
 
 
 @dataclass(slots=True)
