@@ -36,15 +36,31 @@ class Problems:
 
 
 def buyer_problems(
-    b: m.BuyerModel, at: str, fields: Mapping[str, m.FieldModel], max_price: Decimal
+    b: m.BuyerModel, at: str, fields: Mapping[str, m.FieldModel], max_price: Decimal, internal: frozenset[str]
 ) -> list[str]:
     types = {name: f.type for name, f in fields.items()}
     kinds = kinds_of(types)
     p = Problems(at)
+    ping_names, post_names = default_fields(fields, internal)
     if b.ping is not None:
-        compile_ping(b.ping, kinds, [n for n, f in fields.items() if not f.pii], max_price, p, types)
-    compile_post(b.post, kinds, list(fields), max_price, p, types, b.ping)
+        compile_ping(b.ping, kinds, ping_names, max_price, p, types)
+    compile_post(b.post, kinds, post_names, max_price, p, types, b.ping)
     return p.found
+
+
+def internal_fields(c: m.ConfigModel) -> frozenset[str]:
+    """Fields that are ours alone: marked `internal`, or a source's `price_field` (what we pay it)."""
+    marked = {name for name, f in c.lead.fields.items() if f.internal}
+    return frozenset(marked | {s.price_field for s in c.sources if s.price_field is not None})
+
+
+def default_fields(
+    fields: Mapping[str, m.FieldModel], internal: frozenset[str]
+) -> tuple[list[str], list[str]]:
+    """What a buyer without a `fields` mapping receives: the ping every field that is neither PII
+    nor internal, the post every field that is not internal. Internal fields leave only by name."""
+    post = [name for name in fields if name not in internal]
+    return [name for name in post if not fields[name].pii], post
 
 
 def kinds_of(types: Mapping[str, str]) -> dict[str, FieldKind]:

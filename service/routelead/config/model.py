@@ -36,6 +36,9 @@ class FieldModel(Strict):
     type: FieldType = "string"
     required: bool = False
     pii: bool = False
+    # Ours alone (a score, what we pay the source): in no default ping or post, only where a
+    # buyer's `fields` maps it by name.
+    internal: bool = False
     pattern: str | None = None
     enum: list[str] | None = None
     max_length: int = Field(default=1024, ge=1, le=65536)
