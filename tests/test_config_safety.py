@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+import yaml
+from routelead.config.loader import ConfigError, load_config_bytes
 from routelead.v1 import routelead_pb2 as pb
 
-from tests.buyers import BuyerServer, accept, bid
+from tests.buyers import BuyerServer, accept, bid, respond
 from tests.configs import GOOD_LEAD, LEAD_FIELDS, buyer, compile_doc, document
 from tests.conftest import Start
 
@@ -52,3 +55,61 @@ async def test_our_cost_and_internal_fields_leave_only_where_mapped_by_name(
     assert buyers.got("b", "ping")[0].json() == {"st": "CA", "q": 88}
     assert buyers.got("b", "post")[0].json() == {"email": GOOD_LEAD["email"], "our_cost": "7.50", "score": 88}
 
+
+def _yaml_problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        load_config_bytes(text.encode(), "test.yaml", {})
+    return err.value.problems
+
+
+def _with_ping(extra: str) -> str:
+    """The base document as YAML text, with more of buyer a's ping written by hand."""
+    doc = document([buyer(lambda b, s: f"http://127.0.0.1:1/{b}/{s}", "a")])
+    text = yaml.safe_dump(doc, sort_keys=False)
+    marker = "    timeout_ms: 400\n"
+    assert text.count(marker) == 1
+    return text.replace(marker, marker + extra)
+
+
+def test_yes_where_text_is_meant_is_refused_with_the_path_and_the_fix() -> None:
+    found = _yaml_problems(_with_ping("    answer:\n      bid: {path: decision, values: [yes, bid]}\n"))
+
+    assert found == [
+        "buyers[0].ping.answer.bid.values[0]: YAML reads yes as the boolean true; for the text, "
+        "quote it: 'yes'; for a boolean, write true"
+    ]
+
+
+def test_yaml_booleans_in_text_only_places_and_keys_are_refused() -> None:
+    text = _with_ping("    fields:\n      own: {field: credit_range, map: {yes: Y}}\n").replace(
+        "      enum:\n      - 600-650\n", "      enum:\n      - No\n      - 'off'\n      - 600-650\n"
+    )
+
+    found = _yaml_problems(text)
+
+    assert "lead.fields.credit_range.enum[0]: YAML reads No as a boolean, not text; quote it: 'No'" in found
+    assert "buyers[0].ping.fields.own.map.yes: YAML reads yes as a boolean, not text; quote it: 'yes'" in (
+        found
+    )
+    assert len(found) == 2  # the quoted 'off' is text, and each mistake is reported once
+
+
+async def test_quoted_words_and_real_booleans_keep_their_meaning(buyers: BuyerServer, start: Start) -> None:
+    buyers.on("a", ping=respond({"decision": "yes", "price": 30}), post=accept())
+    buyers.on("b", ping=respond({"decision": True, "price": 20}), post=accept())
+    buyers.on("c", ping=respond({"decision": "no", "price": 99}))
+    answer = "    answer:\n      bid: {path: decision, values: ['yes', true, 'on']}\n"
+    doc = document([buyer(buyers.url, x) for x in "abc"], max_buyers=3)
+    text = yaml.safe_dump(doc, sort_keys=False)
+    text = text.replace("    timeout_ms: 400\n", "    timeout_ms: 400\n" + answer)
+    # A boolean place: any YAML spelling of a boolean is that boolean.
+    text = text.replace("pii: true", "pii: yes")
+    config = load_config_bytes(text.encode(), "test.yaml", {})
+    assert config.schema.fields["email"].pii is True
+    h = await start(config=config)
+
+    reply = await h.route()
+
+    assert sorted(s.buyer_id for s in reply.sales) == ["a", "b"]  # "yes" and true both bid
+    assert by_buyer(reply)["c"].status == S.NO_BID
+    assert b"maria" not in buyers.got("a", "ping")[0].body.lower()  # pii: yes still keeps PII out

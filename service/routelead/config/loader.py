@@ -19,6 +19,7 @@ import pydantic
 import yaml
 
 from routelead.config import model as m
+from routelead.config import yamltext
 from routelead.config.buyers import (
     Problems,
     buyer_problems,
@@ -60,7 +61,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 
 def load_config_bytes(text: bytes, origin: str, env: Mapping[str, str] | None = None) -> RuntimeConfig:
     try:
-        raw = yaml.safe_load(text)
+        raw = yamltext.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -68,6 +69,7 @@ def load_config_bytes(text: bytes, origin: str, env: Mapping[str, str] | None = 
     if not isinstance(raw, dict):
         raise ConfigError(origin, ["the file must hold a mapping with lead, sources, buyers and flows"])
     problems: list[str] = []
+    raw = yamltext.settle(raw, m.ConfigModel, problems)
     expanded = _expand(raw, os.environ if env is None else env, "", problems)
     try:
         model = m.ConfigModel.model_validate(expanded)
