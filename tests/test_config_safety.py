@@ -3,18 +3,32 @@ RouteLead does, or the file is refused with the path and the fix."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from routelead.config.loader import ConfigError, load_config_bytes
+from routelead.telemetry.tracing import add_processor
 from routelead.v1 import routelead_pb2 as pb
 
-from tests.buyers import BuyerServer, accept, bid, respond
+from tests.buyers import BuyerServer, accept, bid, reject, respond
 from tests.configs import GOOD_LEAD, LEAD_FIELDS, buyer, compile_doc, document
 from tests.conftest import Start
 
 S = pb.AttemptStatus
+_EXPORTER = InMemorySpanExporter()
+add_processor(SimpleSpanProcessor(_EXPORTER))
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    _EXPORTER.clear()
+    yield _EXPORTER
+    _EXPORTER.clear()
 
 
 def by_buyer(reply: pb.RouteLeadResponse) -> dict[str, pb.Attempt]:
@@ -113,3 +127,35 @@ async def test_quoted_words_and_real_booleans_keep_their_meaning(buyers: BuyerSe
     assert sorted(s.buyer_id for s in reply.sales) == ["a", "b"]  # "yes" and true both bid
     assert by_buyer(reply)["c"].status == S.NO_BID
     assert b"maria" not in buyers.got("a", "ping")[0].body.lower()  # pii: yes still keeps PII out
+
+
+async def test_each_post_attempt_carries_its_own_post_id_recorded_in_the_trace(
+    buyers: BuyerServer, start: Start, spans: InMemorySpanExporter
+) -> None:
+    buyers.on("a", ping=bid(50), post=reject("duplicate"))
+    buyers.on("b", ping=bid(40), post=accept("B-1"))
+    mapped = {"fields": {"ref": {"from": "post_id"}, "pid": {"from": "ping_id"}, "amount": {"from": "price"}}}
+    h = await start([buyer(buyers.url, "a", post=mapped), buyer(buyers.url, "b")])
+
+    reply = await h.route()
+
+    assert reply.outcome == pb.SOLD and reply.sales[0].buyer_id == "b"
+    to_a = buyers.got("a", "post")[0].json()
+    assert (to_a["pid"], to_a["amount"]) == ("ping-50", "50.00")
+    to_b = buyers.got("b", "post")[0].json()  # the default post carries it too, as seed 000's does
+    ids = [to_a["ref"], to_b["post_id"]]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids) and ids[0] != ids[1]
+    posts = {s.attributes["buyer.id"]: s.attributes["post.id"] for s in spans.get_finished_spans() if
+             s.name == "post" and s.attributes is not None}  # fmt: skip
+    assert posts == {"a": ids[0], "b": ids[1]}
+
+
+def test_post_id_exists_only_for_the_post() -> None:
+    doc = document(
+        [buyer(lambda b, s: f"http://127.0.0.1:1/{b}/{s}", "a", ping={"fields": {"r": {"from": "post_id"}}})]
+    )
+
+    with pytest.raises(ConfigError) as err:
+        compile_doc(doc)
+
+    assert err.value.problems == ["buyers[0].ping.fields.r: `from: post_id` exists only for the post"]

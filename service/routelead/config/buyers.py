@@ -124,7 +124,12 @@ def compile_post(
         if ep.fields is not None
         else passthrough(
             every,
-            {"ping_id": Source(tx="ping_id"), "price": Source(tx="price"), "lead_id": Source(tx="lead_id")},
+            {
+                "ping_id": Source(tx="ping_id"),
+                "post_id": Source(tx="post_id"),
+                "price": Source(tx="price"),
+                "lead_id": Source(tx="lead_id"),
+            },
         )
     )
     a = ep.answer

@@ -12,7 +12,7 @@ from routelead.domain.lead import FieldType
 from routelead.domain.mapping import Transform, TxValue
 from routelead.domain.tree import Ranking, TierMode, TierOrder
 
-TX_PATTERN = r"^(ping_id|price|lead_id|ping\.[A-Za-z_][A-Za-z0-9_]{0,63})$"
+TX_PATTERN = r"^(ping_id|post_id|price|lead_id|ping\.[A-Za-z_][A-Za-z0-9_]{0,63})$"
 
 
 def _money(value: object) -> object:
