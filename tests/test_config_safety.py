@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -159,3 +160,35 @@ def test_post_id_exists_only_for_the_post() -> None:
         compile_doc(doc)
 
     assert err.value.problems == ["buyers[0].ping.fields.r: `from: post_id` exists only for the post"]
+
+
+def _aged_lead(minutes: float) -> dict[str, str]:
+    stamp = datetime.now(UTC) - timedelta(minutes=minutes)
+    return {**GOOD_LEAD, "created_at": stamp.isoformat()}
+
+
+async def test_a_bid_is_held_to_max_age_minutes_and_to_conditions_nobody_understands(
+    buyers: BuyerServer, start: Start
+) -> None:
+    buyers.on("fresh", ping=bid(50, conditions={"max_age_minutes": 5}), post=accept())
+    buyers.on("patient", ping=bid(45, conditions={"max_age_minutes": 15}), post=accept())
+    buyers.on("picky", ping=bid(60, conditions={"min_credit_score": 700}), post=accept())
+    doc = with_fields(
+        document([buyer(buyers.url, x) for x in ("fresh", "patient", "picky")]),
+        created_at={"type": "datetime"},
+    )
+    doc["lead"]["created_at_field"] = "created_at"
+    h = await start(config=compile_doc(doc))
+
+    old = await h.route(_aged_lead(10))
+    new = await h.route(_aged_lead(1))
+
+    assert [s.buyer_id for s in old.sales] == ["patient"]  # the 10-minute-old lead is not `fresh`'s
+    attempts = by_buyer(old)
+    assert attempts["fresh"].status == S.CONDITION_FAILED
+    assert attempts["fresh"].reason == "bid requires a lead at most 5 minutes old (max_age_minutes)"
+    assert attempts["picky"].status == S.CONDITION_FAILED  # never sold under terms nobody checked
+    assert attempts["picky"].reason == "bid condition min_credit_score not understood: not sold under it"
+    assert [s.buyer_id for s in new.sales] == ["fresh"]
+    assert by_buyer(new)["picky"].status == S.CONDITION_FAILED
+    assert [r.buyer for r in buyers.got(step="post")] == ["patient", "fresh"]
