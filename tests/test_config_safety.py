@@ -8,11 +8,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from routelead.config.loader import ConfigError, load_config_bytes
+from routelead.domain import identity
+from routelead.domain.mapping import TRANSFORMS
+from routelead.domain.rules import Facts, compile_rule
 from routelead.telemetry.tracing import add_processor
 from routelead.v1 import routelead_pb2 as pb
 
@@ -192,3 +196,47 @@ async def test_a_bid_is_held_to_max_age_minutes_and_to_conditions_nobody_underst
     assert [s.buyer_id for s in new.sales] == ["fresh"]
     assert by_buyer(new)["picky"].status == S.CONDITION_FAILED
     assert [r.buyer for r in buyers.got(step="post")] == ["patient", "fresh"]
+
+
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
+@pytest.mark.parametrize("digits", [ARABIC_INDIC, FULLWIDTH], ids=["arabic-indic", "fullwidth"])
+async def test_only_ascii_digits_pass_validation(
+    digits: dict[int, str], buyers: BuyerServer, start: Start
+) -> None:
+    buyers.on("a", ping=bid(30), post=accept())
+    doc = with_fields(
+        document([buyer(buyers.url, "a")]),
+        units={"type": "int"},
+        income={"type": "decimal"},
+        account={"type": "string", "pattern": r"\d{6}"},
+        moved_in={"type": "date"},
+    )
+    h = await start(config=compile_doc(doc))
+    ascii_lead = {
+        **GOOD_LEAD,
+        "units": "12",
+        "income": "4500.50",
+        "account": "123456",
+        "moved_in": "2020-01-31",
+    }
+    assert (await h.route(ascii_lead)).outcome == pb.SOLD
+    buyers.received.clear()
+
+    for name in ("zip", "units", "income", "account", "moved_in"):
+        lead = {**ascii_lead, name: ascii_lead[name].translate(digits)}
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await h.route(lead)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+        assert f"fields.{name}:" in (err.value.details() or ""), err.value.details()
+    assert buyers.received == []  # nothing written in foreign digits was offered to anyone
+
+
+def test_digits_are_ascii_wherever_a_value_is_read_as_a_number() -> None:
+    assert TRANSFORMS["digits"]("(٥٥٥) 201-3344") == "2013344"
+    assert identity.e164("５５５２０１３３４４") == ""
+    at_least_700 = compile_rule({"field": "score", "gte": 700}, "filter", {"score": {}})
+    assert at_least_700.failure(Facts({"score": "750"})) is None
+    assert at_least_700.failure(Facts({"score": "٧٥٠"})) == "score must be >= 700"

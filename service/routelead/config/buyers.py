@@ -264,7 +264,7 @@ def _statuses(a: m.AnswerModel, allowed: frozenset[str], at: str, p: Problems) -
         if action not in allowed:
             p.add(where, f"{action!r} is not an outcome here (use {', '.join(sorted(allowed))})")
         text = str(key).strip().lower()
-        if text.isdigit() and 100 <= int(text) <= 599:
+        if text.isascii() and text.isdigit() and 100 <= int(text) <= 599:
             exact[int(text)] = action
         elif found := _STATUS_CLASS.match(text):
             classes[int(found.group(1))] = action

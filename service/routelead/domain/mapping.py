@@ -51,7 +51,7 @@ def _phone(shape: Callable[[str, str, str], str]) -> Callable[[str], JsonValue]:
     """Phones are normalised to 10 digits at validation; anything else passes unchanged."""
 
     def fmt(v: str) -> JsonValue:
-        return shape(v[:3], v[3:6], v[6:]) if len(v) == 10 and v.isdigit() else v
+        return shape(v[:3], v[3:6], v[6:]) if len(v) == 10 and v.isascii() and v.isdigit() else v
 
     return fmt
 
@@ -62,7 +62,7 @@ TRANSFORMS: Mapping[str, Callable[[str], JsonValue]] = {
     "lower": str.lower,
     "title": str.title,
     "trim": str.strip,
-    "digits": lambda v: "".join(c for c in v if c.isdigit()),
+    "digits": lambda v: "".join(c for c in v if "0" <= c <= "9"),
     "yes_no": _bool_style("yes", "no"),
     "y_n": _bool_style("Y", "N"),
     "one_zero": _bool_style(1, 0),
