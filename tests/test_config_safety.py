@@ -3,9 +3,13 @@ RouteLead does, or the file is refused with the path and the fix."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,6 +23,8 @@ from routelead.domain.mapping import TRANSFORMS
 from routelead.domain.rules import Facts, compile_rule
 from routelead.telemetry.tracing import add_processor
 from routelead.v1 import routelead_pb2 as pb
+from routelead_client.cli_buyers import parse_buyer_file
+from routelead_client.cli_common import LocalError
 
 from tests.buyers import BuyerServer, accept, bid, reject, respond
 from tests.configs import GOOD_LEAD, LEAD_FIELDS, buyer, compile_doc, document
@@ -240,3 +246,41 @@ def test_digits_are_ascii_wherever_a_value_is_read_as_a_number() -> None:
     at_least_700 = compile_rule({"field": "score", "gte": 700}, "filter", {"score": {}})
     assert at_least_700.failure(Facts({"score": "750"})) is None
     assert at_least_700.failure(Facts({"score": "٧٥٠"})) == "score must be >= 700"
+
+
+def test_admin_upsert_refuses_a_yaml_boolean_meant_as_text_before_sending(tmp_path: Path) -> None:
+    # The CLI sends JSON: once parsed, `yes` would be indistinguishable from true.
+    file = tmp_path / "buyer.yaml"
+    file.write_text(
+        "id: a\nping: {url: 'http://127.0.0.1:1/a/ping', timeout_ms: 400,\n"
+        "       answer: {bid: {path: decision, values: [yes]}}}\n"
+        "post: {url: 'http://127.0.0.1:1/a/post', timeout_ms: 300}\n"
+    )
+    cmd = [sys.executable, "-m", "routelead.cli", "admin", "--target", "127.0.0.1:1", "upsert", "buyer",
+           str(file), "--reason", "test"]  # fmt: skip
+    env = {**os.environ, "ROUTELEAD_ADMIN_TOKEN": "t" * 32}
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, check=False)
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"routelead: {file}: ping.answer.bid.values[0]: YAML reads yes as the boolean true; "
+        "for the text, quote it: 'yes'; for a boolean, write true\n"
+    )
+
+
+def test_the_client_cli_refuses_a_yaml_boolean_meant_as_text_too() -> None:
+    text = (
+        "id: a\nfixed_price: '10.00'\n"
+        "post: {url: 'http://x/p', timeout_ms: 300, answer: {accepted: {path: ok, values: [on]}}}\n"
+    )
+
+    with pytest.raises(LocalError) as err:
+        parse_buyer_file(text)
+
+    assert str(err.value) == (
+        "post.answer.accepted.values[0]: YAML reads on as the boolean true; "
+        "for the text, quote it: 'on'; for a boolean, write true"
+    )
+    fixed = parse_buyer_file(text.replace("[on]", "['on', true]"))
+    assert fixed["post"]["answer"]["accepted"]["values"] == ["on", True]
