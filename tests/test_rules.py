@@ -139,10 +139,17 @@ def test_bid_conditions() -> None:
         check_conditions({"states": ["tx", "az"]}, facts, "tcpa").failure == "bid limited to states [tx, az]"
     )
     assert (
-        check_conditions({"max_age": 5}, facts, "tcpa").failure == "bid requires a lead at most 5 minutes old"
+        check_conditions({"max_age": 5}, facts, "tcpa").failure
+        == "bid requires a lead at most 5 minutes old (max_age)"
     )
     assert check_conditions({"max_age": 10}, facts, "tcpa").failure is None
     assert check_conditions({"require_consent": True}, facts, "tcpa").failure is not None
     assert check_conditions({"max_age": "soon"}, facts, "tcpa").failure == "unreadable bid condition max_age"
-    verdict = check_conditions({"exclusive": True, "states": ["CA"], "something_new": 1}, facts, "tcpa")
+    verdict = check_conditions({"exclusive": True, "states": ["CA"], "note": None}, facts, "tcpa")
     assert verdict.failure is None and verdict.exclusive
+    # Fail closed: terms RouteLead cannot check are terms it cannot sell under.
+    unknown = check_conditions({"exclusive": True, "something_new": 1}, facts, "tcpa")
+    assert unknown.failure == "bid condition something_new not understood: not sold under it"
+    assert check_conditions({"require_consent": "maybe"}, facts, "tcpa").failure == (
+        "unreadable bid condition require_consent (true or false)"
+    )

@@ -41,8 +41,10 @@ def add_parser(sub: Any, connection: argparse.ArgumentParser) -> None:
 def parse_buyer_file(text: str) -> dict[str, Any]:
     """One buyer, YAML or JSON. Checked here only as far as needed to send it; the service validates
     the rest exactly as it does the file. Messages never quote values (they may be secrets)."""
+    from routelead.config import model, yamltext
+
     try:
-        doc = yaml.safe_load(text)
+        doc = yamltext.load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -51,6 +53,12 @@ def parse_buyer_file(text: str) -> dict[str, Any]:
         raise LocalError("not YAML or JSON") from None
     if not isinstance(doc, dict):
         raise LocalError("must hold one buyer: a mapping with an `id`")
+    # Sent as JSON, a `yes` meant as text would arrive as true: settle it here, as the service's
+    # file loader does.
+    problems: list[str] = []
+    doc = dict(yamltext.settle(doc, model.BuyerModel, problems))
+    if problems:
+        raise LocalError("; ".join(problems))
     if not isinstance(doc.get("id"), str) or not doc["id"]:
         raise LocalError("id: required, a string")
     return doc

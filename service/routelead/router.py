@@ -534,10 +534,12 @@ class Router:
             if reservation is None:
                 a.status, a.reason = Status.SKIPPED_CAP, "cap, budget or balance reached before the post"
                 return None
+        a.post_id = uuid.uuid4().hex
         request = buyer.post.request(
-            lead.fields, Transaction(result.lead_id, a.ping_id, fmt(price), a.carried)
+            lead.fields, Transaction(result.lead_id, a.ping_id, fmt(price), a.carried, a.post_id)
         )
         with _buyer_span("post", buyer, a.tier) as span:
+            span.set_attribute("post.id", a.post_id)
             if buyer.trace_context:
                 request = with_traceparent(request)
             t0 = time.perf_counter()

@@ -73,9 +73,11 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         return 2
     if args.op == "upsert":
         # Read before any network call: a bad file is a local error, said in one line.
+        from routelead.config import model, yamltext
+
         try:
             text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-            doc = yaml.safe_load(text)
+            doc = yamltext.load(text)
         except OSError as exc:
             print(f"routelead: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
             return 2
@@ -86,6 +88,19 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             return 2
         if not isinstance(doc, dict):
             print(f"routelead: {args.file}: must hold one mapping (the {args.kind})", file=sys.stderr)
+            return 2
+        # Sent as JSON, a `yes` meant as text would arrive as true: settle it here, as the file loader does.
+        problems: list[str] = []
+        entities: dict[str, type[model.Strict]] = {
+            "buyer": model.BuyerModel,
+            "source": model.SourceModel,
+            "flow": model.FlowModel,
+        }
+        entity = entities[args.kind]
+        doc = yamltext.settle(doc, entity, problems)
+        for problem in problems:
+            print(f"routelead: {args.file}: {problem}", file=sys.stderr)
+        if problems:
             return 2
         args.body = orjson.dumps(doc, default=str).decode()
     import grpc

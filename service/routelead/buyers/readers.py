@@ -67,7 +67,7 @@ class JsonPath:
         for part in self.parts:
             if isinstance(node, dict):
                 node = node.get(part, MISSING)
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            elif isinstance(node, list) and part.isascii() and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
             else:
                 return MISSING

@@ -36,15 +36,31 @@ class Problems:
 
 
 def buyer_problems(
-    b: m.BuyerModel, at: str, fields: Mapping[str, m.FieldModel], max_price: Decimal
+    b: m.BuyerModel, at: str, fields: Mapping[str, m.FieldModel], max_price: Decimal, internal: frozenset[str]
 ) -> list[str]:
     types = {name: f.type for name, f in fields.items()}
     kinds = kinds_of(types)
     p = Problems(at)
+    ping_names, post_names = default_fields(fields, internal)
     if b.ping is not None:
-        compile_ping(b.ping, kinds, [n for n, f in fields.items() if not f.pii], max_price, p, types)
-    compile_post(b.post, kinds, list(fields), max_price, p, types, b.ping)
+        compile_ping(b.ping, kinds, ping_names, max_price, p, types)
+    compile_post(b.post, kinds, post_names, max_price, p, types, b.ping)
     return p.found
+
+
+def internal_fields(c: m.ConfigModel) -> frozenset[str]:
+    """Fields that are ours alone: marked `internal`, or a source's `price_field` (what we pay it)."""
+    marked = {name for name, f in c.lead.fields.items() if f.internal}
+    return frozenset(marked | {s.price_field for s in c.sources if s.price_field is not None})
+
+
+def default_fields(
+    fields: Mapping[str, m.FieldModel], internal: frozenset[str]
+) -> tuple[list[str], list[str]]:
+    """What a buyer without a `fields` mapping receives: the ping every field that is neither PII
+    nor internal, the post every field that is not internal. Internal fields leave only by name."""
+    post = [name for name in fields if name not in internal]
+    return [name for name in post if not fields[name].pii], post
 
 
 def kinds_of(types: Mapping[str, str]) -> dict[str, FieldKind]:
@@ -108,7 +124,12 @@ def compile_post(
         if ep.fields is not None
         else passthrough(
             every,
-            {"ping_id": Source(tx="ping_id"), "price": Source(tx="price"), "lead_id": Source(tx="lead_id")},
+            {
+                "ping_id": Source(tx="ping_id"),
+                "post_id": Source(tx="post_id"),
+                "price": Source(tx="price"),
+                "lead_id": Source(tx="lead_id"),
+            },
         )
     )
     a = ep.answer
@@ -243,7 +264,7 @@ def _statuses(a: m.AnswerModel, allowed: frozenset[str], at: str, p: Problems) -
         if action not in allowed:
             p.add(where, f"{action!r} is not an outcome here (use {', '.join(sorted(allowed))})")
         text = str(key).strip().lower()
-        if text.isdigit() and 100 <= int(text) <= 599:
+        if text.isascii() and text.isdigit() and 100 <= int(text) <= 599:
             exact[int(text)] = action
         elif found := _STATUS_CLASS.match(text):
             classes[int(found.group(1))] = action

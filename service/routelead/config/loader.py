@@ -19,7 +19,15 @@ import pydantic
 import yaml
 
 from routelead.config import model as m
-from routelead.config.buyers import Problems, buyer_problems, compile_ping, compile_post
+from routelead.config import yamltext
+from routelead.config.buyers import (
+    Problems,
+    buyer_problems,
+    compile_ping,
+    compile_post,
+    default_fields,
+    internal_fields,
+)
 from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source, Tier
 from routelead.domain.floors import FloorPolicy, QualityStep
 from routelead.domain.lead import FieldSpec, LeadSchema, Limits
@@ -53,7 +61,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 
 def load_config_bytes(text: bytes, origin: str, env: Mapping[str, str] | None = None) -> RuntimeConfig:
     try:
-        raw = yaml.safe_load(text)
+        raw = yamltext.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -61,6 +69,7 @@ def load_config_bytes(text: bytes, origin: str, env: Mapping[str, str] | None = 
     if not isinstance(raw, dict):
         raise ConfigError(origin, ["the file must hold a mapping with lead, sources, buyers and flows"])
     problems: list[str] = []
+    raw = yamltext.settle(raw, m.ConfigModel, problems)
     expanded = _expand(raw, os.environ if env is None else env, "", problems)
     try:
         model = m.ConfigModel.model_validate(expanded)
@@ -143,6 +152,7 @@ def check(c: m.ConfigModel) -> list[str]:
     problems += _unique("flows", [f.id for f in c.flows])
     buyers = {b.id: b for b in c.buyers}
     sources = {s.id for s in c.sources}
+    internal = internal_fields(c)
 
     for i, b in enumerate(c.buyers):
         at = f"buyers[{i}]"
@@ -177,7 +187,7 @@ def check(c: m.ConfigModel) -> list[str]:
                     problems.append(f"{where}: {entry.field!r} is PII and may not be sent in a ping")
                 if step == "ping" and entry.from_ not in (None, "lead_id"):
                     problems.append(f"{where}: `from: {entry.from_}` exists only for the post")
-        problems += buyer_problems(b, at, fields, c.max_price)
+        problems += buyer_problems(b, at, fields, c.max_price, internal)
 
     for i, flow in enumerate(c.flows):
         at = f"flows[{i}]"
@@ -305,10 +315,12 @@ def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
     kinds: dict[str, FieldKind] = {
         n: ("bool" if s.type == "bool" else "int" if s.type == "int" else "string") for n, s in specs.items()
     }
-    public = [n for n, s in specs.items() if not s.pii]
+    public, every = default_fields(c.lead.fields, internal_fields(c))
     types = {n: str(s.type) for n, s in specs.items()}
     buyers = {
-        b.id: _buyer(b, kinds, types, public, c.max_price, c.lead.fields) for b in c.buyers if b.enabled
+        b.id: _buyer(b, kinds, types, (public, every), c.max_price, c.lead.fields)
+        for b in c.buyers
+        if b.enabled
     }
     flows = {f.id: _flow(f, buyers, c.lead.fields) for f in c.flows}
     sources = {
@@ -380,15 +392,15 @@ def _buyer(
     b: m.BuyerModel,
     kinds: dict[str, FieldKind],
     types: dict[str, str],
-    public: list[str],
+    defaults: tuple[list[str], list[str]],
     max_price: Any,
     fields: Mapping[str, m.FieldModel],
 ) -> Buyer:
     p = Problems(f"buyers.{b.id}")
     ping = ping_parser = None
     if b.ping is not None:
-        ping, ping_parser = compile_ping(b.ping, kinds, public, max_price, p, types)
-    post, post_parser = compile_post(b.post, kinds, list(types), max_price, p, types, b.ping)
+        ping, ping_parser = compile_ping(b.ping, kinds, defaults[0], max_price, p, types)
+    post, post_parser = compile_post(b.post, kinds, defaults[1], max_price, p, types, b.ping)
     if p.found:  # check() has already reported these; compiling an unchecked model is a bug
         raise ValueError("; ".join(p.found))
     scoped_caps = {f"flow={k}": v for k, v in b.caps.flows.items()} | {

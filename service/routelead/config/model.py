@@ -12,7 +12,7 @@ from routelead.domain.lead import FieldType
 from routelead.domain.mapping import Transform, TxValue
 from routelead.domain.tree import Ranking, TierMode, TierOrder
 
-TX_PATTERN = r"^(ping_id|price|lead_id|ping\.[A-Za-z_][A-Za-z0-9_]{0,63})$"
+TX_PATTERN = r"^(ping_id|post_id|price|lead_id|ping\.[A-Za-z_][A-Za-z0-9_]{0,63})$"
 
 
 def _money(value: object) -> object:
@@ -36,6 +36,9 @@ class FieldModel(Strict):
     type: FieldType = "string"
     required: bool = False
     pii: bool = False
+    # Ours alone (a score, what we pay the source): in no default ping or post, only where a
+    # buyer's `fields` maps it by name.
+    internal: bool = False
     pattern: str | None = None
     enum: list[str] | None = None
     max_length: int = Field(default=1024, ge=1, le=65536)

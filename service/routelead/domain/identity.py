@@ -10,7 +10,7 @@ import hmac
 import re
 
 _SPACES = re.compile(r"\s+")
-_DIGITS = re.compile(r"\D")
+_NOT_DIGITS = re.compile(r"[^0-9]")  # ASCII: \D would keep Unicode digits
 
 
 def normalise(kind: str, value: str) -> str:
@@ -27,7 +27,7 @@ def normalise(kind: str, value: str) -> str:
 
 def e164(phone: str) -> str:
     """North-American numbers (the schema's phone type) in E.164; other digits kept with a +."""
-    digits = _DIGITS.sub("", phone)
+    digits = _NOT_DIGITS.sub("", phone)
     if len(digits) == 10:
         return "+1" + digits
     if len(digits) == 11 and digits.startswith("1"):

@@ -76,8 +76,12 @@ US_STATES = frozenset(
 _TRUE = frozenset({"true", "1", "yes", "y", "on"})
 _FALSE = frozenset({"false", "0", "no", "n", "off"})
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
-_ZIP = re.compile(r"^(\d{5})(?:-?\d{4})?$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Digits are ASCII only: Python's \d, int() and Decimal() also take Arabic-Indic, fullwidth and
+# other Unicode digits, which no buyer's system reads as a ZIP or an amount.
+_ZIP = re.compile(r"^([0-9]{5})(?:-?[0-9]{4})?$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_INT = re.compile(r"^[+-]?[0-9]{1,18}$")
+_DECIMAL = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?$")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -184,10 +188,12 @@ def normalise(spec: FieldSpec, value: str) -> str:
         case "string":
             out = value
         case "int":
-            if not re.fullmatch(r"[+-]?\d{1,18}", value):
+            if not _INT.match(value):
                 raise ValueError("must be a whole number")
             out = str(int(value))
         case "decimal":
+            if not _DECIMAL.match(value):
+                raise ValueError("must be a decimal number (ASCII digits)")
             try:
                 number = Decimal(value)
             except InvalidOperation:

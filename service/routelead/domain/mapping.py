@@ -35,9 +35,9 @@ Transform = Literal[
     "phone_e164",
     "phone_1",
 ]
-# "ping_id", "price", "lead_id", or "ping.<name>" for a value the ping answer carried.
+# "ping_id", "post_id", "price", "lead_id", or "ping.<name>" for a value the ping answer carried.
 TxValue = str
-TX_VALUES = ("ping_id", "price", "lead_id")
+TX_VALUES = ("ping_id", "post_id", "price", "lead_id")
 FieldKind = Literal["string", "int", "bool"]
 # strftime directives a date format may use: enough for every buyer format we know, nothing locale-exotic.
 DATE_DIRECTIVES = frozenset("YymdbBjaA%")
@@ -51,7 +51,7 @@ def _phone(shape: Callable[[str, str, str], str]) -> Callable[[str], JsonValue]:
     """Phones are normalised to 10 digits at validation; anything else passes unchanged."""
 
     def fmt(v: str) -> JsonValue:
-        return shape(v[:3], v[3:6], v[6:]) if len(v) == 10 and v.isdigit() else v
+        return shape(v[:3], v[3:6], v[6:]) if len(v) == 10 and v.isascii() and v.isdigit() else v
 
     return fmt
 
@@ -62,7 +62,7 @@ TRANSFORMS: Mapping[str, Callable[[str], JsonValue]] = {
     "lower": str.lower,
     "title": str.title,
     "trim": str.strip,
-    "digits": lambda v: "".join(c for c in v if c.isdigit()),
+    "digits": lambda v: "".join(c for c in v if "0" <= c <= "9"),
     "yes_no": _bool_style("yes", "no"),
     "y_n": _bool_style("Y", "N"),
     "one_zero": _bool_style(1, 0),
@@ -104,19 +104,23 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Transaction:
-    """Per-sale values a request may carry: ours, and those the buyer's ping answer asked us to
-    send back on the post (its ping id, an auction token, …) under `from: ping.NAME`."""
+    """Per-sale values a request may carry: ours (the lead id, the price, this post attempt's own
+    id), and those the buyer's ping answer asked us to send back on the post (its ping id, an
+    auction token, …) under `from: ping.NAME`."""
 
     lead_id: str
     ping_id: str = ""
     price: str = ""
     carried: Mapping[str, str] = field(default_factory=dict)
+    post_id: str = ""
 
     def value(self, name: TxValue) -> str:
         if name == "lead_id":
             return self.lead_id
         if name == "price":
             return self.price
+        if name == "post_id":
+            return self.post_id
         key = name.removeprefix("ping.")
         if key == "ping_id":
             return self.ping_id

@@ -54,6 +54,8 @@ class Attempt:
     unsettled: bool = False
     # The buyer's own price (ping bid, or fixed price) before our pricing rules: what replay re-prices.
     offered: Decimal | None = None
+    # This post attempt's own id, sent as `from: post_id`: the key to match the buyer's records.
+    post_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,7 +140,7 @@ def uses_volume(rule: Rule) -> bool:
 
 
 def _num(value: str | None) -> Decimal | None:
-    if value is None:
+    if value is None or not value.isascii():  # Decimal() would read Unicode digits as numbers
         return None
     try:
         n = Decimal(value)

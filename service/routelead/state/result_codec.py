@@ -62,6 +62,7 @@ def decode(raw: bytes) -> RoutingResult:
                 a["exclusive"],
                 a.get("unsettled", False),
                 _dec(a.get("offered")),
+                a.get("post_id", ""),
             )
             for a in d["attempts"]
         ],
