@@ -181,7 +181,7 @@ async def test_admin_references_are_limited_to_what_the_operator_allowed_over_tl
             admin = apb_grpc.AdminStub(channel)
             got = await admin.GetEntity(apb.GetEntityRequest(kind=apb.BUYER, id="b"), metadata=ADMIN)
             b = orjson.loads(got.json)
-            refusals = {}
+            refusals: dict[str, list[str]] = {}
             for ref in refused_refs:
                 for leaky in (_with_ping(b, ref, "plain"), _with_ping(b, "plain", f"x-{ref}")):
                     with pytest.raises(grpc.aio.AioRpcError) as refused:
