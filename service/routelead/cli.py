@@ -161,11 +161,13 @@ def _serve(args: argparse.Namespace) -> int:
     own_dir = prepare_metrics_dir() if workers > 1 and args.metrics_listen else None
 
     from routelead.api.security import Security, SecurityError
+    from routelead.config.secrets import SecretPolicy, SecretPolicyError
 
     try:
         security = Security.from_env()
         security.check_exposure(args.listen, args.insecure)
-    except SecurityError as exc:
+        SecretPolicy.from_env()  # what Admin changes may name: a bad setting fails here, once
+    except (SecurityError, SecretPolicyError) as exc:
         print(f"routelead: {exc}", file=sys.stderr)
         return 2
     opts = ServeOptions(

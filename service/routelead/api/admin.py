@@ -12,7 +12,8 @@ import orjson
 from routelead.api.credentials import admin_token
 from routelead.config import documents as docs
 from routelead.config.loader import ConfigError, load_config_bytes
-from routelead.records.configstore import ConfigStore, StaleVersion, Version
+from routelead.config.secrets import SecretPolicy
+from routelead.records.configstore import FILE_AUTHOR, ConfigStore, StaleVersion, Version, reference_check
 from routelead.v1 import admin_pb2 as pb
 from routelead.v1 import admin_pb2_grpc as pb_grpc
 
@@ -39,6 +40,7 @@ class AdminServicer(pb_grpc.AdminServicer):
         self._store = store
         self._expected = f"Bearer {token}".encode()
         self._env = env
+        SecretPolicy.from_env(env)  # a bad ROUTELEAD_SECRET_PREFIXES / _SECRETS_DIR fails the start
 
     def register(self, server: grpc.aio.Server) -> str:
         pb_grpc.add_AdminServicer_to_server(self, server)
@@ -88,8 +90,16 @@ class AdminServicer(pb_grpc.AdminServicer):
     async def _store_checked(
         self, context: Context, text: str, change: pb.Change, parent: int
     ) -> pb.ChangeResponse:
+        if change.author.strip().lower() == FILE_AUTHOR:
+            # Versions by the file are trusted as the operator's; an Admin change is not one.
+            await _abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, f"change.author: {FILE_AUTHOR!r} is reserved"
+            )
         try:
-            load_config_bytes(text.encode(), "the changed configuration", self._env)
+            # The references it names first: nothing is read for a change that may not name it.
+            origin = "the changed configuration"
+            reference_check(text, await self._store.file_document(), self._env, origin)
+            load_config_bytes(text.encode(), origin, self._env)
         except ConfigError as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:

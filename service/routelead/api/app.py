@@ -17,7 +17,7 @@ from routelead.api.state_admin import StateAdminServicer
 from routelead.api.stats import StatsServicer
 from routelead.records.answers import past_answer, recent_lead_ids
 from routelead.records.buyer_stats import LedgerBuyerStats, keep_fresh, refresh
-from routelead.records.configstore import ConfigStore, ConfigWatcher, compile_version
+from routelead.records.configstore import ConfigStore, ConfigWatcher
 from routelead.records.ledger import Ledger
 from routelead.records.reports import Reports
 from routelead.records.spool import apply_spool, spool_dir
@@ -47,7 +47,7 @@ async def serve_with_books(service: Service, config_path: str, env: Mapping[str,
                 detail="Admin changes made since the file was last edited are live; see `routelead admin`",
                 live_version=live.version,
             )
-        service.use_config(compile_version(live, env))
+        service.use_config(await store.compile(live, env))
         service.ledger = ledger
         spool = service.books_spool = spool_dir(env)
         if spool is not None:

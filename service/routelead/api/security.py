@@ -24,8 +24,15 @@ from routelead.telemetry.metrics import AUTH_FAILURES
 
 log = structlog.get_logger("routelead.security")
 # Callers that need no token: health checks (kubelet probes, load balancers).
-# Admin checks its own, separate credential (routelead.api.admin); routing tokens do not open it.
-OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/routelead.v1.Admin/")
+# The operator's services check their own, separate credential, the admin token (require_admin):
+# one `authorization` header cannot carry a routing token too, and a routing token, which lead
+# sources hold, opens none of them (Stats shows every buyer's revenue and every source's margin).
+OPEN_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/routelead.v1.Admin/",
+    "/routelead.v1.Stats/",
+    "/routelead.v1.StateAdmin/",
+)
 
 
 class SecurityError(Exception):

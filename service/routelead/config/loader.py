@@ -29,6 +29,8 @@ from routelead.config.buyers import (
     internal_fields,
 )
 from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source, Tier
+from routelead.config.secrets import REF as _REF
+from routelead.config.secrets import service_files, service_refusal
 from routelead.domain.floors import FloorPolicy, QualityStep
 from routelead.domain.lead import FieldSpec, LeadSchema, Limits
 from routelead.domain.mapping import FieldKind
@@ -39,8 +41,6 @@ from routelead.domain.schedule import Schedule, build_schedule
 from routelead.domain.tree import ScoreWeights, TierOrder, smooth_weighted_sequence
 from routelead.state.periods import zone
 from routelead.state.ports import PERIODS, CapLimits, Period
-
-_REF = re.compile(r"\$\{(?:file:(?P<file>[^}]+)|(?P<var>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?)\}")
 
 
 class ConfigError(Exception):
@@ -70,7 +70,8 @@ def load_config_bytes(text: bytes, origin: str, env: Mapping[str, str] | None = 
         raise ConfigError(origin, ["the file must hold a mapping with lead, sources, buyers and flows"])
     problems: list[str] = []
     raw = yamltext.settle(raw, m.ConfigModel, problems)
-    expanded = _expand(raw, os.environ if env is None else env, "", problems)
+    env = os.environ if env is None else env
+    expanded = _expand(raw, env, "", problems, service_files(env))
     try:
         model = m.ConfigModel.model_validate(expanded)
     except pydantic.ValidationError as exc:
@@ -92,16 +93,22 @@ def format_loc(loc: Iterable[int | str]) -> str:
     return out or "(top level)"
 
 
-def _expand(node: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
-    """Replace ${VAR}, ${VAR:-default} and ${file:/path} in strings; secrets never sit in the file."""
+def _expand(
+    node: Any, env: Mapping[str, str], path: str, problems: list[str], own: Mapping[Path, str]
+) -> Any:
+    """Replace ${VAR}, ${VAR:-default} and ${file:/path} in strings; secrets never sit in the file.
+    The service's own tokens, keys and connection strings are never expanded (config.secrets)."""
     if isinstance(node, dict):
-        return {k: _expand(v, env, f"{path}.{k}" if path else str(k), problems) for k, v in node.items()}
+        return {k: _expand(v, env, f"{path}.{k}" if path else str(k), problems, own) for k, v in node.items()}
     if isinstance(node, list):
-        return [_expand(v, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+        return [_expand(v, env, f"{path}[{i}]", problems, own) for i, v in enumerate(node)]
     if not isinstance(node, str) or "${" not in node:
         return node
 
     def sub(match: re.Match[str]) -> str:
+        if why := service_refusal(match, own):
+            problems.append(f"{path}: {match.group(0)} is not an allowed secret reference ({why})")
+            return ""
         if file := match.group("file"):
             try:
                 return Path(file).read_text().strip()

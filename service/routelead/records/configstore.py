@@ -19,11 +19,14 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
+import yaml
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from routelead.config import documents as docs
 from routelead.config.loader import ConfigError, load_config_bytes
 from routelead.config.runtime import RuntimeConfig
+from routelead.config.secrets import SecretPolicy, admin_problems
 from routelead.records.schema import config_versions
 
 log = structlog.get_logger("routelead.config")
@@ -45,10 +48,33 @@ class Version:
     document: str
 
 
-def compile_version(v: Version, env: Mapping[str, str] | None = None) -> RuntimeConfig:
-    """Validate and compile exactly as the file is; the ledger names it `v<N>`."""
+def compile_version(
+    v: Version, env: Mapping[str, str] | None = None, file_document: str | None = None
+) -> RuntimeConfig:
+    """Validate and compile exactly as the file is; the ledger names it `v<N>`.
+
+    A version the file did not write (an Admin change) may name only the `${…}` references the
+    operator allows (ROUTELEAD_SECRET_PREFIXES, ROUTELEAD_SECRETS_DIR) or that `file_document`,
+    the file version it descends from, names at the same place: checked before anything is
+    read, on every replica, so a version stored by any means never sends another secret."""
+    if v.author != FILE_AUTHOR:
+        reference_check(v.document, file_document, env, f"config version {v.version}")
     config = load_config_bytes(v.document.encode(), f"config version {v.version}", env)
     return dataclasses.replace(config, version=f"v{v.version}")
+
+
+def reference_check(
+    document: str, file_document: str | None, env: Mapping[str, str] | None, origin: str
+) -> None:
+    """ConfigError naming each reference an Admin-made document may not name."""
+    try:
+        parsed = docs.parse(document)
+        from_file = docs.parse(file_document) if file_document else None
+    except (docs.DocumentError, yaml.YAMLError) as exc:
+        raise ConfigError(origin, [str(exc)]) from None
+    problems = admin_problems(parsed, from_file, SecretPolicy.from_env(env))
+    if problems:
+        raise ConfigError(origin, problems)
 
 
 def _version(row: Any) -> Version:
@@ -94,6 +120,21 @@ class ConfigStore:
                 )
             ).first()
         return _version(row) if row else None
+
+    async def file_document(self, before: int | None = None) -> str | None:
+        """The newest version the configuration file wrote (older than `before`, when given):
+        the references it names are the ones an Admin change may keep where they are."""
+        query = sa.select(config_versions.c.document).where(config_versions.c.author == FILE_AUTHOR)
+        if before is not None:
+            query = query.where(config_versions.c.version < before)
+        async with self.engine.connect() as conn:
+            found = await conn.scalar(query.order_by(config_versions.c.version.desc()).limit(1))
+        return str(found) if found is not None else None
+
+    async def compile(self, v: Version, env: Mapping[str, str] | None = None) -> RuntimeConfig:
+        """compile_version, against the file version `v` descends from."""
+        base = None if v.author == FILE_AUTHOR else await self.file_document(before=v.version)
+        return compile_version(v, env, base)
 
     async def latest_number(self) -> int:
         async with self.engine.connect() as conn:
@@ -187,7 +228,7 @@ class ConfigWatcher:
         v = await self._store.latest()
         assert v is not None
         try:
-            config = compile_version(v, self._env)
+            config = await self._store.compile(v, self._env)
         except ConfigError as exc:
             # Valid where it was made, not here (a missing secret): keep routing on the old one.
             log.error("config.version_rejected", version=v.version, problems=exc.problems)
