@@ -14,9 +14,9 @@ from routelead.domain.auction import (
     Bidder,
     Done,
     Ping,
-    PingAnswer,
+    PingReply,
     Post,
-    PostAnswer,
+    PostReply,
     Seat,
     TierSpec,
     contract_price,
@@ -32,18 +32,18 @@ SHARES = [Decimal(0), Decimal(10), Decimal(50)]
 prices = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("200"), places=2)
 ping_answers = st.one_of(
     st.builds(
-        PingAnswer,
+        PingReply,
         kind=st.just("bid"),
         price=prices,
         exclusive=st.booleans(),
         conditions=st.sampled_from([{}, {"exclusive": True}, {"states": ["TX"]}, {"states": ["CA"]}]),
     ),
-    st.builds(PingAnswer, kind=st.sampled_from(["no_bid", "timed_out", "error"]), reason=st.just("x")),
+    st.builds(PingReply, kind=st.sampled_from(["no_bid", "timed_out", "error"]), reason=st.just("x")),
 )
 post_answers = st.one_of(
-    st.builds(PostAnswer, kind=st.just("accepted"), stated_price=st.none() | prices),
+    st.builds(PostReply, kind=st.just("accepted"), stated_price=st.none() | prices),
     st.builds(
-        PostAnswer,
+        PostReply,
         kind=st.sampled_from(["rejected", "unknown", "failed", "capped", "late"]),
         reason=st.just("y"),
     ),
@@ -170,10 +170,10 @@ def test_an_unknown_exclusive_post_stops_the_auction() -> None:
     spec = AuctionSpec((TierSpec("t", seats),), Facts({}), NOW, 0.6, 0.75)
     m = Auction(spec, 0.0)
     assert isinstance(m.action, Ping)
-    bids = {s: PingAnswer("bid", price=Decimal(50 - s)) for s in m.action.seats}
+    bids = {s: PingReply("bid", price=Decimal(50 - s)) for s in m.action.seats}
     post = m.send(0.1, bids)
     assert isinstance(post, Post) and [o.seat for o in post.orders] == [0]
-    done = m.send(0.2, {0: PostAnswer("unknown", "post timed out after sending")})
+    done = m.send(0.2, {0: PostReply("unknown", "post timed out after sending")})
     assert isinstance(done, Done) and done.sales == ()
     assert [a.status for a in m.attempts] == [Status.POST_ERROR, Status.NOT_OFFERED, Status.NOT_OFFERED]
     assert m.attempts[0].unsettled

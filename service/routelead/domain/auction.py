@@ -107,6 +107,8 @@ class PostOrder:
     seat: int
     price: Decimal
     exclusive: bool
+    # The floor the bid cleared: a price-on-post buyer's stated price may not go below it.
+    floor: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +133,7 @@ PostKind = Literal["accepted", "rejected", "unknown", "failed", "capped", "late"
 
 
 @dataclass(frozen=True, slots=True)
-class PingAnswer:
+class PingReply:
     kind: PingKind
     reason: str = ""
     price: Decimal | None = None
@@ -140,7 +142,7 @@ class PingAnswer:
 
 
 @dataclass(frozen=True, slots=True)
-class PostAnswer:
+class PostReply:
     """accepted / rejected: the buyer answered; unknown: it may have taken the lead (timed out
     after sending, unreadable answer); failed: it provably did not; capped: no reservation;
     late: never sent, no time was left."""
@@ -177,6 +179,10 @@ def contract_price(bid: Decimal, stated: Decimal | None, floor: Decimal, price_o
     return Contract(bid, said, f"post answer stated {fmt(said)}, the bid {fmt(bid)} stands")
 
 
+def contract(order: PostOrder, stated: Decimal | None, price_on_post: bool) -> Contract:
+    return contract_price(order.price, stated, order.floor, price_on_post)
+
+
 @dataclass(slots=True)
 class _Live:
     seat: int
@@ -201,13 +207,12 @@ class Auction:
         self.unsettled: list[int] = []
         self.cost = ZERO
         self._now = now
-        self._replies: Mapping[int, PingAnswer] | Mapping[int, PostAnswer] = {}
+        self._replies: Mapping[int, PingReply] | Mapping[int, PostReply] = {}
         self._live: list[list[_Live]] = []
-        self._seat_floor: dict[int, Decimal] = {}
         self._run = self._auction()
         self.action: Action = next(self._run)
 
-    def send(self, now: float, replies: Mapping[int, PingAnswer] | Mapping[int, PostAnswer]) -> Action:
+    def send(self, now: float, replies: Mapping[int, PingReply] | Mapping[int, PostReply]) -> Action:
         """Report the answers to the current action (one per seat it named)."""
         if isinstance(self.action, Done):
             raise RuntimeError("the auction is over")
@@ -276,7 +281,7 @@ class Auction:
         for x in todo:
             answer = replies.get(x.seat)
             a = self.attempts[x.seat]
-            if not isinstance(answer, PingAnswer) or answer.kind == "timed_out":
+            if not isinstance(answer, PingReply) or answer.kind == "timed_out":
                 a.status = Status.TIMED_OUT
                 a.reason = answer.reason if answer is not None else "no answer before the ping window closed"
             elif answer.kind == "error":
@@ -377,18 +382,19 @@ class Auction:
                 a.reason = f"selected at {fmt(price)}; test lead, not posted"
                 self.sales.append(Sale(a.buyer_id, price, "", exclusive, a.tier))
                 continue
-            self._seat_floor[x.seat] = x.floor
-            orders.append(PostOrder(x.seat, price, exclusive))
+            orders.append(PostOrder(x.seat, price, exclusive, x.floor))
         if not orders:
             return
         yield Post(tuple(orders))
         replies = self._replies
         for order in orders:
-            x = next(x for x in chosen if x.seat == order.seat)
             answer = replies.get(order.seat)
-            self._posted(x, order, answer if isinstance(answer, PostAnswer) else PostAnswer("late"))
+            price_on_post = next(x.bidder.price_on_post for x in chosen if x.seat == order.seat)
+            self._posted(
+                order, answer if isinstance(answer, PostReply) else PostReply("late"), price_on_post
+            )
 
-    def _posted(self, x: _Live, order: PostOrder, answer: PostAnswer) -> None:
+    def _posted(self, order: PostOrder, answer: PostReply, price_on_post: bool) -> None:
         a = self.attempts[order.seat]
         if answer.kind == "late":
             return  # the attempt stays BID and is explained as NOT_OFFERED
@@ -403,7 +409,7 @@ class Auction:
             a.unsettled = True
             self.unsettled.append(order.seat)
         else:
-            deal = contract_price(order.price, answer.stated_price, x.floor, x.bidder.price_on_post)
+            deal = contract(order, answer.stated_price, price_on_post)
             if deal.dispute:
                 self.disputes[order.seat] = deal
             a.price = deal.price
@@ -482,10 +488,10 @@ __all__ = [
     "Contract",
     "Done",
     "Ping",
-    "PingAnswer",
+    "PingReply",
     "Post",
-    "PostAnswer",
     "PostOrder",
+    "PostReply",
     "Seat",
     "TierSpec",
     "contract_price",

@@ -33,8 +33,8 @@ from routelead.domain.auction import (
     Bidder,
     Done,
     Ping,
-    PingAnswer,
-    PostAnswer,
+    PingReply,
+    PostReply,
     Seat,
     TierSpec,
 )
@@ -172,19 +172,19 @@ def _seat(
     return Seat(bidder)
 
 
-def _pinged(a: RecordedAttempt) -> PingAnswer:
+def _pinged(a: RecordedAttempt) -> PingReply:
     if a.status not in _BID_STATUSES or a.bid is None:
-        return PingAnswer("no_bid", a.status)
+        return PingReply("no_bid", a.status)
     # The candidate's pricing rules apply to what the buyer offered; an older record has only
     # the price after the recording rules.
-    return PingAnswer("bid", price=a.offered if a.offered is not None else a.bid, exclusive=a.exclusive)
+    return PingReply("bid", price=a.offered if a.offered is not None else a.bid, exclusive=a.exclusive)
 
 
-def _posted(a: RecordedAttempt | None, unknowns: Unknowns) -> PostAnswer:
+def _posted(a: RecordedAttempt | None, unknowns: Unknowns) -> PostReply:
     if a is None or not a.status.startswith("POST_"):
         unknowns.assumed_accepts += 1
-        return PostAnswer("accepted")
-    return PostAnswer("accepted" if a.status == "POST_ACCEPTED" else "rejected", "as recorded")
+        return PostReply("accepted")
+    return PostReply("accepted" if a.status == "POST_ACCEPTED" else "rejected", "as recorded")
 
 
 @dataclass(slots=True)
