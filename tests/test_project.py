@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from routelead.demo.run import run_demo
+from routelead.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +26,7 @@ def test_generated_protobuf_code_is_current() -> None:
 async def test_the_demo_routes_sample_leads_and_explains_each() -> None:
     out = io.StringIO()
 
-    counts = await run_demo(12, out)
+    counts = await run_demo(12, out, settings=load_settings())
 
     text = out.getvalue()
     assert sum(counts.values()) == 12

@@ -20,6 +20,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from routelead.api.security import Security, SecurityError, token_matches
 from routelead.api.server import Service
+from routelead.settings import load_settings
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
@@ -234,12 +235,14 @@ async def _until(pred: Callable[[], bool], within_s: float = 10) -> None:
 
 async def test_mtls_admits_only_callers_with_a_certificate_from_the_ca(buyers: BuyerServer, pki: Pki) -> None:
     buyers.on("a", ping=bid(30), post=accept())
-    security = Security.from_env(
-        {
-            "ROUTELEAD_TLS_CERT": str(pki.server_cert),
-            "ROUTELEAD_TLS_KEY": str(pki.server_key),
-            "ROUTELEAD_TLS_CLIENT_CA": str(pki.ca),
-        }
+    security = Security.from_settings(
+        load_settings(
+            {
+                "ROUTELEAD_TLS_CERT": str(pki.server_cert),
+                "ROUTELEAD_TLS_KEY": str(pki.server_key),
+                "ROUTELEAD_TLS_CLIENT_CA": str(pki.ca),
+            }
+        )
     )
     service = Service(compile_doc(document([buyer(buyers.url, "a")])), security=security)
     await service.start()
@@ -287,12 +290,14 @@ def test_a_public_listener_without_tls_and_auth_is_refused(tmp_path: Path) -> No
 
 def test_security_settings_are_checked_and_tokens_compared_whole(tmp_path: Path, pki: Pki) -> None:
     with pytest.raises(SecurityError, match="both ROUTELEAD_TLS_CERT and ROUTELEAD_TLS_KEY"):
-        Security.from_env({"ROUTELEAD_TLS_CERT": str(pki.server_cert)})
+        Security.from_settings(load_settings({"ROUTELEAD_TLS_CERT": str(pki.server_cert)}))
     with pytest.raises(SecurityError, match="at least 16 characters"):
-        Security.from_env({"ROUTELEAD_AUTH_TOKENS": "short"})
+        Security.from_settings(load_settings({"ROUTELEAD_AUTH_TOKENS": "short"}))
     with pytest.raises(SecurityError, match="cannot read"):
-        Security.from_env({"ROUTELEAD_AUTH_TOKEN_FILE": str(tmp_path / "missing")})
-    s = Security.from_env({"ROUTELEAD_AUTH_TOKENS": f"{TOKEN}, another-valid-token-000000"})
+        Security.from_settings(load_settings({"ROUTELEAD_AUTH_TOKEN_FILE": str(tmp_path / "missing")}))
+    s = Security.from_settings(
+        load_settings({"ROUTELEAD_AUTH_TOKENS": f"{TOKEN}, another-valid-token-000000"})
+    )
     assert token_matches(TOKEN, s.token_digests) and token_matches(
         "another-valid-token-000000", s.token_digests
     )

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
+from routelead.settings import SettingsError, load_settings
 from routelead.telemetry.logs import configure_logging
 from routelead.telemetry.spans import ledger_span, step_span
 from routelead.telemetry.tracing import add_processor, build_provider, otlp_exporter
@@ -178,26 +179,31 @@ async def test_log_lines_carry_trace_and_span_ids(
 def test_sampling_follows_the_standard_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
-    provider = build_provider(env={})
+    provider = build_provider(load_settings({}))
     assert isinstance(provider.sampler, ParentBased)
     root = provider.sampler._root  # the sampler used when the caller sent no context
     assert isinstance(root, TraceIdRatioBased) and root.rate == 0.25
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
-    assert build_provider(env={}).sampler is ALWAYS_OFF
+    assert build_provider(load_settings({})).sampler is ALWAYS_OFF
 
 
 def test_otlp_export_only_when_an_endpoint_is_set() -> None:
-    assert otlp_exporter({}) is None
+    def exporter(env: dict[str, str]) -> object:
+        return otlp_exporter(load_settings(env))
+
+    assert exporter({}) is None
     url = "http://127.0.0.1:4318"
-    assert isinstance(otlp_exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": url}), HttpExporter)  # spec default
+    assert isinstance(exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": url}), HttpExporter)  # spec default
     grpc_env = {
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4317",
         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
     }
-    assert isinstance(otlp_exporter(grpc_env), GrpcExporter)
-    assert otlp_exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": url, "OTEL_TRACES_EXPORTER": "none"}) is None
-    with pytest.raises(ValueError, match="unsupported protocol 'http/json'"):
-        otlp_exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": url, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+    assert isinstance(exporter(grpc_env), GrpcExporter)
+    assert exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": url, "OTEL_TRACES_EXPORTER": "none"}) is None
+    with pytest.raises(
+        SettingsError, match=r"OTEL_EXPORTER_OTLP_PROTOCOL: .*'grpc' or 'http/protobuf', got 'http/json'"
+    ):
+        exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": url, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
 
 
 async def test_ledger_and_failed_steps_get_spans_without_exception_text(spans: InMemorySpanExporter) -> None:

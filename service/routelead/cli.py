@@ -10,6 +10,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from routelead.config.loader import ConfigError, load_config
+from routelead.settings import Settings, SettingsError, load_settings
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -21,46 +22,47 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings()  # every variable, checked once, before anything starts
+    except SettingsError as exc:
+        print(f"routelead: {exc}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(
         prog="routelead", description="Real-time lead distribution by ping-post."
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC service")
-    serve.add_argument(
-        "--config", default=os.environ.get("ROUTELEAD_CONFIG"), help="YAML file (or ROUTELEAD_CONFIG)"
-    )
-    serve.add_argument(
-        "--listen", default=os.environ.get("ROUTELEAD_LISTEN", "0.0.0.0:50051"), help="host:port"
-    )
-    serve.add_argument("--log-level", default=os.environ.get("ROUTELEAD_LOG_LEVEL", "INFO"))
+    serve.add_argument("--config", default=settings.config, help="YAML file (or ROUTELEAD_CONFIG)")
+    serve.add_argument("--listen", default=settings.listen, help="host:port")
+    serve.add_argument("--log-level", default=settings.log_level)
     serve.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("ROUTELEAD_WORKERS", "1")),
+        default=settings.workers,
         help="worker processes sharing the port (SO_REUSEPORT); 0 = one per core (or ROUTELEAD_WORKERS)",
     )
     serve.add_argument(
         "--metrics-listen",
-        default=os.environ.get("ROUTELEAD_METRICS_LISTEN", ""),
+        default=settings.metrics_listen,
         help="host:port for Prometheus /metrics; empty = off (or ROUTELEAD_METRICS_LISTEN)",
     )
     serve.add_argument(
         "--health-listen",
-        default=os.environ.get("ROUTELEAD_HEALTH_LISTEN", ""),
+        default=settings.health_listen,
         help="host:port of a plaintext health-only gRPC port for probes (or ROUTELEAD_HEALTH_LISTEN)",
     )
     serve.add_argument(
         "--max-in-flight",
         type=int,
-        default=int(os.environ.get("ROUTELEAD_MAX_IN_FLIGHT", "0")),
+        default=settings.max_in_flight,
         help="calls one worker takes at once; more are refused with RESOURCE_EXHAUSTED so callers "
         "retry elsewhere instead of waiting past their deadline; 0 = no limit (or ROUTELEAD_MAX_IN_FLIGHT)",
     )
     serve.add_argument(
         "--insecure",
         action="store_true",
-        default=os.environ.get("ROUTELEAD_INSECURE", "") == "1",
+        default=settings.insecure,
         help="allow a non-loopback listener without TLS and caller authentication (or ROUTELEAD_INSECURE=1)",
     )
 
@@ -74,24 +76,24 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="bring the ledger database (DATABASE_URL or ROUTELEAD_DB) up to date")
 
     sink = sub.add_parser("sink", help="move Redis outbox records into the ledger database")
-    sink.add_argument("--config", default=os.environ.get("ROUTELEAD_CONFIG"), help="for the buyer list")
-    sink.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    sink.add_argument("--config", default=settings.config, help="for the buyer list")
+    sink.add_argument("--redis-url", default=settings.redis_url or "redis://127.0.0.1:6379/0")
     sink.add_argument(
         "--consumer",
-        default=os.environ.get("ROUTELEAD_SINK_CONSUMER", os.environ.get("HOSTNAME", "sink-1")),
+        default=settings.sink_consumer,
         help="stable per sink instance, so a restart resumes its own pending entries",
     )
 
     from routelead.records import commands as books
 
-    books.add_parsers(sub, os.environ.get("ROUTELEAD_CONFIG"))
+    books.add_parsers(sub, settings.config)
     from routelead.api import admin_cli
 
-    admin_cli.add_parser(sub)
+    admin_cli.add_parser(sub, settings)
     from routelead.api import stats_cli
     from routelead.replay import cli as replay_cli
 
-    stats_cli.add_parser(sub)
+    stats_cli.add_parser(sub, settings)
     replay_cli.add_parser(sub)
 
     sim = sub.add_parser("buyers-sim", help="run the simulated buyer fleet (for the example config)")
@@ -102,28 +104,28 @@ def main(argv: list[str] | None = None) -> int:
     add_state_commands(sub)
     args = parser.parse_args(argv)
     if getattr(args, "state_command", None):
-        return run_state_command(args)
+        return run_state_command(args, settings)
     match args.command:
         case "serve":
-            return _serve(args)
+            return _serve(args, settings)
         case "check-config":
             return _check(args.config)
         case "demo":
-            return _demo(args.leads, args.seed)
+            return _demo(args.leads, args.seed, settings)
         case "buyers-sim":
             return _buyers_sim(args.port)
         case "migrate":
-            return _migrate()
+            return _migrate(settings)
         case "sink":
-            return _sink(args.config, args.redis_url, args.consumer)
+            return _sink(args.config, args.redis_url, args.consumer, settings)
         case "admin":
-            return admin_cli.run(args)
+            return admin_cli.run(args, settings)
         case "stats":
-            return stats_cli.run(args)
+            return stats_cli.run(args, settings)
         case "replay":
-            return replay_cli.run(args)
+            return replay_cli.run(args, settings)
         case command if command in books.COMMANDS:
-            return books.run(args, _load)
+            return books.run(args, _load, settings)
     return 2
 
 
@@ -144,7 +146,7 @@ def _check(path: str) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Nothing here creates a gRPC object: workers are forked first and build their own.
     from routelead.api.process import ServeOptions, prepare_metrics_dir, serve
     from routelead.state.select import StateConfigError, check_state_env
@@ -154,7 +156,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
     try:
-        check_state_env(os.environ, workers)  # before any worker is forked: fail once, clearly
+        check_state_env(settings, workers)  # before any worker is forked: fail once, clearly
     except StateConfigError as exc:
         print(f"routelead: {exc}", file=sys.stderr)
         return 2
@@ -164,7 +166,7 @@ def _serve(args: argparse.Namespace) -> int:
     from routelead.config.secrets import SecretPolicy, SecretPolicyError
 
     try:
-        security = Security.from_env()
+        security = Security.from_settings(settings)
         security.check_exposure(args.listen, args.insecure)
         SecretPolicy.from_env()  # what Admin changes may name: a bad setting fails here, once
     except (SecurityError, SecretPolicyError) as exc:
@@ -174,6 +176,7 @@ def _serve(args: argparse.Namespace) -> int:
         config=config,
         listen=args.listen,
         security=security,
+        settings=settings,
         workers=workers,
         metrics_listen=args.metrics_listen,
         health_listen=args.health_listen,
@@ -188,11 +191,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
 
-def _migrate() -> int:
+def _migrate(settings: Settings) -> int:
     from routelead.records.db import create_engine, database_url, migrate
 
     async def go() -> str:
-        engine = create_engine(database_url())
+        engine = create_engine(database_url(settings))
         try:
             return await migrate(engine)
         finally:
@@ -202,24 +205,25 @@ def _migrate() -> int:
     return 0
 
 
-def _sink(path: str | None, redis_url: str, consumer: str) -> int:
+def _sink(path: str | None, redis_url: str, consumer: str, settings: Settings) -> int:
     import signal
 
     import redis.asyncio as aioredis
 
+    from routelead.records.db import database_url
     from routelead.records.ledger import Ledger
     from routelead.records.sink import OutboxSink
     from routelead.telemetry.logs import configure_logging
 
     config = _load(path)
-    configure_logging(os.environ.get("ROUTELEAD_LOG_LEVEL", "INFO"))
+    configure_logging(settings.log_level)
 
     async def go() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        ledger = await Ledger.open()
+        ledger = await Ledger.open(database_url(settings))
         client = aioredis.Redis.from_url(redis_url)
         try:
             await OutboxSink(client, ledger, config.buyers, consumer).run(stop)
@@ -231,14 +235,14 @@ def _sink(path: str | None, redis_url: str, consumer: str) -> int:
     return 0
 
 
-def _demo(leads: int, seed: int) -> int:
+def _demo(leads: int, seed: int, settings: Settings) -> int:
     from routelead.demo.run import run_demo
     from routelead.telemetry.logs import configure_logging
     from routelead.telemetry.tracing import configure_tracing
 
     configure_logging("WARNING", sys.stderr)  # the demo prints its own readable lines
-    configure_tracing()
-    _run(run_demo(leads, sys.stdout, seed))
+    configure_tracing(settings)
+    _run(run_demo(leads, sys.stdout, seed, settings=settings))
     return 0
 
 

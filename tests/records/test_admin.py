@@ -19,6 +19,7 @@ from routelead.api.stats import StatsServicer
 from routelead.config.loader import ConfigError
 from routelead.records.configstore import ConfigStore, compile_version
 from routelead.records.reports import Reports
+from routelead.settings import load_settings
 from routelead.v1 import admin_pb2 as apb
 from routelead.v1 import routelead_pb2 as pb
 
@@ -247,12 +248,14 @@ async def test_the_admin_and_stats_commands_speak_mutual_tls(
     ledger = await backend.ledger()
     store = ConfigStore(ledger.engine)
     live = await store.seed(_doc(buyers), ENV)
-    security = Security.from_env(
-        {
-            "ROUTELEAD_TLS_CERT": str(pki.server_cert),
-            "ROUTELEAD_TLS_KEY": str(pki.server_key),
-            "ROUTELEAD_TLS_CLIENT_CA": str(pki.ca),
-        }
+    security = Security.from_settings(
+        load_settings(
+            {
+                "ROUTELEAD_TLS_CERT": str(pki.server_cert),
+                "ROUTELEAD_TLS_KEY": str(pki.server_key),
+                "ROUTELEAD_TLS_CLIENT_CA": str(pki.ca),
+            }
+        )
     )
     extra = [AdminServicer(store, TOKEN, ENV).register, StatsServicer(Reports(ledger.engine), TOKEN).register]
     service = Service(compile_version(live, ENV), ledger=ledger, security=security, extra_services=extra)

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 import yaml
 from routelead.api.server import Service
 from routelead.replay import cli as replay_cli
 from routelead.replay.engine import Comparison, compare_into
 from routelead.replay.recorded import recorded_leads
+from routelead.settings import load_settings
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
@@ -115,7 +115,7 @@ async def test_a_buyer_pricing_rule_kept_in_the_candidate_counts_once(
 
 
 async def test_the_replay_command_prints_the_comparison(
-    backend: Backend, buyers: BuyerServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, buyers: BuyerServer, tmp_path: Path
 ) -> None:
     ledger = await backend.ledger()
     replies = await route_leads(ledger, buyers)
@@ -124,12 +124,12 @@ async def test_the_replay_command_prints_the_comparison(
     doc["flows"][0]["floor"] = "35.00"
     candidate = tmp_path / "candidate.yaml"
     candidate.write_text(yaml.safe_dump(doc))
-    monkeypatch.setenv("DATABASE_URL", backend.url)
+    settings = load_settings({"DATABASE_URL": backend.url})
     since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     args = argparse.Namespace(config=str(candidate), since=since, until=None, flow=None)
     out = io.StringIO()
 
-    code = await asyncio.to_thread(replay_cli.run, args, out)
+    code = await asyncio.to_thread(replay_cli.run, args, settings, out)
 
     assert code == 0
     text = out.getvalue()
@@ -143,4 +143,4 @@ async def test_the_replay_command_prints_the_comparison(
     assert "bids from buyers that were not pinged" in text and "PII" in text
 
     bad = argparse.Namespace(config=str(tmp_path / "missing.yaml"), since=None, until=None, flow=None)
-    assert await asyncio.to_thread(replay_cli.run, bad, io.StringIO()) == 2
+    assert await asyncio.to_thread(replay_cli.run, bad, settings, io.StringIO()) == 2

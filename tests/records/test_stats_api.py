@@ -14,6 +14,7 @@ from routelead.api import stats_cli
 from routelead.api.server import Service
 from routelead.api.stats import StatsServicer
 from routelead.records.reports import Reports
+from routelead.settings import load_settings
 from routelead.v1 import stats_pb2 as spb
 from routelead.v1 import stats_pb2_grpc as spb_grpc
 
@@ -27,7 +28,7 @@ AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 
 async def test_get_stats_needs_the_admin_token_and_matches_the_books(
-    backend: Backend, buyers: BuyerServer, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, buyers: BuyerServer
 ) -> None:
     ledger = await backend.ledger()
     replies = await route_leads(ledger, buyers)
@@ -53,12 +54,12 @@ async def test_get_stats_needs_the_admin_token_and_matches_the_books(
         call = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = {s.name async for r in call for s in r.list_services_response.service}
 
-        monkeypatch.setenv("ROUTELEAD_ADMIN_TOKEN", TOKEN)
+        settings = load_settings({"ROUTELEAD_ADMIN_TOKEN": TOKEN})
         out = io.StringIO()
         parser = argparse.ArgumentParser()
-        stats_cli.add_parser(parser.add_subparsers())
+        stats_cli.add_parser(parser.add_subparsers(), settings)
         args = parser.parse_args(["stats", "--target", f"127.0.0.1:{service.port}"])
-        code = await asyncio.to_thread(stats_cli.run, args, out)
+        code = await asyncio.to_thread(stats_cli.run, args, settings, out)
 
     assert denied.value.code() == wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "YYYY-MM-DD" in (

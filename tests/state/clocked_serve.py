@@ -9,6 +9,7 @@ from pathlib import Path
 
 from routelead.api.server import Service, serve_until_signalled
 from routelead.config.loader import load_config
+from routelead.settings import load_settings
 from routelead.state.select import hot_state
 from routelead.telemetry.logs import configure_logging
 
@@ -22,7 +23,7 @@ def main() -> None:
         return float(clock_path.read_text())
 
     async def run() -> None:
-        state = hot_state()
+        state = hot_state(load_settings())
         service = Service(
             load_config(config_path),
             address=listen,

@@ -14,11 +14,12 @@ import pytest
 import redis
 import yaml
 from routelead.domain.outcome import Outcome, RoutingResult
+from routelead.settings import SettingsError, load_settings
 from routelead.state.periods import period_end
 from routelead.state.plan import GRACE_S
 from routelead.state.ports import CapLimits, LeadInFlight, StateUnavailable, lead_deadline
 from routelead.state.redis import connect
-from routelead.state.select import StateConfigError, check_state_env, hot_state
+from routelead.state.select import hot_state
 
 from tests.configs import document, fixed_buyer
 from tests.state.conftest import SECRET, RedisProcess
@@ -205,7 +206,7 @@ async def test_volume_counts_are_shared_by_replicas(redis_url: str) -> None:
 
 async def test_answers_are_kept_as_long_as_the_operator_sets(redis_url: str) -> None:
     env = {"REDIS_URL": redis_url, "ROUTELEAD_DEDUPE_KEY": SECRET.decode(), "ROUTELEAD_ANSWER_TTL_HOURS": "2"}
-    state = hot_state(env)
+    state = hot_state(load_settings(env))
 
     async def work() -> RoutingResult:
         return RoutingResult("ttl-1", "solar", "src", False, Outcome.UNSOLD, Decimal("0.00"))
@@ -219,5 +220,5 @@ async def test_answers_are_kept_as_long_as_the_operator_sets(redis_url: str) -> 
 
     assert 7000 < ttl <= 7200
     for bad in ("0", "forever", "9999"):
-        with pytest.raises(StateConfigError, match="ROUTELEAD_ANSWER_TTL_HOURS: hours from 1 to 2160"):
-            check_state_env({**env, "ROUTELEAD_ANSWER_TTL_HOURS": bad})
+        with pytest.raises(SettingsError, match=f"ROUTELEAD_ANSWER_TTL_HOURS: .*got '{bad}'"):
+            load_settings({**env, "ROUTELEAD_ANSWER_TTL_HOURS": bad})

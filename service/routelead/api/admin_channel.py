@@ -1,51 +1,51 @@
 """How `routelead admin` and `routelead stats` reach the service: plaintext, TLS, or mutual TLS.
 
 The deployed service listens with TLS (deploy/ sets ROUTELEAD_TLS_CERT), so an operator's
-command must be able to speak it; each option also reads a ROUTELEAD_ADMIN_* variable.
+command must be able to speak it; each option's default is a ROUTELEAD_ADMIN_* setting.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # grpc loads only when a command runs (`serve` forks workers first)
     import grpc
 
+    from routelead.settings import Settings
+
 
 class ChannelError(ValueError):
     """A TLS file that cannot be read: said in one line, exit 2."""
 
 
-def add_connection_options(p: Any) -> None:
-    env = os.environ.get
-    p.add_argument("--target", default=env("ROUTELEAD_ADMIN_TARGET", "127.0.0.1:50051"))
+def add_connection_options(p: Any, settings: Settings) -> None:
+    p.add_argument("--target", default=settings.admin_target)
     p.add_argument(
         "--tls",
         action="store_true",
-        default=bool(env("ROUTELEAD_ADMIN_TLS")),
+        default=settings.admin_tls,
         help="connect with TLS, system roots unless --ca-file (ROUTELEAD_ADMIN_TLS=1)",
     )
     p.add_argument(
         "--ca-file",
-        default=env("ROUTELEAD_ADMIN_CA_FILE", ""),
+        default=settings.admin_ca_file,
         help="PEM CA that signed the service's certificate; implies --tls (ROUTELEAD_ADMIN_CA_FILE)",
     )
     p.add_argument(
         "--cert-file",
-        default=env("ROUTELEAD_ADMIN_CERT_FILE", ""),
+        default=settings.admin_cert_file,
         help="client certificate, when the service asks for one (mTLS; ROUTELEAD_ADMIN_CERT_FILE)",
     )
     p.add_argument(
         "--key-file",
-        default=env("ROUTELEAD_ADMIN_KEY_FILE", ""),
+        default=settings.admin_key_file,
         help="the client certificate's key (ROUTELEAD_ADMIN_KEY_FILE)",
     )
     p.add_argument(
         "--server-name",
-        default=env("ROUTELEAD_ADMIN_SERVER_NAME", ""),
+        default=settings.admin_server_name,
         help="the name the certificate holds, when --target names the service otherwise "
         "(e.g. 127.0.0.1 inside a pod)",
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -18,15 +17,16 @@ from routelead.api.credentials import admin_token
 from routelead.v1 import admin_pb2 as pb
 
 if TYPE_CHECKING:  # grpc loads only when an admin command runs (`serve` forks workers first)
+    from routelead.settings import Settings
     from routelead.v1 import admin_pb2_grpc as pb_grpc
 
 _KINDS = {"buyer": pb.BUYER, "source": pb.SOURCE, "flow": pb.FLOW}
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any, settings: Settings) -> None:
     admin = sub.add_parser("admin", help="live configuration: versions, entities, pause, diff, rollback")
-    add_connection_options(admin)
-    admin.add_argument("--author", default=os.environ.get("ROUTELEAD_ADMIN_AUTHOR") or _user())
+    add_connection_options(admin, settings)
+    admin.add_argument("--author", default=settings.admin_author or _user())
     admin.add_argument("--expect", type=int, default=0, help="refuse unless this version is live")
     ops = admin.add_subparsers(dest="op", required=True)
     ops.add_parser("versions", help="list versions, newest first")
@@ -66,8 +66,8 @@ def _user() -> str:
         return "unknown"
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    token = admin_token()
+def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
+    token = admin_token(settings)
     if not token:
         print("routelead: set ROUTELEAD_ADMIN_TOKEN (or ROUTELEAD_ADMIN_TOKEN_FILE)", file=sys.stderr)
         return 2

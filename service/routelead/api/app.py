@@ -18,9 +18,11 @@ from routelead.api.stats import StatsServicer
 from routelead.records.answers import past_answer, recent_lead_ids
 from routelead.records.buyer_stats import LedgerBuyerStats, keep_fresh, refresh
 from routelead.records.configstore import ConfigStore, ConfigWatcher
+from routelead.records.db import database_url
 from routelead.records.ledger import Ledger
 from routelead.records.reports import Reports
 from routelead.records.spool import apply_spool, spool_dir
+from routelead.settings import Settings
 from routelead.state.memory import MemoryIdempotencyStore
 
 log = structlog.get_logger("routelead.app")
@@ -30,14 +32,16 @@ RECALL_HOURS = 24
 RECALL_LEADS = 100_000
 
 
-async def serve_with_books(service: Service, config_path: str, env: Mapping[str, str] | None = None) -> None:
+async def serve_with_books(
+    service: Service, config_path: str, settings: Settings, env: Mapping[str, str] | None = None
+) -> None:
     """Until SIGTERM: the file seeds version 1; afterwards the database's live version rules.
     Each worker process opens its own connections and follows the live version itself."""
     text = await asyncio.to_thread(Path(config_path).read_text)
-    token = admin_token(env)
+    token = admin_token(settings)
     if token and token_matches(token, service.security.token_digests):
         raise SecurityError("ROUTELEAD_ADMIN_TOKEN must differ from every routing token")
-    ledger = await Ledger.open()
+    ledger = await Ledger.open(database_url(settings))
     try:
         store = ConfigStore(ledger.engine)
         live = await store.seed(text, env)
@@ -49,7 +53,7 @@ async def serve_with_books(service: Service, config_path: str, env: Mapping[str,
             )
         service.use_config(await store.compile(live, env))
         service.ledger = ledger
-        spool = service.books_spool = spool_dir(env)
+        spool = service.books_spool = spool_dir(settings)
         if spool is not None:
             # Leads routed before a shutdown whose records the books refused until then.
             await apply_spool(ledger, spool)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from routelead.settings import Settings
 
 
-def admin_token(env: Mapping[str, str] | None = None) -> str:
+def admin_token(settings: Settings) -> str:
     """ROUTELEAD_ADMIN_TOKEN, or the file named by ROUTELEAD_ADMIN_TOKEN_FILE; '' when neither."""
-    env = os.environ if env is None else env
-    if path := env.get("ROUTELEAD_ADMIN_TOKEN_FILE"):
+    if path := settings.admin_token_file:
         return Path(path).read_text().strip()
-    return env.get("ROUTELEAD_ADMIN_TOKEN", "").strip()
+    return settings.admin_token.strip()

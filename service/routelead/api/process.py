@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from routelead.config.runtime import RuntimeConfig
+from routelead.settings import Settings
 
 if TYPE_CHECKING:
     # Imported for real only after prepare_metrics_dir(): it pulls in prometheus_client.
@@ -44,6 +45,8 @@ class ServeOptions:
     config: RuntimeConfig
     listen: str
     security: Security
+    # Every environment setting, read and checked once by the command line.
+    settings: Settings
     workers: int = 1
     metrics_listen: str = ""
     health_listen: str = ""
@@ -103,11 +106,11 @@ def run_worker(opts: ServeOptions, *, reuse_port: bool) -> int:
     from routelead.state.select import hot_state
     from routelead.telemetry.tracing import configure_tracing, shutdown_tracing
 
-    configure_tracing()
+    configure_tracing(opts.settings)
 
     async def serve_with_state() -> None:
         # Per worker, after the fork: Redis (REDIS_URL) or this process's own memory.
-        state = hot_state()
+        state = hot_state(opts.settings)
         service = Service(
             opts.config,
             address=opts.listen,
@@ -126,7 +129,7 @@ def run_worker(opts: ServeOptions, *, reuse_port: bool) -> int:
                 # The books: ledger, the live configuration version, the Admin API.
                 from routelead.api.app import serve_with_books
 
-                await serve_with_books(service, opts.config_path)
+                await serve_with_books(service, opts.config_path, opts.settings)
             else:
                 await serve_until_signalled(service)
         finally:

@@ -11,16 +11,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
 
 from routelead.telemetry.metrics import AUTH_FAILURES
+
+if TYPE_CHECKING:
+    from routelead.settings import Settings
 
 log = structlog.get_logger("routelead.security")
 # Callers that need no token: health checks (kubelet probes, load balancers).
@@ -57,19 +59,18 @@ class Security:
         return bool(self.token_digests) or self.client_ca is not None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Security:
+    def from_settings(cls, settings: Settings) -> Security:
         """ROUTELEAD_TLS_CERT, ROUTELEAD_TLS_KEY, ROUTELEAD_TLS_CLIENT_CA (file paths);
         ROUTELEAD_AUTH_TOKEN_FILE (one token per line) and/or ROUTELEAD_AUTH_TOKENS (comma-separated)."""
-        env = os.environ if env is None else env
-        cert, key, ca = (env.get(f"ROUTELEAD_TLS_{n}") or None for n in ("CERT", "KEY", "CLIENT_CA"))
+        cert, key, ca = settings.tls_cert, settings.tls_key, settings.tls_client_ca
         if (cert is None) != (key is None):
             raise SecurityError("set both ROUTELEAD_TLS_CERT and ROUTELEAD_TLS_KEY, or neither")
         if ca is not None and cert is None:
             raise SecurityError(
                 "ROUTELEAD_TLS_CLIENT_CA (mTLS) needs ROUTELEAD_TLS_CERT and ROUTELEAD_TLS_KEY"
             )
-        tokens = [t.strip() for t in env.get("ROUTELEAD_AUTH_TOKENS", "").split(",")]
-        if path := env.get("ROUTELEAD_AUTH_TOKEN_FILE"):
+        tokens = [t.strip() for t in settings.auth_tokens.split(",")]
+        if path := settings.auth_token_file:
             tokens += [
                 line.strip() for line in _read(path, "ROUTELEAD_AUTH_TOKEN_FILE").decode().splitlines()
             ]

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from routelead.api.admin_channel import ChannelError, add_connection_options, admin_channel
 from routelead.api.credentials import admin_token
 from routelead.v1 import stats_pb2 as pb
+
+if TYPE_CHECKING:
+    from routelead.settings import Settings
 
 _BUYER_COLUMNS = (
     "buyer", "pings", "bids", "bid%", "avg bid", "wins", "win%", "posts", "accept%",
@@ -18,9 +21,9 @@ _BUYER_COLUMNS = (
 _MONEY_COLUMNS = ("leads", "sold", "rev/ping", "cost", "revenue", "margin", "margin %")
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any, settings: Settings) -> None:
     stats = sub.add_parser("stats", help="buyer performance and flow/source money from the ledger")
-    add_connection_options(stats)
+    add_connection_options(stats, settings)
     stats.add_argument("--window", choices=("last_hour", "today", "range"), default="last_hour")
     stats.add_argument("--from", dest="from_date", default="", help="YYYY-MM-DD (with --window range)")
     stats.add_argument("--to", dest="to_date", default="", help="YYYY-MM-DD, included")
@@ -44,8 +47,8 @@ def request(args: argparse.Namespace) -> pb.GetStatsRequest:
     )
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    token = admin_token()
+def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
+    token = admin_token(settings)
     if not token:
         print("routelead: set ROUTELEAD_ADMIN_TOKEN (or ROUTELEAD_ADMIN_TOKEN_FILE)", file=sys.stderr)
         return 2

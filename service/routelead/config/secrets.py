@@ -98,6 +98,7 @@ class SecretPolicy:
     def from_env(cls, env: Mapping[str, str] | None = None) -> SecretPolicy:
         """ROUTELEAD_SECRET_PREFIXES (comma-separated; default BUYER_, empty: no variable) and
         ROUTELEAD_SECRETS_DIR (an absolute directory; unset: no file)."""
+        # The ${VAR} machinery: references are checked against this environment, like the loader's.
         env = os.environ if env is None else env
         raw = env.get("ROUTELEAD_SECRET_PREFIXES")
         prefixes = DEFAULT_PREFIXES if raw is None else tuple(p.strip() for p in raw.split(",") if p.strip())

@@ -16,6 +16,7 @@ from routelead.demo.fleet import start_fleet
 from routelead.demo.leads import sample_lead
 from routelead.records.db import database_url
 from routelead.records.ledger import Ledger
+from routelead.settings import Settings
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
@@ -26,14 +27,14 @@ def example_config_path() -> str:
     return str(resources.files("routelead") / "examples" / "solar.yaml")
 
 
-async def run_demo(leads: int, out: TextIO, seed: int = 7) -> dict[str, int]:
+async def run_demo(leads: int, out: TextIO, seed: int = 7, *, settings: Settings) -> dict[str, int]:
     runner, fleet_port = await start_fleet(seed=seed)
     env = {**DEMO_KEYS, **os.environ, "ROUTELEAD_BUYERS_URL": f"http://127.0.0.1:{fleet_port}"}
     config = load_config(example_config_path(), env=env)
     counts: dict[str, int] = {}
     revenue = cost = Decimal("0")
     # The embedded books: a SQLite file (ROUTELEAD_DB, default ./routelead.db), no server needed.
-    ledger = await Ledger.open(database_url())
+    ledger = await Ledger.open(database_url(settings))
     last = ""
     try:
         async with (
@@ -62,7 +63,7 @@ async def run_demo(leads: int, out: TextIO, seed: int = 7) -> dict[str, int]:
     finally:
         await runner.cleanup()
         await ledger.close()
-    where = database_url().split(":///", 1)[-1]
+    where = database_url(settings).split(":///", 1)[-1]
     print(f"\nevery lead is on the books in {where}: try `routelead lead {last}`", file=out)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     print(f"\n{leads} leads: {summary}; revenue {revenue}, cost {cost}, margin {revenue - cost}", file=out)

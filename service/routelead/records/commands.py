@@ -14,6 +14,7 @@ from routelead.records.returns import ReturnRefused, policy_for
 
 if TYPE_CHECKING:  # the SQL stack loads only for these commands, not for every CLI start
     from routelead.records.ledger import LeadStory, Ledger
+    from routelead.settings import Settings
 
 COMMANDS = ("lead", "report", "return", "settle-sale")
 
@@ -40,11 +41,14 @@ def add_parsers(sub: Any, config_default: str | None) -> None:
     settle.add_argument("outcome", choices=["sold", "rejected"])
 
 
-def run(args: argparse.Namespace, load: Callable[[str | None], Any], out: TextIO = sys.stdout) -> int:
+def run(
+    args: argparse.Namespace, load: Callable[[str | None], Any], settings: Settings, out: TextIO = sys.stdout
+) -> int:
+    from routelead.records.db import database_url
     from routelead.records.ledger import Ledger
 
     async def with_ledger(work: Callable[[Ledger], Awaitable[int]]) -> int:
-        ledger = await Ledger.open()
+        ledger = await Ledger.open(database_url(settings))
         try:
             return await work(ledger)
         finally:

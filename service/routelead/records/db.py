@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import fcntl
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -19,17 +19,19 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+if TYPE_CHECKING:
+    from routelead.settings import Settings
+
 DEFAULT_SQLITE_PATH = "./routelead.db"
 _MIGRATIONS = str(Path(__file__).resolve().parent / "migrations")
 
 
-def database_url(env: Mapping[str, str] | None = None) -> str:
+def database_url(settings: Settings) -> str:
     """`DATABASE_URL` (PostgreSQL) when set, else a SQLite file (`ROUTELEAD_DB`, ./routelead.db)."""
-    env = os.environ if env is None else env
-    url = env.get("DATABASE_URL", "").strip()
+    url = settings.database_url.strip()
     if url:
         return async_url(url)
-    path = env.get("ROUTELEAD_DB", "").strip() or DEFAULT_SQLITE_PATH
+    path = settings.db_path.strip() or DEFAULT_SQLITE_PATH
     return f"sqlite+aiosqlite:///{path}"
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from routelead.domain.outcome import RoutingResult
 from routelead.records.codec import LeadRecord, Record, SaleRecord, lead_record
-from routelead.records.db import create_engine, database_url, migrate, sqlite_writer
+from routelead.records.db import create_engine, migrate, sqlite_writer
 from routelead.records.returns import ReturnPolicy, ReturnRefused, check_return
 from routelead.records.schema import Money, attempts, entries, leads, returns, sales
 from routelead.records.wal import Checkpointer
@@ -101,9 +101,9 @@ class Ledger:
         self._checkpointer = Checkpointer(str(self._sync_writer.url.database)) if self._sync_writer else None
 
     @classmethod
-    async def open(cls, url: str | None = None) -> Ledger:
-        """Connect (DATABASE_URL / ROUTELEAD_DB when `url` is None) and migrate to the newest schema."""
-        engine = create_engine(url or database_url())
+    async def open(cls, url: str) -> Ledger:
+        """Connect (`database_url(settings)` for the configured books) and migrate to the newest schema."""
+        engine = create_engine(url)
         try:
             await migrate(engine)
         except BaseException:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -20,18 +21,20 @@ from routelead.records.codec import BadRecord, LeadRecord, Record, decode, encod
 from routelead.records.db import DEFAULT_SQLITE_PATH
 from routelead.records.ledger import Ledger
 
+if TYPE_CHECKING:
+    from routelead.settings import Settings
+
 log = structlog.get_logger("routelead.records")
 
 
-def spool_dir(env: Mapping[str, str] | None = None) -> Path | None:
+def spool_dir(settings: Settings) -> Path | None:
     """ROUTELEAD_SPOOL_DIR; else, for the embedded SQLite books, `<db file>.spool` beside it.
     With PostgreSQL and no ROUTELEAD_SPOOL_DIR there is none (set it to a persistent volume)."""
-    env = os.environ if env is None else env
-    if chosen := env.get("ROUTELEAD_SPOOL_DIR", "").strip():
+    if chosen := settings.spool_dir.strip():
         return Path(chosen)
-    if env.get("DATABASE_URL", "").strip():
+    if settings.database_url.strip():
         return None
-    db = env.get("ROUTELEAD_DB", "").strip() or DEFAULT_SQLITE_PATH
+    db = settings.db_path.strip() or DEFAULT_SQLITE_PATH
     return Path(f"{db}.spool")
 
 

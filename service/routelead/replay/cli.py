@@ -7,9 +7,12 @@ import asyncio
 import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from routelead.replay.engine import Comparison, Side
+
+if TYPE_CHECKING:
+    from routelead.settings import Settings
 
 CANNOT_KNOW = """\
 What replay cannot know (counted above, never guessed silently):
@@ -37,7 +40,7 @@ def _when(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
     from routelead.config.loader import ConfigError, load_config
 
     try:
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     if until <= since:
         print("routelead: --until must be after --since", file=sys.stderr)
         return 2
-    comparison = asyncio.run(_replay(config, since, until, args.flow))
+    comparison = asyncio.run(_replay(config, since, until, args.flow, settings))
     out.write(render(comparison, since, until))
     return 0
 
@@ -64,13 +67,16 @@ class _Placeholders(dict[str, str]):
         return super().get(key, "replay-placeholder")
 
 
-async def _replay(config: Any, since: datetime, until: datetime, flow: str | None) -> Comparison:
+async def _replay(
+    config: Any, since: datetime, until: datetime, flow: str | None, settings: Settings
+) -> Comparison:
+    from routelead.records.db import database_url
     from routelead.records.ledger import Ledger
     from routelead.records.reports import Reports
     from routelead.replay.engine import compare_into
     from routelead.replay.recorded import recorded_leads
 
-    ledger = await Ledger.open()
+    ledger = await Ledger.open(database_url(settings))
     try:
         counts = await Reports(ledger.engine).post_accept_rates(since - timedelta(days=7))
         # The same smoothing as the live ranking (a prior of 9 in 10 accepted).

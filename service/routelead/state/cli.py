@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from routelead.settings import Settings
 
 
 def add_state_commands(sub: Any) -> None:
@@ -37,10 +39,10 @@ def add_state_commands(sub: Any) -> None:
     bal.set_defaults(state_command="balance")
 
 
-def run_state_command(args: argparse.Namespace) -> int:
+def run_state_command(args: argparse.Namespace, settings: Settings) -> int:
     from routelead.state.select import StateConfigError, dedupe_secret, redis_url
 
-    url = redis_url(os.environ)
+    url = redis_url(settings)
     if not url:
         print(
             "routelead: set REDIS_URL: without it each `serve` process keeps its state in its own memory",
@@ -58,7 +60,7 @@ def run_state_command(args: argparse.Namespace) -> int:
             print("routelead: --top-up: not an amount", file=sys.stderr)
             return 2
     try:
-        secret = dedupe_secret(os.environ) or b"-" * 16  # no dedupe here; any key will do
+        secret = dedupe_secret(settings) or b"-" * 16  # no dedupe here; any key will do
     except StateConfigError as exc:
         print(f"routelead: {exc}", file=sys.stderr)
         return 2

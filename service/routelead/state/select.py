@@ -1,12 +1,12 @@
-"""Pick the hot-state backend from the environment: Redis when REDIS_URL is set, else memory."""
+"""Pick the hot-state backend from the settings: Redis when REDIS_URL is set, else memory."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from routelead.settings import Settings
 from routelead.state.memory import (
     MemoryCapStore,
     MemoryDedupeStore,
@@ -36,11 +36,11 @@ class HotState:
             await self.closer()
 
 
-def dedupe_secret(env: Mapping[str, str]) -> bytes | None:
+def dedupe_secret(settings: Settings) -> bytes | None:
     """ROUTELEAD_DEDUPE_KEY, or the file named by ROUTELEAD_DEDUPE_KEY_FILE (a mounted secret)."""
-    if value := env.get("ROUTELEAD_DEDUPE_KEY"):
+    if value := settings.dedupe_key:
         secret = value.encode()
-    elif path := env.get("ROUTELEAD_DEDUPE_KEY_FILE"):
+    elif path := settings.dedupe_key_file:
         try:
             secret = Path(path).read_bytes().strip()
         except OSError as exc:
@@ -52,27 +52,21 @@ def dedupe_secret(env: Mapping[str, str]) -> bytes | None:
     return secret
 
 
-def redis_url(env: Mapping[str, str]) -> str:
+def redis_url(settings: Settings) -> str:
     """REDIS_URL, or ROUTELEAD_REDIS_URL (the name deploy/ uses); empty: memory."""
-    return env.get("REDIS_URL") or env.get("ROUTELEAD_REDIS_URL") or ""
+    return settings.redis_url
 
 
-def answer_ttl_s(env: Mapping[str, str]) -> int:
-    """ROUTELEAD_ANSWER_TTL_HOURS: how long Redis keeps each answer for a retried lead_id (7 days)."""
-    raw = env.get("ROUTELEAD_ANSWER_TTL_HOURS", "").strip()
-    try:
-        hours = float(raw) if raw else 168.0
-    except ValueError:
-        hours = -1.0
-    if not 1 <= hours <= 2160:
-        raise StateConfigError(f"ROUTELEAD_ANSWER_TTL_HOURS: hours from 1 to 2160 (90 days), got {raw!r}")
-    return int(hours * 3600)
+def answer_ttl_s(settings: Settings) -> int:
+    """ROUTELEAD_ANSWER_TTL_HOURS: how long Redis keeps each answer for a retried lead_id (7 days;
+    the settings check the range, 1 to 2160 hours)."""
+    return int(settings.answer_ttl_hours * 3600)
 
 
-def check_state_env(env: Mapping[str, str], workers: int = 1) -> None:
+def check_state_env(settings: Settings, workers: int = 1) -> None:
     """Raise StateConfigError for a hot-state setting `hot_state` would refuse, or one that cannot
     keep caps exact across `workers` processes."""
-    if workers > 1 and not redis_url(env):
+    if workers > 1 and not redis_url(settings):
         # Memory state is per process: each worker would count caps, budgets and dedupe alone and
         # answer a retried lead_id from its own memory, so N workers could sell N× a cap.
         raise StateConfigError(
@@ -80,20 +74,18 @@ def check_state_env(env: Mapping[str, str], workers: int = 1) -> None:
             "ROUTELEAD_DEDUPE_KEY), or run one worker; in-memory caps, dedupe and idempotency "
             f"are per process, so {workers} workers could sell a buyer {workers}x its cap"
         )
-    answer_ttl_s(env)
-    secret = dedupe_secret(env)
-    if redis_url(env) and secret is None:
+    secret = dedupe_secret(settings)
+    if redis_url(settings) and secret is None:
         # Replicas must agree on the key, or the same consumer hashes differently on each.
         raise StateConfigError(
             "REDIS_URL is set but no dedupe key: set ROUTELEAD_DEDUPE_KEY (or ROUTELEAD_DEDUPE_KEY_FILE)"
         )
 
 
-def hot_state(env: Mapping[str, str] | None = None) -> HotState:
-    env = os.environ if env is None else env
-    check_state_env(env)
-    secret = dedupe_secret(env)
-    url = redis_url(env)
+def hot_state(settings: Settings) -> HotState:
+    check_state_env(settings)
+    secret = dedupe_secret(settings)
+    url = redis_url(settings)
     if not url:
         return HotState(
             MemoryCapStore(),
@@ -106,7 +98,9 @@ def hot_state(env: Mapping[str, str] | None = None) -> HotState:
     assert secret is not None  # checked above
     from routelead.state.redis import connect
 
-    shared = connect(url, secret, answer_ttl_s=answer_ttl_s(env))
+    shared = connect(
+        url, secret, op_timeout_s=settings.redis_timeout_ms / 1000, answer_ttl_s=answer_ttl_s(settings)
+    )
     return HotState(
         shared.caps, shared.dedupe, shared.idempotency, shared.rotation, "redis", shared.close, shared.volume
     )

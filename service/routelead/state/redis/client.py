@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -46,7 +45,7 @@ def connect(
     if answer_ttl_s is None:
         answer_ttl_s = int(DEFAULT_ANSWER_TTL_HOURS * 3600)
     if op_timeout_s is None:
-        op_timeout_s = float(os.environ.get("ROUTELEAD_REDIS_TIMEOUT_MS", "100")) / 1000
+        op_timeout_s = DEFAULT_OP_TIMEOUT_S
     client = aioredis.Redis.from_url(
         url,
         socket_timeout=op_timeout_s,
