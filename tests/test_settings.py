@@ -18,7 +18,13 @@ SERVICE = ROOT / "service" / "routelead"
 # sets for its workers and the library reads itself.
 # The ${VAR} machinery (loader, secrets) reads the environment a reference names; the rest hand
 # the environment to child processes or prometheus-client.
-NOT_SETTINGS = {"config/loader.py", "config/secrets.py", "demo/run.py", "api/process.py", "telemetry/metrics.py"}
+NOT_SETTINGS = {
+    "config/loader.py",
+    "config/secrets.py",
+    "demo/run.py",
+    "api/process.py",
+    "telemetry/metrics.py",
+}
 _NAME = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b|\bHOSTNAME\b")
 
 
