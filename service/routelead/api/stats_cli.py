@@ -13,7 +13,7 @@ from routelead.v1 import stats_pb2 as pb
 
 _BUYER_COLUMNS = (
     "buyer", "pings", "bids", "bid%", "avg bid", "wins", "win%", "posts", "accept%",
-    "p50 ms", "p95 ms", "p99 ms", "timeouts", "errors", "revenue",
+    "p50 ms", "p95 ms", "p99 ms", "timeouts", "errors", "revenue", "disputes",
 )  # fmt: skip
 _MONEY_COLUMNS = ("leads", "sold", "rev/ping", "cost", "revenue", "margin", "margin %")
 
@@ -102,6 +102,7 @@ def render(response: pb.GetStatsResponse) -> str:
                 str(b.timeouts),
                 str(b.errors),
                 b.revenue,
+                str(b.price_disputes),
             )
             for b in w.buyers
         ]
