@@ -189,14 +189,28 @@ async def test_buyer_rules_price_a_fixed_price_buyer(buyers: BuyerServer, start:
     assert buyers.got("flat", "post")[0].json()["price"] == "75.00"
 
 
-async def test_a_price_returned_on_the_post_is_the_revenue(buyers: BuyerServer, start: Start) -> None:
+async def test_a_price_returned_on_the_post_of_a_price_on_post_buyer_is_the_revenue(
+    buyers: BuyerServer, start: Start
+) -> None:
+    buyers.on("a", ping=bid(40), post=respond({"status": "accepted", "lead_id": "X", "price": "41.50"}))
+    doc = priced_doc([buyer(buyers.url, "a", post={"answer": {"price": "price"}, "price_on_post": True})])
+    h = await start(config=compile_doc(doc))
+
+    reply = await h.route(_lead())
+
+    assert (reply.sales[0].price, reply.revenue, reply.sales[0].stated_price) == ("41.50", "41.50", "")
+
+
+async def test_a_bidding_buyers_post_price_is_a_dispute_booked_at_the_bid(
+    buyers: BuyerServer, start: Start
+) -> None:
     buyers.on("a", ping=bid(40), post=respond({"status": "accepted", "lead_id": "X", "price": "41.50"}))
     doc = priced_doc([buyer(buyers.url, "a", post={"answer": {"price": "price"}})])
     h = await start(config=compile_doc(doc))
 
     reply = await h.route(_lead())
 
-    assert (reply.sales[0].price, reply.revenue) == ("41.50", "41.50")
+    assert (reply.sales[0].price, reply.revenue, reply.sales[0].stated_price) == ("40.00", "40.00", "41.50")
 
 
 async def test_each_shared_sale_carries_its_own_margin(buyers: BuyerServer, start: Start) -> None:

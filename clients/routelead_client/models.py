@@ -13,6 +13,8 @@ class Outcome(enum.Enum):
     SOLD = "SOLD"
     UNSOLD = "UNSOLD"
     DUPLICATE = "DUPLICATE"
+    # No sale, but a buyer may hold the lead (a post with an unknown outcome): do not resell it.
+    UNSETTLED = "UNSETTLED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +24,8 @@ class SaleInfo:
     buyer_lead_id: str
     exclusive: bool
     tier: str
+    # A price dispute: what the buyer's post answer stated; the sale is booked at `price` (its bid).
+    stated_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,8 @@ class AttemptInfo:
     post_ms: float
     reason: str
     http_status: int
+    # A post whose outcome is unknown: the buyer may have the lead.
+    unsettled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +76,15 @@ def from_proto(reply: pb.RouteLeadResponse, rpc_attempts: int = 1) -> RouteResul
         lead_id=reply.lead_id,
         outcome=Outcome(pb.Outcome.Name(reply.outcome)),
         sales=tuple(
-            SaleInfo(s.buyer_id, Decimal(s.price), s.buyer_lead_id, s.exclusive, s.tier) for s in reply.sales
+            SaleInfo(
+                s.buyer_id,
+                Decimal(s.price),
+                s.buyer_lead_id,
+                s.exclusive,
+                s.tier,
+                Decimal(s.stated_price) if s.stated_price else None,
+            )
+            for s in reply.sales
         ),
         cost=_money(reply.cost),
         revenue=_money(reply.revenue),
@@ -85,6 +99,7 @@ def from_proto(reply: pb.RouteLeadResponse, rpc_attempts: int = 1) -> RouteResul
                 post_ms=a.post_ms,
                 reason=a.reason,
                 http_status=a.http_status,
+                unsettled=a.unsettled,
             )
             for a in reply.attempts
         ),

@@ -28,6 +28,8 @@ class BuyerStats:
     timeouts: int
     errors: int
     revenue: Decimal
+    # Sales booked at the bid while the post answer stated another price.
+    price_disputes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ def _buyer(b: pb.BuyerStats) -> BuyerStats:
         timeouts=b.timeouts,
         errors=b.errors,
         revenue=_dec(b.revenue),
+        price_disputes=b.price_disputes,
     )
 
 

@@ -16,7 +16,7 @@ from decimal import Decimal
 import structlog
 from opentelemetry import trace
 
-from routelead.buyers.base import BadAnswer
+from routelead.buyers.base import BadAnswer, ErrorStatus, HttpAnswer, HttpRequest
 from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source, Tier
 from routelead.domain.breaker import Breakers
 from routelead.domain.conditions import check_conditions
@@ -25,8 +25,9 @@ from routelead.domain.identity import normalise
 from routelead.domain.lead import Lead, LeadInvalid
 from routelead.domain.mapping import Transaction
 from routelead.domain.money import ZERO, fmt, to_cents
-from routelead.domain.outcome import Attempt, Outcome, RoutingResult, Sale, Status
+from routelead.domain.outcome import Attempt, Outcome, RoutingResult, Sale, Status, answer_key
 from routelead.domain.pricing import book
+from routelead.domain.request import RequestDigester, differing_fields
 from routelead.domain.rules import Facts
 from routelead.domain.tree import Offer, allocate, rotation, value
 from routelead.records.codec import SaleRecord, encode
@@ -67,6 +68,10 @@ class NotFound(LookupError):
     """Unknown flow or source (gRPC NOT_FOUND)."""
 
 
+class LeadConflict(ValueError):
+    """A lead_id repeated with another request (gRPC ALREADY_EXISTS); says what differs, never a value."""
+
+
 @dataclass(frozen=True, slots=True)
 class LeadRequest:
     lead_id: str
@@ -91,6 +96,8 @@ class _Live:
     value: Decimal = Decimal(0)
     # Volume counts for the buyer's pricing rules, fetched with the tree when they need them.
     counts: dict[str, int] = field(default_factory=dict)
+    # The floor this bid cleared: a price-on-post buyer's stated price must clear it too.
+    floor: Decimal = Decimal(0)
 
 
 @dataclass(slots=True)
@@ -99,17 +106,30 @@ class _Sale:
 
     max_buyers: int
     sales: list[Sale] = field(default_factory=list)
+    # Posts whose outcome is unknown: each buyer may hold the lead, so each takes a slot, and one
+    # made as an exclusive offer ends the lead (`held`): nobody else is offered it.
+    unsettled: list[str] = field(default_factory=list)
+    held: bool = False
 
     @property
     def slots(self) -> int:
-        return self.max_buyers - len(self.sales)
+        return self.max_buyers - len(self.sales) - len(self.unsettled)
 
     @property
     def done(self) -> bool:
-        return self.slots <= 0 or any(s.exclusive for s in self.sales)
+        return self.held or self.slots <= 0 or any(s.exclusive for s in self.sales)
+
+    @property
+    def shared_only(self) -> bool:
+        """A buyer already has (or may have) the lead: only shared bids can join."""
+        return bool(self.sales or self.unsettled)
 
     def add(self, sale: Sale) -> None:
         self.sales.append(sale)
+
+    def unknown(self, buyer_id: str, exclusive: bool) -> None:
+        self.unsettled.append(buyer_id)
+        self.held = self.held or exclusive
 
 
 class Router:
@@ -138,6 +158,8 @@ class Router:
         self._volume = volume if volume is not None else MemoryVolumeStore()
         self.breakers = Breakers()
         self._clock = clock
+        # Keyed by the dedupe key, so replicas sharing it compare each other's requests.
+        self._digester = RequestDigester(bytes.fromhex(dedupe.fingerprint(["routelead request digest"])))
 
     async def route(self, req: LeadRequest) -> RoutingResult:
         """Route one lead; raises LeadInvalid (bad request) or NotFound (unknown flow / source)."""
@@ -172,14 +194,21 @@ class Router:
             margin = max(REPLY_MARGIN_S, req.caller_budget_s * 0.1)
             budget = max(0.0, min(budget, req.caller_budget_s - margin))
         validated = lead
-        if self.books is not None and (held := await self.books.answer(lead_id)) is not None:
+        # A test call's answer has a slot of its own: it never answers (or blocks) the real lead.
+        key = answer_key(lead_id, req.test)
+        digest = self._digester.digest(req.fields)
+        if self.books is not None and (held := await self.books.answer(key)) is not None:
             # Routed by an earlier call whose answer waited for the books: that answer, never a new route.
+            _same_request(held, flow.id, source.id, digest)
             return dataclasses.replace(held, replayed=True)
         # Every hot-state call made for this lead is bounded by its deadline.
         lead_deadline.set(time.monotonic() + budget)
-        return await self._idempotency.once(
-            lead_id, lambda: self._route(lead_id, flow, source, validated, req.test, budget, config)
+        result = await self._idempotency.once(
+            key, lambda: self._route(lead_id, flow, source, validated, req.test, budget, config, digest)
         )
+        if result.replayed:
+            _same_request(result, flow.id, source.id, digest)
+        return result
 
     async def _route(
         self,
@@ -190,6 +219,7 @@ class Router:
         test: bool,
         budget_s: float,
         config: RuntimeConfig,
+        digest: str = "",
     ) -> RoutingResult:
         if self.books is not None:
             self.books.check()  # before any buyer is asked
@@ -203,6 +233,7 @@ class Router:
         ) as span:
             result = RoutingResult(lead_id, flow.id, source.id, test, Outcome.UNSOLD, ZERO)
             result.config_version = config.version
+            result.request_digest = digest
             result.trace_id = format(span.get_span_context().trace_id, "032x")
             identity = self._identity(flow, lead)
             if identity and flow.dedupe_ttl_s and await self._seen_in_flow(flow, identity, test):
@@ -289,10 +320,12 @@ class Router:
         if sale.sales:
             result.outcome = Outcome.SOLD
             await self._remember_buyers(sale.sales, identity, result.test)
+        elif sale.unsettled:
+            result.outcome = Outcome.UNSETTLED
         winners = {s.buyer_id for s in sale.sales}
         for _, live in tiers:
             for x in live:
-                _explain_loser(x.attempt, winners, sale.sales)
+                _explain_loser(x.attempt, winners, sale.sales, sale.unsettled)
 
     async def _eligible(
         self,
@@ -385,7 +418,7 @@ class Router:
         if x.buyer.pricing.rules:
             priced = dataclasses.replace(facts, counts=x.counts, exclusive=exclusive)
             a.price = x.buyer.pricing.apply(a.price or Decimal(0), priced)
-        floor = floors.for_bid(exclusive)
+        floor = x.floor = floors.for_bid(exclusive)
         price = a.price or Decimal(0)
         if price < floor or price <= 0:
             kind = "exclusive floor" if floor > floors.shared else "floor"
@@ -405,7 +438,7 @@ class Router:
                     for x in remaining
                 ],
                 sale.slots,
-                shared_only=bool(sale.sales),
+                shared_only=sale.shared_only,
             )
             if not pick:
                 break
@@ -413,9 +446,11 @@ class Router:
             exclusive = len(chosen) == 1 and (chosen[0].attempt.exclusive or flow.max_buyers == 1)
             remaining = [x for x in remaining if x not in chosen]
             sold = await asyncio.gather(*(self._offer(x, lead, result, deadline, exclusive) for x in chosen))
-            for got in sold:
+            for x, got in zip(chosen, sold, strict=True):
                 if got is not None:
                     sale.add(got)
+                elif x.attempt.unsettled:
+                    sale.unknown(x.buyer.id, exclusive)
 
     async def _sell_waterfall(
         self,
@@ -437,11 +472,14 @@ class Router:
                 await self._ping_all([x], lead, result.lead_id, ping_end)
             if x.attempt.status is not Status.BID or not self._clears(x, flow, floors, facts):
                 continue
-            if sale.sales and x.attempt.exclusive:
-                continue  # a shared sale exists: an exclusive bid cannot join it
-            got = await self._offer(x, lead, result, deadline, x.attempt.exclusive or flow.max_buyers == 1)
+            if sale.shared_only and x.attempt.exclusive:
+                continue  # a shared sale exists (or may): an exclusive bid cannot join it
+            exclusive = x.attempt.exclusive or flow.max_buyers == 1
+            got = await self._offer(x, lead, result, deadline, exclusive)
             if got is not None:
                 sale.add(got)
+            elif x.attempt.unsettled:
+                sale.unknown(x.buyer.id, exclusive)
 
     async def _remember_buyers(self, sales: list[Sale], identity: str, test: bool) -> None:
         """Per-buyer dedupe: this buyer has now bought this consumer."""
@@ -543,22 +581,27 @@ class Router:
             if buyer.trace_context:
                 request = with_traceparent(request)
             t0 = time.perf_counter()
+            a.reason = ""  # the ping's reason; _send_post notes a second try here
             try:
-                answer = await self._transport.send(
-                    request, min(buyer.post.timeout_s, remaining), buyer.post_max_body
-                )
+                answer = await self._send_post(buyer, request, deadline, a)
                 a.http_status = answer.status
                 parsed = buyer.post_parser.parse(answer)
                 # Known now, so the post span's status says it (reasons are added below).
                 a.status = Status.POST_ACCEPTED if parsed.accepted else Status.POST_REJECTED
             except TransportError as exc:
                 self._health(buyer, ok=False)
-                a.status, a.reason = Status.POST_ERROR, f"post failed: {exc}"
+                a.status, a.reason = Status.POST_ERROR, f"{a.reason}post failed: {exc}"
                 await self._unknown_or_release(reservation, exc.delivered_maybe, a)
+                return None
+            except ErrorStatus as exc:
+                # An HTTP error status is an answer: the buyer did not take the lead.
+                self._health(buyer, ok=False)
+                a.status, a.reason = Status.POST_ERROR, f"{a.reason}post refused: {exc}; not accepted"
+                await self._unknown_or_release(reservation, False, a)
                 return None
             except BadAnswer as exc:
                 self._health(buyer, ok=False)
-                a.status, a.reason = Status.POST_ERROR, f"bad post answer: {exc}"
+                a.status, a.reason = Status.POST_ERROR, f"{a.reason}bad post answer: {exc}"
                 await self._unknown_or_release(reservation, True, a)
                 return None
             finally:
@@ -571,10 +614,17 @@ class Router:
             if reservation is not None:
                 await self._caps.release(reservation)
             return None
-        if parsed.price is not None and parsed.price != price:
-            # The buyer's post answer states what it pays: that is the revenue (seed 003).
-            price = to_cents(parsed.price)
-            a.price = price
+        stated = to_cents(parsed.price) if parsed.price is not None else None
+        disputed: Decimal | None = None
+        if stated is not None and stated != price:
+            if buyer.fixed_price is not None or (buyer.price_on_post and stated > 0 and stated >= x.floor):
+                # A direct-post buyer's answer states what it pays (seed 003), and so does a
+                # buyer whose contract is price-on-post, at or above the floor.
+                price = stated
+                a.price = price
+            else:
+                # The buyer won by its bid: the bid is the contract, the stated price a dispute.
+                disputed = stated
         if reservation is not None:
             sale = SaleRecord(
                 result.lead_id,
@@ -589,16 +639,36 @@ class Router:
                 result.source_id,
                 result.test,
                 result.config_version,
+                stated_price=disputed,
             )
             await self._caps.commit(reservation, encode(sale), plan.to_cents(price))
         if buyer.pricing.uses_volume:
             await self._volume.add(f"buyer:{buyer.id}", self._clock())
+        dispute = (
+            f" (the bid); price dispute: the post answer stated {fmt(disputed)}"
+            + (", below the floor" if buyer.price_on_post else "")
+            if disputed is not None
+            else ""
+        )
         a.status, a.reason = (
             Status.POST_ACCEPTED,
-            f"sold at {fmt(price)}"
+            f"sold at {fmt(price)}{dispute}"
             + (f": {_scrub_secrets(_redact(parsed.reason, lead), buyer)}" if parsed.reason else ""),
         )
-        return Sale(buyer.id, price, parsed.buyer_lead_id, exclusive, a.tier)
+        return Sale(buyer.id, price, parsed.buyer_lead_id, exclusive, a.tier, stated_price=disputed)
+
+    async def _send_post(self, buyer: Buyer, request: HttpRequest, deadline: float, a: Attempt) -> HttpAnswer:
+        """A post that provably never left (refused before sending) is tried once more while time
+        remains; any other failure may have reached the buyer and is never repeated."""
+        for last in (False, True):
+            timeout = min(buyer.post.timeout_s, deadline - time.monotonic())
+            try:
+                return await self._transport.send(request, timeout, buyer.post_max_body)
+            except TransportError as exc:
+                if last or exc.delivered_maybe or deadline - time.monotonic() < MIN_POST_S:
+                    raise
+                a.reason = f"first post never left ({exc}), tried once more; "
+        raise AssertionError("unreachable")
 
     def _health(self, buyer: Buyer, *, ok: bool) -> None:
         if buyer.breaker_failures:
@@ -647,6 +717,24 @@ class Router:
             await self._caps.release(r)
 
 
+def _same_request(first: RoutingResult, flow: str, source: str, digest: str) -> None:
+    """A repeat of a lead_id gets the first answer only if it is the same request."""
+    differs = [
+        f"{what} differs"
+        for what, a, b in (("flow", first.flow, flow), ("source_id", first.source_id, source))
+        if a != b
+    ]
+    fields = differing_fields(first.request_digest, digest)
+    if fields:
+        shown = ", ".join(fields[:10]) + (f" and {len(fields) - 10} more" if len(fields) > 10 else "")
+        differs.append(f"fields differ: {shown}")
+    if differs:
+        raise LeadConflict(
+            f"lead_id {first.lead_id} was already used for another request ({'; '.join(differs)}): "
+            "a lead_id names one request; send this one under a new lead_id"
+        )
+
+
 def _scrub_secrets(text: str, buyer: Buyer) -> str:
     """A buyer echoing its own API key (or our token for it) gets it masked, like PII."""
     if not text:
@@ -669,9 +757,17 @@ def _counts(kind: str, by_period: dict[str, int]) -> dict[str, int]:
     return {f"{kind}:{period}": n for period, n in by_period.items()}
 
 
-def _explain_loser(a: Attempt, winners: set[str], sales: list[Sale]) -> None:
-    """An acceptable bid that did not sell: someone else won, or time ran out."""
+def _explain_loser(a: Attempt, winners: set[str], sales: list[Sale], unsettled: list[str]) -> None:
+    """An acceptable bid that did not sell: someone else won, a buyer may hold the lead, or time
+    ran out."""
     if a.status is not Status.BID or a.buyer_id in winners:
+        return
+    if not sales and unsettled:
+        a.status = Status.NOT_OFFERED
+        a.reason = (
+            f"not offered: the post to {', '.join(unsettled)} has an unknown outcome; "
+            "the lead is offered to nobody else until it is settled"
+        )
         return
     if not sales:
         a.status = Status.NOT_OFFERED
@@ -739,4 +835,4 @@ def _log_decision(r: RoutingResult, version: str) -> None:
     )
 
 
-__all__ = ["LeadInvalid", "LeadRequest", "NotFound", "Router"]
+__all__ = ["LeadConflict", "LeadInvalid", "LeadRequest", "NotFound", "Router"]

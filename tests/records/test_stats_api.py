@@ -82,11 +82,11 @@ async def test_get_stats_needs_the_admin_token_and_matches_the_books(
     header = next(line for line in lines if line.startswith("buyer "))
     assert header.split() == ["buyer", "pings", "bids", "bid%", "avg", "bid", "wins", "win%", "posts",
                               "accept%", "p50", "ms", "p95", "ms", "p99", "ms", "timeouts", "errors",
-                              "revenue"]  # fmt: skip
+                              "revenue", "disputes"]  # fmt: skip
     row_a = next(line for line in lines if line.startswith("a ")).split()
-    assert row_a[:6] == ["a", str(n), str(n), "100.0", "33.33", str(n)] and row_a[-1] == a.revenue
+    assert row_a[:6] == ["a", str(n), str(n), "100.0", "33.33", str(n)] and row_a[-2:] == [a.revenue, "0"]
     row_b = next(line for line in lines if line.startswith("b ")).split()
-    assert row_b[8] == "0.0" and row_b[-1] == "0.00"  # every post rejected
+    assert row_b[8] == "0.0" and row_b[-2] == "0.00"  # every post rejected
     solar = next(line for line in lines if line.startswith("solar ")).split()
     assert solar == ["solar", str(n), str(n), flow.revenue_per_ping, flow.cost, flow.revenue, flow.margin,
                      flow.margin_pct]  # fmt: skip

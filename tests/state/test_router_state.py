@@ -80,13 +80,28 @@ async def test_a_bid_over_the_remaining_budget_goes_to_the_next_bid(
     assert len(buyers.got("big", "post")) == 1
 
 
-async def test_a_budget_counts_the_price_the_post_answer_states_not_the_bid(
+async def test_a_budget_counts_the_booked_price_the_bid_unless_price_on_post(
     backend: Backend, buyers: BuyerServer, on: Start
 ) -> None:
-    # Bids 40.00, then says in its post answer that it pays 80.00: that is what the budget spent.
+    # Bids 40.00, then says in its post answer that it pays 80.00: booked (and counted) at the bid.
     buyers.on("a", ping=bid(40), post=respond({"status": "accepted", "lead_id": "A", "price": "80.00"}))
     buyers.on("b", ping=bid(10), post=accept())
-    stated = {"answer": {"price": "price"}}
+    h = await on([buyer(buyers.url, "a", budgets={"day": "100.00"}, post={"answer": {"price": "price"}})])
+
+    sold = [await h.route() for _ in range(2)]  # 40.00 + 40.00 fits 100.00; 80.00 + 80.00 would not
+
+    assert [(s.buyer_id, s.price, s.stated_price) for r in sold for s in r.sales] == [
+        ("a", "40.00", "80.00")
+    ] * 2
+
+
+async def test_a_budget_counts_the_price_a_price_on_post_buyer_states_not_the_bid(
+    backend: Backend, buyers: BuyerServer, on: Start
+) -> None:
+    # Its contract prices on the post: it says it pays 80.00, and that is what the budget spent.
+    buyers.on("a", ping=bid(40), post=respond({"status": "accepted", "lead_id": "A", "price": "80.00"}))
+    buyers.on("b", ping=bid(10), post=accept())
+    stated = {"answer": {"price": "price"}, "price_on_post": True}
     h = await on([buyer(buyers.url, "a", budgets={"day": "100.00"}, post=stated), buyer(buyers.url, "b")])
 
     first = await h.route()

@@ -23,6 +23,7 @@ def to_proto(r: RoutingResult) -> pb.RouteLeadResponse:
                 tier=s.tier,
                 cost=fmt(s.cost),
                 margin=fmt(s.margin),
+                stated_price=fmt(s.stated_price) if s.stated_price is not None else "",
             )
             for s in r.sales
         ],
@@ -39,6 +40,7 @@ def to_proto(r: RoutingResult) -> pb.RouteLeadResponse:
                 post_ms=round(a.post_ms, 3),
                 reason=a.reason,
                 http_status=a.http_status,
+                unsettled=a.unsettled,
             )
             for a in r.attempts
         ],

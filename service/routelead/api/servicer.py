@@ -10,7 +10,7 @@ import structlog
 from routelead.api.convert import to_proto
 from routelead.domain.lead import LeadInvalid
 from routelead.records.port import BooksUnavailable
-from routelead.router import LeadRequest, NotFound, Router
+from routelead.router import LeadConflict, LeadRequest, NotFound, Router
 from routelead.state.ports import LeadInFlight
 from routelead.telemetry.propagation import caller_context
 from routelead.v1 import routelead_pb2 as pb
@@ -49,6 +49,8 @@ class RouteLeadServicer(pb_grpc.RouteLeadServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except LeadInFlight as exc:
             await context.abort(grpc.StatusCode.ABORTED, str(exc))
+        except LeadConflict as exc:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         except BooksUnavailable as exc:
             # Safe to retry as is: nothing was routed, or (Unbooked) the retry gets the held answer.
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))

@@ -35,6 +35,7 @@ def buyer_pb(b: BuyerReport) -> pb.BuyerStats:
         timeouts=b.timeouts,
         errors=b.errors,
         revenue=str(b.revenue),
+        price_disputes=b.price_disputes,
     )
 
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 _BUYER_COLUMNS = (
     "buyer", "pings", "bids", "bid%", "avg bid", "wins", "win%", "posts", "accept%",
-    "p50 ms", "p95 ms", "p99 ms", "timeouts", "errors", "revenue",
+    "p50 ms", "p95 ms", "p99 ms", "timeouts", "errors", "revenue", "disputes",
 )  # fmt: skip
 _MONEY_COLUMNS = ("leads", "sold", "rev/ping", "cost", "revenue", "margin", "margin %")
 
@@ -105,6 +105,7 @@ def render(response: pb.GetStatsResponse) -> str:
                 str(b.timeouts),
                 str(b.errors),
                 b.revenue,
+                str(b.price_disputes),
             )
             for b in w.buyers
         ]

@@ -43,3 +43,8 @@ class PostAnswer:
 
 class BadAnswer(Exception):
     """The buyer answered, but not in a form we can use; the message is a PII-free reason."""
+
+
+class ErrorStatus(BadAnswer):
+    """The buyer answered with an HTTP error status (4xx / 5xx) its status rules call an error:
+    an answer that says no, unlike an unreadable one (a 3xx, a body we cannot parse)."""

@@ -14,7 +14,7 @@ from typing import Literal
 
 import orjson
 
-from routelead.buyers.base import BadAnswer, HttpAnswer, PingAnswer, PostAnswer
+from routelead.buyers.base import BadAnswer, ErrorStatus, HttpAnswer, PingAnswer, PostAnswer
 from routelead.buyers.readers import MISSING, JsonReader, Locator, Reader, type_name, watching
 from routelead.buyers.text import MAX_TEXT, excerpt, scrub
 from routelead.domain.money import PriceError, parse_price
@@ -115,7 +115,7 @@ class PingParser:
             if self.no_bid is not None and not self.no_bid.test(doc):
                 raise BadAnswer(f"'{self.bid.path}' is neither a bid nor a no bid: {self.bid.word(doc)}")
             return PingAnswer(bid=False, reason=reason)
-        raw = scalar(self.price.get(doc))
+        raw = money_at(self.reader, answer, doc, self.price)
         if raw is MISSING or raw == "":
             raise BadAnswer(f"bid without a price at '{self.price}'")
         try:
@@ -183,13 +183,19 @@ class PostParser:
                 )
             return PostAnswer(accepted=False, reason=reason)
         price = None
-        raw = scalar(self.price.get(doc)) if self.price else MISSING
+        raw = money_at(self.reader, answer, doc, self.price) if self.price else MISSING
         if raw is not MISSING and raw is not None and raw != "":
             try:
                 price = parse_price(raw, max_price=self.max_price)
             except PriceError as exc:
                 raise BadAnswer(f"post price: {exc}") from None
         return PostAnswer(accepted=True, buyer_lead_id=id_at(doc, self.lead_id), reason=reason, price=price)
+
+
+def money_at(reader: Reader, answer: HttpAnswer, doc: object, where: Locator) -> object:
+    """The price at `where`, never rounded through a float (see JsonReader.exact)."""
+    value = scalar(where.get(doc))
+    return JsonReader.exact(answer, where, value) if isinstance(reader, JsonReader) else value
 
 
 def xml_value(node: ET.Element) -> object:
@@ -206,7 +212,7 @@ def xml_value(node: ET.Element) -> object:
 
 def http_error(answer: HttpAnswer) -> BadAnswer:
     quoted = f": {excerpt(answer.body)}" if answer.body.strip() else ""
-    return BadAnswer(f"HTTP {answer.status}{quoted}")
+    return (ErrorStatus if answer.status >= 400 else BadAnswer)(f"HTTP {answer.status}{quoted}")
 
 
 def _soft_text(

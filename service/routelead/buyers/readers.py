@@ -12,6 +12,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from html.parser import HTMLParser
 from typing import Protocol
 
@@ -102,6 +103,21 @@ class JsonReader:
 
     def locate(self, path: str) -> Locator:
         return JsonPath.parse(path)
+
+    @staticmethod
+    def exact(answer: HttpAnswer, where: Locator, value: object) -> object:
+        """A money value as the digits the buyer sent. orjson reads every JSON number with a
+        fraction as a float, exact only up to 15 significant digits; when the body holds a longer
+        number, the value at `where` is read again by the stdlib parser as a Decimal. The byte scan
+        keeps this off the common path (prices like 45.10)."""
+        if not isinstance(value, float) or _LONG_NUMBER.search(answer.body) is None:
+            return value
+        return where.get(json.loads(answer.body, parse_float=Decimal))
+
+
+# Sixteen or more digits and dots in a row: a number a float may not hold exactly (or a long id
+# in a string, which only costs the exact re-read).
+_LONG_NUMBER = re.compile(rb"[0-9][0-9.]{15}")
 
 
 def _refuse_duplicate_keys(body: bytes, watched: tuple[bytes, ...]) -> None:

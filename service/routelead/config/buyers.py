@@ -133,6 +133,8 @@ def compile_post(
         )
     )
     a = ep.answer
+    if ep.price_on_post and a.price is None:
+        p.add("post.price_on_post", "the price is read from the post answer: give `post.answer.price`")
     reader = _reader(a, "post.answer", p)
     loc = _Locate(reader, a, "post.answer", p)
     parser = PostParser(

@@ -445,6 +445,7 @@ def _buyer(
         breaker_failures=b.breaker.failures if b.breaker.enabled else 0,
         breaker_cooldown_s=b.breaker.cooldown_s,
         trace_context=b.trace_context,
+        price_on_post=b.post.price_on_post,
     )
 
 

@@ -182,6 +182,10 @@ class PingModel(EndpointModel):
 
 class PostModel(EndpointModel):
     answer: PostAnswerModel = PostAnswerModel()
+    # The buyer's contract prices the lead in its post answer (`answer.price`), not at its bid:
+    # that price is the revenue, unless it is below the floor (then a price dispute, booked at the
+    # bid). Off: a bidding buyer pays its bid, and a different price in its answer is a dispute.
+    price_on_post: bool = False
 
 
 class PeriodCapsModel(Strict):

@@ -41,6 +41,8 @@ class Buyer:
     breaker_cooldown_s: float = 30.0
     # Send W3C `traceparent` on ping and post.
     trace_context: bool = False
+    # The post answer's price is the revenue (at or above the floor), not the bid.
+    price_on_post: bool = False
 
     @property
     def secret_values(self) -> tuple[str, ...]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
 
 CENT = Decimal("0.01")
+# Digits of a buyer's price past this place are cut (never rounded): the cents half-up rounding
+# makes of it are the same, and later arithmetic stays within Decimal's 28 digits.
+_KEPT = Decimal("1E-20")
 ZERO = Decimal("0.00")
 # A sanity ceiling: no single lead sells for more, whatever a buyer answers.
 DEFAULT_MAX_PRICE = Decimal("10000")
@@ -18,15 +21,18 @@ def parse_price(raw: object, *, max_price: Decimal = DEFAULT_MAX_PRICE) -> Decim
     """Turn a buyer's price (JSON number or numeric string) into a Decimal, or raise PriceError."""
     if isinstance(raw, bool):  # bool is an int subclass; `true` is not a price
         raise PriceError(f"price is a boolean ({raw!r})")
-    if isinstance(raw, int):
+    if isinstance(raw, Decimal):  # a JSON number read as decimal text (readers.JsonReader.exact)
+        value = raw
+    elif isinstance(raw, int):
         value = Decimal(raw)
     elif isinstance(raw, float):
-        # orjson hands us floats; repr() is the shortest text that round-trips,
-        # i.e. the digits the buyer sent for any price up to 15 significant digits.
+        # orjson hands us floats; repr() is the shortest text that round-trips, i.e. the digits
+        # the buyer sent for any price up to 15 significant digits (longer numbers are re-read
+        # as decimal text before they get here: readers.JsonReader.exact).
         value = Decimal(repr(raw))
     elif isinstance(raw, str):
         text = raw.strip().removeprefix("$").replace(",", "")
-        if not text or len(text) > 32:
+        if not text or len(text) > 64:
             raise PriceError(f"price is not a number ({_excerpt(raw)})")
         try:
             value = Decimal(text)
@@ -41,6 +47,9 @@ def parse_price(raw: object, *, max_price: Decimal = DEFAULT_MAX_PRICE) -> Decim
         raise PriceError(f"price is negative ({value})")
     if value > max_price:
         raise PriceError(f"price {value} exceeds the ceiling {max_price}")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -20:
+        return value.quantize(_KEPT, rounding=ROUND_DOWN)
     return value
 
 

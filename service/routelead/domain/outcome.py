@@ -6,11 +6,23 @@ import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+# Prefixes the lead_id of a test call's answer slot; a lead_id never holds "~".
+TEST_KEY_PREFIX = "~"
+
+
+def answer_key(lead_id: str, test: bool) -> str:
+    """Where a lead's answer is kept (idempotency stores, the books): a test call's under a key of
+    its own, so `test: true` with lead_id L never takes the answer slot of the real L."""
+    return TEST_KEY_PREFIX + lead_id if test else lead_id
+
 
 class Outcome(enum.Enum):
     SOLD = "SOLD"
     UNSOLD = "UNSOLD"
     DUPLICATE = "DUPLICATE"
+    # No sale, but a post's outcome is unknown: the buyer may hold the lead (an attempt is marked
+    # unsettled). Not to be sold elsewhere until `routelead settle` says which.
+    UNSETTLED = "UNSETTLED"
 
 
 class Status(enum.Enum):
@@ -67,6 +79,8 @@ class Sale:
     tier: str
     # This sale's share of the lead's cost, so each sale carries its own margin.
     cost: Decimal = Decimal("0.00")
+    # A price dispute: the post answer stated this price, the sale is booked at `price` (the bid).
+    stated_price: Decimal | None = None
 
     @property
     def margin(self) -> Decimal:
@@ -88,6 +102,13 @@ class RoutingResult:
     replayed: bool = False
     # Which configuration version decided this lead (the books name it).
     config_version: str = ""
+    # Keyed digests of the request's fields (domain/request.py): a repeat of the lead_id with other
+    # fields is refused, not answered with this result. Never sent to callers.
+    request_digest: str = ""
+
+    @property
+    def key(self) -> str:
+        return answer_key(self.lead_id, self.test)
 
     @property
     def revenue(self) -> Decimal:

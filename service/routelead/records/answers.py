@@ -13,12 +13,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from routelead.domain.outcome import Attempt, Outcome, RoutingResult, Sale, Status
+from routelead.domain.outcome import TEST_KEY_PREFIX, Attempt, Outcome, RoutingResult, Sale, Status
 from routelead.records.schema import attempts, leads, sales
 
 
 async def recent_lead_ids(engine: AsyncEngine, since: datetime, limit: int) -> list[str]:
-    """The newest `limit` lead_ids received since `since`: the ones a caller may still retry."""
+    """The newest `limit` lead_ids received since `since`: the ones a caller may still retry (as
+    answer keys: a test lead's is "~<lead_id>")."""
     q = (
         sa.select(leads.c.lead_id)
         .where(leads.c.received_at >= since)
@@ -30,6 +31,7 @@ async def recent_lead_ids(engine: AsyncEngine, since: datetime, limit: int) -> l
 
 
 async def past_answer(engine: AsyncEngine, lead_id: str) -> RoutingResult | None:
+    """The answer booked under `lead_id`, an answer key (outcome.answer_key)."""
     async with engine.connect() as conn:
         head = (await conn.execute(sa.select(leads).where(leads.c.lead_id == lead_id))).first()
         if head is None:
@@ -55,14 +57,22 @@ def rebuild(
     unsettled = {s["buyer_id"] for s in sold if s["settlement"] == "unsettled"}
     post_errors = {a["buyer_id"] for a in tried if a["status"] == Status.POST_ERROR.value}
     return RoutingResult(
-        lead_id=head["lead_id"],
+        lead_id=head["lead_id"].removeprefix(TEST_KEY_PREFIX),
         flow=head["flow"],
         source_id=head["source_id"],
         test=bool(head["test"]),
         outcome=Outcome(head["outcome"]),
         cost=head["cost"],
         sales=[
-            Sale(s["buyer_id"], s["price"], s["buyer_lead_id"], bool(s["exclusive"]), s["tier"], s["cost"])
+            Sale(
+                s["buyer_id"],
+                s["price"],
+                s["buyer_lead_id"],
+                bool(s["exclusive"]),
+                s["tier"],
+                s["cost"],
+                s.get("stated_price"),
+            )
             for s in sold
             if s["settlement"] == "sold" and s["buyer_id"] not in post_errors
         ],
@@ -85,4 +95,5 @@ def rebuild(
         elapsed_ms=head["elapsed_ms"],
         replayed=True,
         config_version=head["config_version"],
+        request_digest=head.get("request_digest") or "",
     )

@@ -7,7 +7,9 @@ A sale, as the cap-commit script appends it to `rl:{<buyer_id>}:outbox` (field `
     {"v": 1, "kind": "sale", "lead_id": "L-1", "buyer_id": "b", "price": "45.10",
      "buyer_lead_id": "B-9", "exclusive": true, "tier": "t1", "settlement": "sold",
      "at": 1795379249.23, "flow": "solar", "source_id": "src-1", "test": false,
-     "config_version": "v3", "cost": "10.00"}
+     "config_version": "v3", "cost": "10.00", "stated_price": null}
+
+A test lead's records carry "~<lead_id>" (outcome.answer_key): its own rows in the books.
 
 `encode(SaleRecord(...))` produces exactly this, so the router can hand the script ready bytes.
 """
@@ -22,7 +24,7 @@ from typing import Any, Literal
 import orjson
 
 from routelead.domain.money import fmt
-from routelead.domain.outcome import RoutingResult, Status
+from routelead.domain.outcome import RoutingResult, Status, answer_key
 
 FORMAT_VERSION = 1
 Settlement = Literal["sold", "unsettled", "rejected"]
@@ -65,6 +67,8 @@ class SaleRecord:
     config_version: str = ""
     # This sale's share of the lead's cost (from pricing); 0 where the writer does not know it.
     cost: Decimal = Decimal("0.00")
+    # A price dispute: what the post answer stated; the sale is booked at `price` (the bid).
+    stated_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,7 @@ class LeadRecord:
     ping_fields: Mapping[str, str]
     attempts: tuple[AttemptRecord, ...] = ()
     sales: tuple[SaleRecord, ...] = field(default=())
+    request_digest: str = ""
 
     @property
     def margin(self) -> Decimal:
@@ -101,6 +106,7 @@ def lead_record(
     config_version: str,
 ) -> LeadRecord:
     """The ledger's view of one routed lead: everything but PII (the ping view only)."""
+    key = answer_key(result.lead_id, result.test)
     attempts = tuple(
         AttemptRecord(
             seq=i,
@@ -118,7 +124,7 @@ def lead_record(
     )
     sales = [
         SaleRecord(
-            result.lead_id,
+            key,
             s.buyer_id,
             s.price,
             s.buyer_lead_id,
@@ -131,13 +137,14 @@ def lead_record(
             result.test,
             config_version,
             s.cost,
+            s.stated_price,
         )
         for s in result.sales
     ]
     # A post whose outcome is unknown may have been taken: booked as unsettled, outside revenue.
     sales.extend(
         SaleRecord(
-            result.lead_id,
+            key,
             a.buyer_id,
             a.price,
             "",
@@ -154,7 +161,7 @@ def lead_record(
         if a.status is Status.POST_ERROR and a.unsettled and a.price is not None
     )
     return LeadRecord(
-        lead_id=result.lead_id,
+        lead_id=key,
         flow=result.flow,
         source_id=result.source_id,
         config_version=config_version,
@@ -169,6 +176,7 @@ def lead_record(
         ping_fields=dict(ping_fields),
         attempts=attempts,
         sales=tuple(sales),
+        request_digest=result.request_digest,
     )
 
 
@@ -191,6 +199,7 @@ def _sale_dict(s: SaleRecord) -> dict[str, Any]:
         "test": s.test,
         "config_version": s.config_version,
         "cost": fmt(s.cost),
+        "stated_price": _money(s.stated_price),
     }
 
 
@@ -231,6 +240,7 @@ def encode(record: Record) -> bytes:
                 for a in r.attempts
             ],
             "sales": [_sale_dict(s) for s in r.sales],
+            "request_digest": r.request_digest,
         }
     )
 
@@ -265,6 +275,7 @@ def _sale(d: Mapping[str, Any]) -> SaleRecord:
         test=bool(d.get("test", False)),
         config_version=str(d.get("config_version", "")),
         cost=_dec(d.get("cost", "0.00"), "cost"),
+        stated_price=None if d.get("stated_price") is None else _dec(d["stated_price"], "stated_price"),
     )
 
 
@@ -313,6 +324,7 @@ def decode(data: bytes) -> Record:
                         for a in d.get("attempts", [])
                     ),
                     sales=tuple(_sale(s) for s in d.get("sales", [])),
+                    request_digest=str(d.get("request_digest", "")),
                 )
             case other:
                 raise BadRecord(f"unknown record kind {other!r}")

@@ -74,14 +74,14 @@ def run(
                 rows = await ledger.totals(args.by, since, until)
                 print(
                     f"{args.by:<16} {'sales':>6} {'returns':>7} {'gross rev':>11} {'net rev':>11} "
-                    f"{'gross cost':>11} {'net cost':>11} {'net margin':>11}",
+                    f"{'gross cost':>11} {'net cost':>11} {'net margin':>11} {'disputes':>8}",
                     file=out,
                 )
                 for t in rows:
                     print(
                         f"{t.key or '-':<16} {t.sales:>6} {t.returns:>7} {fmt(t.gross_revenue):>11} "
                         f"{fmt(t.net_revenue):>11} {fmt(t.gross_cost):>11} {fmt(t.net_cost):>11} "
-                        f"{fmt(t.net_margin):>11}",
+                        f"{fmt(t.net_margin):>11} {t.disputes:>8}",
                         file=out,
                     )
                 return 0
@@ -155,7 +155,12 @@ def print_story(story: LeadStory, out: TextIO) -> None:
     for s in story.sales:
         print(
             f"  sale: {s['buyer_id']} at {fmt(s['price'])} ({s['settlement']}"
-            f"{', exclusive' if s['exclusive'] else ''}) buyer's id {s['buyer_lead_id'] or '-'}",
+            f"{', exclusive' if s['exclusive'] else ''}) buyer's id {s['buyer_lead_id'] or '-'}"
+            + (
+                f"  PRICE DISPUTE: its post answer stated {fmt(s['stated_price'])}"
+                if s.get("stated_price") is not None
+                else ""
+            ),
             file=out,
         )
     for e in story.returns:

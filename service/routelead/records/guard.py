@@ -110,8 +110,8 @@ class BooksGuard:
             raise Unbooked(_unbooked_message(result.lead_id)) from exc
 
     async def answer(self, lead_id: str) -> RoutingResult | None:
-        """A retried lead_id this process holds or booked late: its answer once booked (raises
-        Unbooked while it cannot be); None if this process holds nothing for it."""
+        """A retried lead_id (its answer key, outcome.answer_key) this process holds or booked late:
+        its answer once booked (raises Unbooked while it cannot be); None if it holds nothing."""
         if (result := self._booked.get(lead_id)) is not None:
             return result
         held = self._held.get(lead_id)
@@ -159,7 +159,7 @@ class BooksGuard:
             )
 
     async def _hold(self, held: _Held, exc: Exception) -> None:
-        self._held[held.result.lead_id] = held
+        self._held[held.result.key] = held
         BOOKS_HELD.inc()
         outage = is_outage(exc)
         log.error(
@@ -184,9 +184,9 @@ class BooksGuard:
             await self._mark(writable=not is_outage(exc))
             return False
         await self._mark(writable=True)
-        if self._held.pop(r.lead_id, None) is None:
+        if self._held.pop(r.key, None) is None:
             return True  # booked meanwhile by the other path (a retry, or the background task)
-        self._booked[r.lead_id] = r
+        self._booked[r.key] = r
         while len(self._booked) > self._keep:
             self._booked.popitem(last=False)
         BOOKS_BOOKED_LATE.inc()

@@ -30,6 +30,7 @@ ZERO = Decimal("0.00")
 _GROUP_MAX = 256
 GroupBy = Literal["source", "buyer", "flow"]
 _GROUP_COLUMN = {"source": entries.c.source_id, "buyer": entries.c.buyer_id, "flow": entries.c.flow}
+_SALES_COLUMN = {"source": sales.c.source_id, "buyer": sales.c.buyer_id, "flow": sales.c.flow}
 
 
 def _at(epoch: float) -> datetime:
@@ -67,6 +68,8 @@ class Totals:
     net_revenue: Decimal
     gross_cost: Decimal
     net_cost: Decimal
+    # Sales booked at the bid while the buyer's post answer stated another price.
+    disputes: int = 0
 
     @property
     def gross_margin(self) -> Decimal:
@@ -243,6 +246,7 @@ class Ledger:
                 "elapsed_ms": r.elapsed_ms,
                 "trace_id": r.trace_id,
                 "ping_fields": dict(r.ping_fields),
+                "request_digest": r.request_digest or None,
             }
         )
         rows["attempts"].extend(
@@ -282,6 +286,7 @@ class Ledger:
                 "source_id": s.source_id,
                 "test": s.test,
                 "config_version": s.config_version,
+                "stated_price": s.stated_price,
             }
         )
         if s.settlement == "sold" and not s.test:
@@ -464,12 +469,34 @@ class Ledger:
         )
         if by == "buyer":
             q = q.where(entries.c.buyer_id != "")
+        disputed = (
+            sa.select(_SALES_COLUMN[by], sa.func.count())
+            .where(
+                sales.c.sold_at >= since,
+                sales.c.sold_at < until,
+                sales.c.stated_price.is_not(None),
+                sales.c.settlement == "sold",
+                sales.c.test.is_(False),
+            )
+            .group_by(_SALES_COLUMN[by])
+        )
         if key is not None:
             q = q.where(col == key)
+            disputed = disputed.where(_SALES_COLUMN[by] == key)
         async with self.engine.connect() as conn:
-            out = await conn.execute(q)
+            out = (await conn.execute(q)).all()
+            disputes = {str(k): int(n) for k, n in await conn.execute(disputed)}
             return [
-                Totals(str(k), int(n), int(rn), g or ZERO, net or ZERO, c or ZERO, nc or ZERO)
+                Totals(
+                    str(k),
+                    int(n),
+                    int(rn),
+                    g or ZERO,
+                    net or ZERO,
+                    c or ZERO,
+                    nc or ZERO,
+                    disputes.get(str(k), 0),
+                )
                 for k, n, rn, g, net, c, nc in out
             ]
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from routelead.records.schema import Money, attempts, entries, leads
+from routelead.records.schema import Money, attempts, entries, leads, sales
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -121,6 +121,8 @@ class BuyerReport:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    # Sales booked at the bid while the post answer stated another price (sold in the window).
+    price_disputes: int = 0
 
     @property
     def bid_rate(self) -> Decimal:
@@ -233,16 +235,29 @@ class Reports:
             )
             .group_by(entries.c.buyer_id)
         )
+        disputed = (
+            sa.select(sales.c.buyer_id, sa.func.count())
+            .where(
+                sales.c.sold_at >= window.since,
+                sales.c.sold_at < window.until,
+                sales.c.stated_price.is_not(None),
+                sales.c.settlement == "sold",
+                sales.c.test.is_(False),
+            )
+            .group_by(sales.c.buyer_id)
+        )
         if buyer_id is not None:
             counts = counts.where(a.buyer_id == buyer_id)
             times = times.where(a.buyer_id == buyer_id)
             revenue = revenue.where(entries.c.buyer_id == buyer_id)
+            disputed = disputed.where(sales.c.buyer_id == buyer_id)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(counts)).all()
             ms: dict[str, list[float]] = defaultdict(list)
             for b, v in await conn.execute(times):
                 ms[str(b)].append(float(v))
             money = {str(b): r or ZERO for b, r in await conn.execute(revenue)}
+            disputes = {str(b): int(n) for b, n in await conn.execute(disputed)}
         out: dict[str, BuyerReport] = {}
         for b, pings, bids, wins, posts, timeouts, errors, bid_total in rows:
             values = sorted(ms.get(str(b), []))
@@ -261,11 +276,12 @@ class Reports:
                 percentile(values, 50),
                 percentile(values, 95),
                 percentile(values, 99),
+                disputes.get(str(b), 0),
             )
         # A buyer with money in the window but no attempts (e.g. a late settlement) still shows.
         for b, r in money.items():
             if b not in out:
-                out[b] = BuyerReport(b, 0, 0, 0, 0, 0, 0, 0, ZERO, r, 0.0, 0.0, 0.0)
+                out[b] = BuyerReport(b, 0, 0, 0, 0, 0, 0, 0, ZERO, r, 0.0, 0.0, 0.0, disputes.get(b, 0))
         return [out[k] for k in sorted(out)]
 
     async def money(self, by: By, window: Window, key: str | None = None) -> list[MoneyReport]:

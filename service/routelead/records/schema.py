@@ -46,10 +46,15 @@ Time = sa.DateTime(timezone=True)
 
 metadata = sa.MetaData()
 
+# A test lead is booked under "~<lead_id>" (outcome.answer_key), so a real lead with the same id
+# has its own rows: hence 129 characters on PostgreSQL (SQLite does not enforce a length, and
+# migration 0005 leaves its tables uncopied).
+LEAD_KEY = sa.String(128).with_variant(sa.String(129), "postgresql")
+
 leads = sa.Table(
     "leads",
     metadata,
-    sa.Column("lead_id", sa.String(128), primary_key=True),
+    sa.Column("lead_id", LEAD_KEY, primary_key=True),
     sa.Column("flow", sa.String(64), nullable=False),
     sa.Column("source_id", sa.String(64), nullable=False),
     sa.Column("config_version", sa.String(64), nullable=False),
@@ -64,6 +69,8 @@ leads = sa.Table(
     sa.Column("trace_id", sa.String(32), nullable=False),
     # The non-PII ping view, enough to replay the auction.
     sa.Column("ping_fields", sa.JSON, nullable=False),
+    # Keyed digests of the request's fields: a repeat of the lead_id with other fields is refused.
+    sa.Column("request_digest", sa.Text, nullable=True),
     sa.Index("ix_leads_source_time", "source_id", "received_at"),
     sa.Index("ix_leads_flow_time", "flow", "received_at"),
     sa.Index("ix_leads_time", "received_at"),
@@ -72,7 +79,7 @@ leads = sa.Table(
 attempts = sa.Table(
     "attempts",
     metadata,
-    sa.Column("lead_id", sa.String(128), primary_key=True),
+    sa.Column("lead_id", LEAD_KEY, primary_key=True),
     sa.Column("seq", sa.Integer, primary_key=True),
     sa.Column("buyer_id", sa.String(64), nullable=False),
     sa.Column("tier", sa.String(64), nullable=False),
@@ -91,7 +98,7 @@ attempts = sa.Table(
 sales = sa.Table(
     "sales",
     metadata,
-    sa.Column("lead_id", sa.String(128), primary_key=True),
+    sa.Column("lead_id", LEAD_KEY, primary_key=True),
     sa.Column("buyer_id", sa.String(64), primary_key=True),
     sa.Column("price", Money, nullable=False),
     # This sale's share of the lead's cost, so each sale carries its own margin.
@@ -105,6 +112,8 @@ sales = sa.Table(
     sa.Column("source_id", sa.String(64), nullable=False),
     sa.Column("test", sa.Boolean, nullable=False),
     sa.Column("config_version", sa.String(64), nullable=False),
+    # A price dispute: what the buyer's post answer stated, when the sale is booked at its bid.
+    sa.Column("stated_price", Money, nullable=True),
     sa.CheckConstraint("settlement IN ('sold', 'unsettled', 'rejected')", name="ck_sales_settlement"),
     sa.Index("ix_sales_buyer_time", "buyer_id", "sold_at"),
     sa.Index("ix_sales_source_time", "source_id", "sold_at"),

@@ -255,8 +255,9 @@ class MemoryIdempotencyStore:
         return result
 
     async def remember(self, result: RoutingResult) -> None:
-        self._done[result.lead_id] = memoryview(encode(result)).tobytes()
-        self._done.move_to_end(result.lead_id)
+        key = result.key  # a test call's answer has a slot of its own
+        self._done[key] = memoryview(encode(result)).tobytes()
+        self._done.move_to_end(key)
         while len(self._done) > self._max:
             self._done.popitem(last=False)
 

@@ -201,7 +201,8 @@ class BuyerStats(Protocol):
 
 class IdempotencyStore(Protocol):
     async def once(self, lead_id: str, work: Callable[[], Awaitable[RoutingResult]]) -> RoutingResult:
-        """Run `work` for the first request of `lead_id`; later ones get a copy marked replayed."""
+        """Run `work` for the first request of `lead_id`; later ones get a copy marked replayed.
+        `lead_id` is the answer key (outcome.answer_key): a test call's is "~<lead_id>"."""
 
     async def remember(self, result: RoutingResult) -> None:
         """Keep the answer of a lead whose `work` failed after routing and that was booked later."""

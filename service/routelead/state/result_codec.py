@@ -44,6 +44,7 @@ def decode(raw: bytes) -> RoutingResult:
                 s["exclusive"],
                 s["tier"],
                 Decimal(s.get("cost", "0.00")),
+                _dec(s.get("stated_price")),
             )
             for s in d["sales"]
         ],
@@ -70,4 +71,5 @@ def decode(raw: bytes) -> RoutingResult:
         elapsed_ms=d["elapsed_ms"],
         replayed=d["replayed"],
         config_version=d.get("config_version", ""),
+        request_digest=d.get("request_digest", ""),
     )

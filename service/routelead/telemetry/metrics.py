@@ -46,6 +46,11 @@ POST_SECONDS = Histogram(
 ATTEMPTS = Counter("routelead_buyer_attempts", "Attempts by buyer and final status.", ["buyer", "status"])
 TIMEOUTS = Counter("routelead_buyer_timeouts", "Pings that got no answer in time.", ["buyer"])
 CAP_REJECTIONS = Counter("routelead_cap_rejections", "Buyers skipped because a cap was full.", ["buyer"])
+PRICE_DISPUTES = Counter(
+    "routelead_price_disputes",
+    "Sales booked at the bid while the buyer's post answer stated another price.",
+    ["buyer"],
+)
 REVENUE = Counter("routelead_revenue_dollars", "Revenue booked (sold, non-test leads).", ["flow", "buyer"])
 COST = Counter("routelead_cost_dollars", "Source cost booked (non-test leads).", ["flow", "source"])
 # Margin can be negative, which a counter cannot express: margin = revenue − cost, as the recording
@@ -114,6 +119,8 @@ def record_lead(result: RoutingResult, budget_s: float) -> None:
         return
     for sale in result.sales:
         _child(REVENUE, result.flow, sale.buyer_id).inc(_dollars(sale.price))
+        if sale.stated_price is not None:
+            _child(PRICE_DISPUTES, sale.buyer_id).inc()
     if result.cost:
         _child(COST, result.flow, result.source_id).inc(_dollars(result.cost))
     if result.sales:

@@ -33,6 +33,10 @@ class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.Value
     UNSOLD: _Outcome.ValueType  # 2
     DUPLICATE: _Outcome.ValueType  # 3
     """The pre-ping duplicate check matched an earlier lead; no buyer was asked."""
+    UNSETTLED: _Outcome.ValueType  # 4
+    """No sale, but a post's outcome is unknown (an attempt with `unsettled`): the buyer may hold
+    the lead, so it was offered to nobody else. Do not sell it elsewhere; `routelead settle` decides.
+    """
 
 class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper): ...
 
@@ -41,6 +45,10 @@ SOLD: Outcome.ValueType  # 1
 UNSOLD: Outcome.ValueType  # 2
 DUPLICATE: Outcome.ValueType  # 3
 """The pre-ping duplicate check matched an earlier lead; no buyer was asked."""
+UNSETTLED: Outcome.ValueType  # 4
+"""No sale, but a post's outcome is unknown (an attempt with `unsettled`): the buyer may hold
+the lead, so it was offered to nobody else. Do not sell it elsewhere; `routelead settle` decides.
+"""
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
 class _AttemptStatus:
@@ -171,6 +179,7 @@ class Sale(_message.Message):
     TIER_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
     MARGIN_FIELD_NUMBER: _builtins.int
+    STATED_PRICE_FIELD_NUMBER: _builtins.int
     buyer_id: _builtins.str
     price: _builtins.str
     """Decimal string, e.g. "45.00"."""
@@ -182,6 +191,10 @@ class Sale(_message.Message):
     """This sale's share of the lead's cost (in proportion to revenue), decimal string."""
     margin: _builtins.str
     """price - cost: each sale of a shared lead carries its own margin."""
+    stated_price: _builtins.str
+    """A price dispute: the price the buyer's post answer stated, when the sale is booked at its bid
+    (`price`); empty otherwise.
+    """
     def __init__(
         self,
         *,
@@ -192,10 +205,11 @@ class Sale(_message.Message):
         tier: _builtins.str = ...,
         cost: _builtins.str = ...,
         margin: _builtins.str = ...,
+        stated_price: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_id", b"buyer_id", "buyer_lead_id", b"buyer_lead_id", "cost", b"cost", "exclusive", b"exclusive", "margin", b"margin", "price", b"price", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_id", b"buyer_id", "buyer_lead_id", b"buyer_lead_id", "cost", b"cost", "exclusive", b"exclusive", "margin", b"margin", "price", b"price", "stated_price", b"stated_price", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -213,6 +227,7 @@ class Attempt(_message.Message):
     POST_MS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     HTTP_STATUS_FIELD_NUMBER: _builtins.int
+    UNSETTLED_FIELD_NUMBER: _builtins.int
     buyer_id: _builtins.str
     tier: _builtins.str
     status: Global___AttemptStatus.ValueType
@@ -223,6 +238,8 @@ class Attempt(_message.Message):
     reason: _builtins.str
     http_status: _builtins.int
     """HTTP status of the last request to this buyer; 0 when none was answered."""
+    unsettled: _builtins.bool
+    """A post whose outcome is unknown: the buyer may have taken the lead (booked as unsettled)."""
     def __init__(
         self,
         *,
@@ -234,10 +251,11 @@ class Attempt(_message.Message):
         post_ms: _builtins.float = ...,
         reason: _builtins.str = ...,
         http_status: _builtins.int = ...,
+        unsettled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_id", b"buyer_id", "http_status", b"http_status", "ping_ms", b"ping_ms", "post_ms", b"post_ms", "price", b"price", "reason", b"reason", "status", b"status", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_id", b"buyer_id", "http_status", b"http_status", "ping_ms", b"ping_ms", "post_ms", b"post_ms", "price", b"price", "reason", b"reason", "status", b"status", "tier", b"tier", "unsettled", b"unsettled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

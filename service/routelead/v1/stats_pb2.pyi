@@ -86,6 +86,7 @@ class BuyerStats(_message.Message):
     TIMEOUTS_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
     REVENUE_FIELD_NUMBER: _builtins.int
+    PRICE_DISPUTES_FIELD_NUMBER: _builtins.int
     buyer_id: _builtins.str
     pings: _builtins.int
     bids: _builtins.int
@@ -102,6 +103,8 @@ class BuyerStats(_message.Message):
     timeouts: _builtins.int
     errors: _builtins.int
     revenue: _builtins.str
+    price_disputes: _builtins.int
+    """Sales booked at the bid while the buyer's post answer stated another price."""
     def __init__(
         self,
         *,
@@ -121,10 +124,11 @@ class BuyerStats(_message.Message):
         timeouts: _builtins.int = ...,
         errors: _builtins.int = ...,
         revenue: _builtins.str = ...,
+        price_disputes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "avg_bid", b"avg_bid", "bid_rate", b"bid_rate", "bids", b"bids", "buyer_id", b"buyer_id", "errors", b"errors", "p50_ms", b"p50_ms", "p95_ms", b"p95_ms", "p99_ms", b"p99_ms", "pings", b"pings", "post_accept_rate", b"post_accept_rate", "posts", b"posts", "revenue", b"revenue", "timeouts", b"timeouts", "win_rate", b"win_rate", "wins", b"wins"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "avg_bid", b"avg_bid", "bid_rate", b"bid_rate", "bids", b"bids", "buyer_id", b"buyer_id", "errors", b"errors", "p50_ms", b"p50_ms", "p95_ms", b"p95_ms", "p99_ms", b"p99_ms", "pings", b"pings", "post_accept_rate", b"post_accept_rate", "posts", b"posts", "price_disputes", b"price_disputes", "revenue", b"revenue", "timeouts", b"timeouts", "win_rate", b"win_rate", "wins", b"wins"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

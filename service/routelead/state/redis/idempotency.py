@@ -99,7 +99,7 @@ class RedisIdempotencyStore:
         return result
 
     async def remember(self, result: RoutingResult) -> None:
-        key = f"rl:idem:{result.lead_id}"
+        key = f"rl:idem:{result.key}"  # a test call's answer has a slot of its own
         try:
             await self._health.call(
                 "idempotency.store",
