@@ -1,66 +1,53 @@
-"""One lead, top to bottom: validate → dedupe → eligible buyers → ping → rank → reserve → post → settle."""
+"""The auction's driver. One lead, top to bottom: validate → dedupe → seat the buyers → run the
+auction machine (ping, post, done) → book → answer.
+
+The decisions (order, floors, conditions, allocation, fallbacks, explanations, cost and revenue)
+are the machine's, in `domain/auction.py`; this module does the I/O around them.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import structlog
 from opentelemetry import trace
 
-from routelead.buyers.base import BadAnswer, ErrorStatus, HttpAnswer, HttpRequest
-from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source, Tier
+from routelead.buyer_calls import BuyerCalls, Routed
+from routelead.config.runtime import RuntimeConfig
+from routelead.domain.auction import Auction, AuctionSpec, Done, Ping
 from routelead.domain.breaker import Breakers
-from routelead.domain.conditions import check_conditions
-from routelead.domain.floors import Floors
-from routelead.domain.identity import normalise
 from routelead.domain.lead import Lead, LeadInvalid
-from routelead.domain.mapping import Transaction
-from routelead.domain.money import ZERO, fmt, to_cents
-from routelead.domain.outcome import Attempt, Outcome, RoutingResult, Sale, Status, answer_key
-from routelead.domain.pricing import book
+from routelead.domain.outcome import Outcome, RoutingResult, answer_key
 from routelead.domain.request import RequestDigester, differing_fields
 from routelead.domain.rules import Facts
-from routelead.domain.tree import Offer, allocate, rotation, value
-from routelead.records.codec import SaleRecord, encode
 from routelead.records.guard import BooksGuard
 from routelead.records.port import LedgerWriter
-from routelead.state import plan
+from routelead.seating import Seating, counts_of
 from routelead.state.memory import MemoryBuyerStats, MemoryRotationStore, MemoryVolumeStore
-from routelead.state.plan import describe
 from routelead.state.ports import (
     BuyerStats,
     CapStore,
     DedupeStore,
     IdempotencyStore,
-    Reservation,
     RotationStore,
-    StateUnavailable,
     VolumeStore,
     lead_deadline,
 )
+from routelead.telemetry.decision import lead_span_result, log_decision
 from routelead.telemetry.metrics import record_lead
-from routelead.telemetry.propagation import with_traceparent
 from routelead.telemetry.spans import ledger_span
-from routelead.transport import Transport, TransportError, TransportTimeout
+from routelead.transport import Transport
 
 _LEAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-# Below this much time left, a post cannot usefully start.
-MIN_POST_S = 0.005
-# How long past its own timeouts a ping task may run before it is cancelled regardless.
-_SAFETY_S = 0.02
 # Kept back from a caller's own gRPC deadline so our answer reaches it in time.
 REPLY_MARGIN_S = 0.02
 
-log = structlog.get_logger("routelead.router")
 tracer = trace.get_tracer("routelead")
 
 
@@ -83,55 +70,6 @@ class LeadRequest:
     caller_budget_s: float | None = None
 
 
-@dataclass(slots=True)
-class _Live:
-    """One buyer in play for one lead."""
-
-    buyer: Buyer
-    attempt: Attempt
-    tier_index: int
-    order: int
-    pinged: bool = False
-    conditions: dict[str, object] = field(default_factory=dict)
-    value: Decimal = Decimal(0)
-    # Volume counts for the buyer's pricing rules, fetched with the tree when they need them.
-    counts: dict[str, int] = field(default_factory=dict)
-    # The floor this bid cleared: a price-on-post buyer's stated price must clear it too.
-    floor: Decimal = Decimal(0)
-
-
-@dataclass(slots=True)
-class _Sale:
-    """The sales made so far for one lead, and whether any slot is left."""
-
-    max_buyers: int
-    sales: list[Sale] = field(default_factory=list)
-    # Posts whose outcome is unknown: each buyer may hold the lead, so each takes a slot, and one
-    # made as an exclusive offer ends the lead (`held`): nobody else is offered it.
-    unsettled: list[str] = field(default_factory=list)
-    held: bool = False
-
-    @property
-    def slots(self) -> int:
-        return self.max_buyers - len(self.sales) - len(self.unsettled)
-
-    @property
-    def done(self) -> bool:
-        return self.held or self.slots <= 0 or any(s.exclusive for s in self.sales)
-
-    @property
-    def shared_only(self) -> bool:
-        """A buyer already has (or may have) the lead: only shared bids can join."""
-        return bool(self.sales or self.unsettled)
-
-    def add(self, sale: Sale) -> None:
-        self.sales.append(sale)
-
-    def unknown(self, buyer_id: str, exclusive: bool) -> None:
-        self.unsettled.append(buyer_id)
-        self.held = self.held or exclusive
-
-
 class Router:
     def __init__(
         self,
@@ -150,13 +88,12 @@ class Router:
         self._idempotency = idempotency
         # The books fail closed: see records/guard.py.
         self.books = BooksGuard(ledger, on_booked=idempotency.remember) if ledger is not None else None
-        self._transport = transport
-        self._caps = caps
-        self._dedupe = dedupe
-        self._rotation = rotation if rotation is not None else MemoryRotationStore()
-        self._stats = stats if stats is not None else MemoryBuyerStats()
-        self._volume = volume if volume is not None else MemoryVolumeStore()
         self.breakers = Breakers()
+        stats = stats if stats is not None else MemoryBuyerStats()
+        self._volume = volume if volume is not None else MemoryVolumeStore()
+        rotation = rotation if rotation is not None else MemoryRotationStore()
+        self._seating = Seating(caps, dedupe, rotation, stats, self._volume, self.breakers, clock)
+        self._calls = BuyerCalls(transport, caps, stats, self._volume, self.breakers, clock)
         self._clock = clock
         # Keyed by the dedupe key, so replicas sharing it compare each other's requests.
         self._digester = RequestDigester(bytes.fromhex(dedupe.fingerprint(["routelead request digest"])))
@@ -164,568 +101,146 @@ class Router:
     async def route(self, req: LeadRequest) -> RoutingResult:
         """Route one lead; raises LeadInvalid (bad request) or NotFound (unknown flow / source)."""
         # One configuration for the whole lead, even if a new version goes live meanwhile.
-        config = self.config
-        problems = []
-        if req.lead_id and not _LEAD_ID.match(req.lead_id):
-            problems.append("lead_id: 1-128 characters of letters, digits and . _ : -")
-        if not req.flow:
-            problems.append("flow: required")
-        if not req.source_id:
-            problems.append("source_id: required")
-        lead: Lead | None = None
-        try:
-            lead = config.schema.validate(req.fields)
-        except LeadInvalid as exc:
-            problems.extend(exc.problems)
-        if problems or lead is None:
-            raise LeadInvalid(problems)
-        flow = config.flows.get(req.flow)
-        if flow is None:
-            raise NotFound(f"flow {req.flow!r} is not configured")
-        source = config.sources.get(req.source_id)
-        if source is None:
-            raise NotFound(f"source {req.source_id!r} is not configured")
-        if flow.sources is not None and source.id not in flow.sources:
-            raise NotFound(f"source {source.id!r} does not sell into flow {flow.id!r}")
-        lead_id = req.lead_id or uuid.uuid4().hex
-        budget = flow.deadline_s
+        routed = _validate(req, self.config)
+        budget = routed.flow.deadline_s
         if req.caller_budget_s is not None:
             # Kept back for the answer's way home: 10 % of the caller's time, at least REPLY_MARGIN_S.
             margin = max(REPLY_MARGIN_S, req.caller_budget_s * 0.1)
             budget = max(0.0, min(budget, req.caller_budget_s - margin))
-        validated = lead
         # A test call's answer has a slot of its own: it never answers (or blocks) the real lead.
-        key = answer_key(lead_id, req.test)
+        key = answer_key(routed.id, routed.test)
         digest = self._digester.digest(req.fields)
         if self.books is not None and (held := await self.books.answer(key)) is not None:
             # Routed by an earlier call whose answer waited for the books: that answer, never a new route.
-            _same_request(held, flow.id, source.id, digest)
-            return dataclasses.replace(held, replayed=True)
+            _same_request(held, routed, digest)
+            return replace(held, replayed=True)
         # Every hot-state call made for this lead is bounded by its deadline.
         lead_deadline.set(time.monotonic() + budget)
-        result = await self._idempotency.once(
-            key, lambda: self._route(lead_id, flow, source, validated, req.test, budget, config, digest)
-        )
+        result = await self._idempotency.once(key, lambda: self._route(routed, budget, digest))
         if result.replayed:
-            _same_request(result, flow.id, source.id, digest)
+            _same_request(result, routed, digest)
         return result
 
-    async def _route(
-        self,
-        lead_id: str,
-        flow: Flow,
-        source: Source,
-        lead: Lead,
-        test: bool,
-        budget_s: float,
-        config: RuntimeConfig,
-        digest: str = "",
-    ) -> RoutingResult:
+    async def _route(self, routed: Routed, budget_s: float, digest: str) -> RoutingResult:
         if self.books is not None:
             self.books.check()  # before any buyer is asked
         started = time.monotonic()
         received_at = self._clock()
-        deadline = started + budget_s
+        flow, source, version = routed.flow, routed.source, routed.config.version
+        attributes: dict[str, str | bool] = {
+            "lead.id": routed.id,
+            "flow": flow.id,
+            "source": source.id,
+            "test": routed.test,
+        }
         with tracer.start_as_current_span(
-            "RouteLead",
-            kind=trace.SpanKind.SERVER,
-            attributes={"lead.id": lead_id, "flow": flow.id, "source": source.id, "test": test},
+            "RouteLead", kind=trace.SpanKind.SERVER, attributes=attributes
         ) as span:
-            result = RoutingResult(lead_id, flow.id, source.id, test, Outcome.UNSOLD, ZERO)
-            result.config_version = config.version
-            result.request_digest = digest
+            result = RoutingResult(
+                routed.id, flow.id, source.id, routed.test, Outcome.UNSOLD, Decimal("0.00")
+            )
+            result.config_version, result.request_digest = version, digest
             result.trace_id = format(span.get_span_context().trace_id, "032x")
-            identity = self._identity(flow, lead)
-            if identity and flow.dedupe_ttl_s and await self._seen_in_flow(flow, identity, test):
+            identity = self._seating.identity(flow, routed.lead, routed.config.schema)
+            if (
+                identity
+                and flow.dedupe_ttl_s
+                and await self._seating.seen_in_flow(flow, identity, routed.test)
+            ):
                 result.outcome = Outcome.DUPLICATE
             else:
-                epoch = self._clock()
-                now = datetime.fromtimestamp(epoch, UTC)
-                subject = f"source:{source.id}"
-                counted = source.pricing.book.uses_volume
-                counts = _counts("source", await self._volume.counts(subject, epoch)) if counted else {}
-                facts = Facts(lead.fields, config.schema.lead_age_s(lead, now), now, counts)
-                # Known before any buyer is asked: the fixed part of the cost, so margin protection
-                # can turn it into a floor.
-                fixed_cost = source.pricing.fixed_cost(facts) + flow.fee
-                if counted and not test:
-                    await self._volume.add(subject, epoch)
-                # The ping window leaves time to post; on a short budget, at least 60 % goes to pings.
-                ping_end = started + max(budget_s - flow.post_reserve_s, budget_s * 0.6)
-                margin_floor = (
-                    source.pricing.margin_floor(fixed_cost - flow.fee, flow.fee, flow.min_margin)
-                    if flow.min_margin is not None
-                    else None
-                )
-                await self._auction(result, flow, lead, facts, identity, ping_end, deadline, margin_floor)
-                self._book(result, source, fixed_cost)
+                machine = Auction(await self._spec(routed, identity, started, budget_s), started)
+                done = await self._drive(machine, routed)
+                result.attempts, result.sales, result.cost = machine.attempts, list(done.sales), done.cost
+                if done.sales:
+                    result.outcome = Outcome.SOLD
+                    if identity and not routed.test:
+                        await self._seating.remember_buyers(routed.config.buyers, done.sales, identity)
+                elif machine.unsettled:
+                    result.outcome = Outcome.UNSETTLED  # a buyer may hold it: settle before reselling
             result.elapsed_ms = (time.monotonic() - started) * 1000
-            span.set_attribute("outcome", result.outcome.value)
-            span.set_attribute("revenue", fmt(result.revenue))
-            span.set_attribute("cost", fmt(result.cost))
-            span.set_attribute("margin", fmt(result.margin))
-            span.set_attribute("latency_ms", round(result.elapsed_ms, 3))
-            _log_decision(result, config.version)  # inside the span: the line carries its ids
+            lead_span_result(span, result)
+            log_decision(result, version)  # inside the span: the line carries its ids
             if self.books is not None:
                 # Before the answer: a lead the caller hears about is already on the books.
-                with ledger_span("lead", lead_id, outcome=result.outcome.value):
-                    await self.books.record(result, lead.ping_fields, received_at, config.version)
+                with ledger_span("lead", routed.id, outcome=result.outcome.value):
+                    await self.books.record(result, routed.lead.ping_fields, received_at, version)
         record_lead(result, budget_s)
         return result
 
-    def _book(self, result: RoutingResult, source: Source, fixed_cost: Decimal) -> None:
-        """Cost (fixed part plus any revenue share), rounded once; each sale gets its cost share."""
-        prices = [s.price for s in result.sales]
-        owed = result.sales or source.pay_on == "accepted"
-        cost = source.pricing.cost(fixed_cost, sum(prices, Decimal(0))) if owed else Decimal(0)
-        booked = book(cost, prices)
-        result.cost = booked.cost
-        result.sales = [
-            dataclasses.replace(s, cost=c) for s, c in zip(result.sales, booked.sale_costs, strict=True)
-        ]
-
-    async def _auction(
-        self,
-        result: RoutingResult,
-        flow: Flow,
-        lead: Lead,
-        facts: Facts,
-        identity: str,
-        ping_end: float,
-        deadline: float,
-        margin_floor: Decimal | None,
-    ) -> None:
-        """Walk the ping tree: tiers top-down, each sold as an auction or a waterfall."""
-        now = facts.now or datetime.now(UTC)
-        tiers = [
-            await self._eligible(result, flow, t, tier, facts, identity, now)
-            for t, tier in enumerate(flow.tiers)
-        ]
-        if flow.ping_strategy == "all_at_once":
-            await self._ping_all([x for _, live in tiers for x in live], lead, result.lead_id, ping_end)
-        sale = _Sale(flow.max_buyers)
-        for tier, live in tiers:
-            if sale.done:
-                break
-            floors = flow.floors.for_tier(tier.floor, facts, now)
-            if margin_floor is not None:
-                floors = Floors(max(floors.shared, margin_floor), floors.exclusive)
-            if tier.mode == "auction":
-                await self._ping_all(live, lead, result.lead_id, ping_end)  # no-op for the pinged
-                offers = self._acceptable(live, flow, tier, floors, facts)
-                await self._sell_auction(offers, flow, lead, result, sale, deadline)
-            else:
-                await self._sell_waterfall(live, flow, floors, facts, lead, result, sale, ping_end, deadline)
-        result.sales.extend(sale.sales)
-        if sale.sales:
-            result.outcome = Outcome.SOLD
-            await self._remember_buyers(sale.sales, identity, result.test)
-        elif sale.unsettled:
-            result.outcome = Outcome.UNSETTLED
-        winners = {s.buyer_id for s in sale.sales}
-        for _, live in tiers:
-            for x in live:
-                _explain_loser(x.attempt, winners, sale.sales, sale.unsettled)
-
-    async def _eligible(
-        self,
-        result: RoutingResult,
-        flow: Flow,
-        t: int,
-        tier: Tier,
-        facts: Facts,
-        identity: str,
-        now: datetime,
-    ) -> tuple[Tier, list[_Live]]:
-        """Every buyer of the tier gets an attempt, in tier order; those still BID are in play."""
-        members = list(tier.buyers)
-        if tier.rotates:
-            turn = await self._rotation.next_turn(f"{flow.id}/{tier.name}")
-            members = [members[i] for i in rotation(len(members), turn, tier.sequence)]
-        live: list[_Live] = []
+    async def _spec(self, routed: Routed, identity: str, started: float, budget_s: float) -> AuctionSpec:
+        """What the auction decides from: the lead's facts, its floors and every buyer's seat."""
+        flow, source = routed.flow, routed.source
         epoch = self._clock()
-        for order, buyer in enumerate(members):
-            a = Attempt(buyer.id, tier.name, Status.BID)
-            result.attempts.append(a)
-            if buyer.schedule is not None and (closed := buyer.schedule.closed_reason(now)):
-                a.status, a.reason = Status.SKIPPED_SCHEDULE, closed
-            elif (why := buyer.filter.failure(facts)) is not None:
-                a.status, a.reason = Status.SKIPPED_FILTER, f"filter: {why}"
-            elif buyer.capped and not self._caps.has_room(
-                buyer.caps, epoch, buyer.fixed_price, (f"flow={flow.id}", f"source={result.source_id}")
-            ):
-                a.status = Status.SKIPPED_CAP
-                a.reason = (
-                    f"cap reached: {describe(buyer.caps)}"
-                    if self._caps.healthy
-                    else "cap state unavailable: not sold to while its counters are unknown"
+        now = datetime.fromtimestamp(epoch, UTC)
+        subject = f"source:{source.id}"
+        counted = source.pricing.book.uses_volume
+        counts = counts_of("source", await self._volume.counts(subject, epoch)) if counted else {}
+        facts = Facts(routed.lead.fields, routed.config.schema.lead_age_s(routed.lead, now), now, counts)
+        # Known before any buyer is asked: the fixed part of the cost, so margin protection can
+        # turn it into a floor.
+        fixed_cost = source.pricing.fixed_cost(facts) + flow.fee
+        if counted and not routed.test:
+            await self._volume.add(subject, epoch)
+        tiers = [await self._seating.tier(flow, t, facts, identity, routed.scopes) for t in flow.tiers]
+        return AuctionSpec(
+            tiers=tuple(tiers),
+            facts=facts,
+            now=now,
+            # The ping window leaves time to post; on a short budget, at least 60 % goes to pings.
+            ping_end=started + max(budget_s - flow.post_reserve_s, budget_s * 0.6),
+            deadline=started + budget_s,
+            max_buyers=flow.max_buyers,
+            ping_all_at_once=flow.ping_strategy == "all_at_once",
+            ranking=flow.ranking,
+            score_weights=flow.score_weights,
+            consent_field=flow.consent_field,
+            floors=flow.floors,
+            margin_floor=(
+                source.pricing.margin_floor(fixed_cost - flow.fee, flow.fee, flow.min_margin)
+                if flow.min_margin is not None
+                else None
+            ),
+            test=routed.test,
+            source_pricing=source.pricing,
+            fixed_cost=fixed_cost,
+            pay_on=source.pay_on,
+        )
+
+    async def _drive(self, machine: Auction, routed: Routed) -> Done:
+        """Do what the machine asks until it is done: pings all at once, posts side by side."""
+        buyers, attempts = routed.config.buyers, machine.attempts
+        action = machine.action
+        while not isinstance(action, Done):
+            if isinstance(action, Ping):
+                calls = [(i, buyers[attempts[i].buyer_id], attempts[i]) for i in action.seats]
+                pinged = await self._calls.ping_all(routed, calls, action.until)
+                action = machine.send(time.monotonic(), pinged)
+            else:
+                posts = [
+                    self._calls.post(
+                        buyers[attempts[o.seat].buyer_id], attempts[o.seat], o, routed, machine.spec.deadline
+                    )
+                    for o in action.orders
+                ]
+                posted = await asyncio.gather(*posts)
+                action = machine.send(
+                    time.monotonic(), {o.seat: p for o, p in zip(action.orders, posted, strict=True)}
                 )
-            elif identity and buyer.dedupe_ttl_s and (why := await self._seen_by_buyer(buyer, identity)):
-                a.status, a.reason = Status.DUPLICATE_FOR_BUYER, why
-            elif buyer.breaker_failures and (
-                tripped := self.breakers.get(
-                    buyer.id, buyer.breaker_failures, buyer.breaker_cooldown_s
-                ).allow(time.monotonic())
-            ):
-                a.status, a.reason = Status.SKIPPED_CIRCUIT, tripped
-            else:
-                if buyer.fixed_price is not None:
-                    a.price = a.offered = buyer.fixed_price
-                    a.reason = "fixed-price buyer: direct post, no ping"
-                x = _Live(buyer, a, t, order, pinged=buyer.ping is None)
-                if buyer.pricing.uses_volume:
-                    x.counts = _counts("buyer", await self._volume.counts(f"buyer:{buyer.id}", epoch))
-                live.append(x)
-        if tier.mode == "waterfall":
-            # Offered one at a time, before any bid is known: by priority, or by fixed price.
-            if tier.order == "priority":
-                live.sort(key=lambda x: -x.buyer.priority)
-            elif tier.order == "bid":
-                live.sort(key=lambda x: -(x.buyer.fixed_price or Decimal(0)))
-        return tier, live
-
-    def _acceptable(
-        self, live: list[_Live], flow: Flow, tier: Tier, floors: Floors, facts: Facts
-    ) -> list[_Live]:
-        """Bids that clear conditions and floors, in this tier's offer order."""
-        ok = [x for x in live if x.attempt.status is Status.BID and self._clears(x, flow, floors, facts)]
-        if not ok:
-            return []
-        top = max(x.attempt.price or Decimal(0) for x in ok)
-        for x in ok:
-            x.value = value(
-                flow.ranking,
-                x.attempt.price or Decimal(0),
-                self._stats.accept_rate(x.buyer.id),
-                x.buyer.payment_days,
-                top,
-                flow.score_weights,
-            )
-        if tier.order == "bid":
-            ok.sort(key=lambda x: (-x.value, -x.buyer.priority, x.order))
-        elif tier.order == "priority":
-            ok.sort(key=lambda x: (-x.buyer.priority, -x.value, x.order))
-        return ok  # round-robin and weighted: already in rotation order
-
-    def _clears(self, x: _Live, flow: Flow, floors: Floors, facts: Facts) -> bool:
-        a = x.attempt
-        verdict = check_conditions(x.conditions, facts, flow.consent_field)
-        if verdict.failure is not None:
-            a.status, a.reason = Status.CONDITION_FAILED, verdict.failure
-            return False
-        a.exclusive = a.exclusive or verdict.exclusive
-        exclusive = a.exclusive or flow.max_buyers == 1
-        if x.buyer.pricing.rules:
-            priced = dataclasses.replace(facts, counts=x.counts, exclusive=exclusive)
-            a.price = x.buyer.pricing.apply(a.price or Decimal(0), priced)
-        floor = x.floor = floors.for_bid(exclusive)
-        price = a.price or Decimal(0)
-        if price < floor or price <= 0:
-            kind = "exclusive floor" if floor > floors.shared else "floor"
-            a.status, a.reason = Status.BELOW_FLOOR, f"bid {fmt(price)} is below the {kind} {fmt(floor)}"
-            return False
-        return True
-
-    async def _sell_auction(
-        self, offers: list[_Live], flow: Flow, lead: Lead, result: RoutingResult, sale: _Sale, deadline: float
-    ) -> None:
-        """Post to the best allocation; a rejection frees its slot for the next bid while time remains."""
-        remaining = list(offers)
-        while remaining and not sale.done and time.monotonic() < deadline - MIN_POST_S:
-            pick = allocate(
-                [
-                    Offer(x.buyer.id, x.attempt.price or Decimal(0), x.value, x.attempt.exclusive)
-                    for x in remaining
-                ],
-                sale.slots,
-                shared_only=sale.shared_only,
-            )
-            if not pick:
-                break
-            chosen = [x for x in remaining if x.buyer.id in {o.key for o in pick}]
-            exclusive = len(chosen) == 1 and (chosen[0].attempt.exclusive or flow.max_buyers == 1)
-            remaining = [x for x in remaining if x not in chosen]
-            sold = await asyncio.gather(*(self._offer(x, lead, result, deadline, exclusive) for x in chosen))
-            for x, got in zip(chosen, sold, strict=True):
-                if got is not None:
-                    sale.add(got)
-                elif x.attempt.unsettled:
-                    sale.unknown(x.buyer.id, exclusive)
-
-    async def _sell_waterfall(
-        self,
-        live: list[_Live],
-        flow: Flow,
-        floors: Floors,
-        facts: Facts,
-        lead: Lead,
-        result: RoutingResult,
-        sale: _Sale,
-        ping_end: float,
-        deadline: float,
-    ) -> None:
-        """Offer one buyer at a time in tier order (pinging it first if not yet asked)."""
-        for x in live:
-            if sale.done or time.monotonic() >= deadline - MIN_POST_S:
-                break
-            if not x.pinged:
-                await self._ping_all([x], lead, result.lead_id, ping_end)
-            if x.attempt.status is not Status.BID or not self._clears(x, flow, floors, facts):
-                continue
-            if sale.shared_only and x.attempt.exclusive:
-                continue  # a shared sale exists (or may): an exclusive bid cannot join it
-            exclusive = x.attempt.exclusive or flow.max_buyers == 1
-            got = await self._offer(x, lead, result, deadline, exclusive)
-            if got is not None:
-                sale.add(got)
-            elif x.attempt.unsettled:
-                sale.unknown(x.buyer.id, exclusive)
-
-    async def _remember_buyers(self, sales: list[Sale], identity: str, test: bool) -> None:
-        """Per-buyer dedupe: this buyer has now bought this consumer."""
-        if not identity or test:
-            return
-        for s in sales:
-            b = self.config.buyers.get(s.buyer_id)
-            if b is not None and b.dedupe_ttl_s:
-                try:
-                    await self._dedupe.seen_or_add(f"buyer|{b.id}|{identity}", b.dedupe_ttl_s, add=True)
-                except StateUnavailable as exc:
-                    log.warning("dedupe.unrecorded", buyer=b.id, error=str(exc))
-
-    async def _ping_all(self, live: list[_Live], lead: Lead, lead_id: str, ping_end: float) -> None:
-        todo = [x for x in live if not x.pinged and x.attempt.status is Status.BID]
-        if not todo:
-            return
-        for x in todo:
-            x.pinged = True
-        tasks = [asyncio.create_task(self._ping(x, lead, lead_id, ping_end)) for x in todo]
-        # Each ping bounds itself; this outer wait is the belt to those braces.
-        _, late = await asyncio.wait(tasks, timeout=max(0.0, ping_end - time.monotonic()) + _SAFETY_S)
-        for task in late:
-            task.cancel()
-        for x, task in zip(todo, tasks, strict=True):
-            if task in late:
-                x.attempt.status = Status.TIMED_OUT
-                x.attempt.reason = "no answer before the ping window closed"
-
-    async def _ping(self, x: _Live, lead: Lead, lead_id: str, deadline: float) -> None:
-        buyer, a = x.buyer, x.attempt
-        assert buyer.ping is not None and buyer.ping_parser is not None
-        timeout = min(buyer.ping.timeout_s, deadline - time.monotonic())
-        request = buyer.ping.request(lead.ping_fields, Transaction(lead_id))
-        with _buyer_span("ping", buyer, a.tier) as span:
-            if buyer.trace_context:
-                request = with_traceparent(request)
-            t0 = time.perf_counter()
-            try:
-                answer = await self._transport.send(request, timeout, buyer.ping_max_body)
-            except TransportTimeout as exc:
-                a.status, a.reason = Status.TIMED_OUT, f"ping timed out: {exc}"
-            except TransportError as exc:
-                a.status, a.reason = Status.ERROR, f"ping failed: {exc}"
-            else:
-                a.http_status = answer.status
-                try:
-                    parsed = buyer.ping_parser.parse(answer)
-                except BadAnswer as exc:
-                    a.status, a.reason = Status.ERROR, f"bad answer: {exc}"
-                else:
-                    if parsed.bid:
-                        a.price, a.ping_id, a.exclusive = parsed.price, parsed.ping_id, parsed.exclusive
-                        a.offered = parsed.price
-                        a.carried = parsed.carried
-                        x.conditions = parsed.conditions
-                        a.reason = _scrub_secrets(parsed.reason, buyer) or "bid"
-                    else:
-                        a.status, a.reason = Status.NO_BID, _scrub_secrets(parsed.reason, buyer) or "no bid"
-            a.ping_ms = (time.perf_counter() - t0) * 1000
-            _span_result(span, a, a.ping_ms)
-        self._health(buyer, ok=a.status not in (Status.TIMED_OUT, Status.ERROR))
-
-    async def _offer(
-        self, x: _Live, lead: Lead, result: RoutingResult, deadline: float, exclusive: bool
-    ) -> Sale | None:
-        """Post the lead to one bidder; a Sale when it accepts, None to move to the next bid."""
-        buyer, a = x.buyer, x.attempt
-        assert a.price is not None
-        price = to_cents(a.price)
-        if result.test:
-            a.reason = f"selected at {fmt(price)}; test lead, not posted"
-            return Sale(buyer.id, price, "", exclusive, a.tier)
-        remaining = deadline - time.monotonic()
-        if remaining < MIN_POST_S:
-            return None  # the attempt stays BID and is explained as NOT_OFFERED
-        # Every post is reserved first, capped buyer or not: the reservation marks "posting now",
-        # so a process killed before it settles leaves an orphan to reconcile, and the commit
-        # appends the sale to the books' outbox in the same atomic step (Redis).
-        reservation: Reservation | None = None
-        scopes = (f"flow={result.flow}", f"source={result.source_id}")
-        try:
-            reservation = await self._caps.reserve(buyer.caps, result.lead_id, self._clock(), price, scopes)
-        except StateUnavailable:
-            if buyer.capped:
-                a.status, a.reason = Status.SKIPPED_CAP, "cap state unavailable: not sold to while unknown"
-                return None
-            # Uncapped buyers still sell while Redis is down; the ledger write before the answer books it.
-        else:
-            if reservation is None:
-                a.status, a.reason = Status.SKIPPED_CAP, "cap, budget or balance reached before the post"
-                return None
-        a.post_id = uuid.uuid4().hex
-        request = buyer.post.request(
-            lead.fields, Transaction(result.lead_id, a.ping_id, fmt(price), a.carried, a.post_id)
-        )
-        with _buyer_span("post", buyer, a.tier) as span:
-            span.set_attribute("post.id", a.post_id)
-            if buyer.trace_context:
-                request = with_traceparent(request)
-            t0 = time.perf_counter()
-            a.reason = ""  # the ping's reason; _send_post notes a second try here
-            try:
-                answer = await self._send_post(buyer, request, deadline, a)
-                a.http_status = answer.status
-                parsed = buyer.post_parser.parse(answer)
-                # Known now, so the post span's status says it (reasons are added below).
-                a.status = Status.POST_ACCEPTED if parsed.accepted else Status.POST_REJECTED
-            except TransportError as exc:
-                self._health(buyer, ok=False)
-                a.status, a.reason = Status.POST_ERROR, f"{a.reason}post failed: {exc}"
-                await self._unknown_or_release(reservation, exc.delivered_maybe, a)
-                return None
-            except ErrorStatus as exc:
-                # An HTTP error status is an answer: the buyer did not take the lead.
-                self._health(buyer, ok=False)
-                a.status, a.reason = Status.POST_ERROR, f"{a.reason}post refused: {exc}; not accepted"
-                await self._unknown_or_release(reservation, False, a)
-                return None
-            except BadAnswer as exc:
-                self._health(buyer, ok=False)
-                a.status, a.reason = Status.POST_ERROR, f"{a.reason}bad post answer: {exc}"
-                await self._unknown_or_release(reservation, True, a)
-                return None
-            finally:
-                a.post_ms = (time.perf_counter() - t0) * 1000
-                _span_result(span, a, a.post_ms)
-        self._stats.record_post(buyer.id, parsed.accepted)
-        if not parsed.accepted:
-            why = _scrub_secrets(_redact(parsed.reason, lead), buyer) or "no reason given"
-            a.status, a.reason = Status.POST_REJECTED, f"post rejected: {why}"
-            if reservation is not None:
-                await self._caps.release(reservation)
-            return None
-        stated = to_cents(parsed.price) if parsed.price is not None else None
-        disputed: Decimal | None = None
-        if stated is not None and stated != price:
-            if buyer.fixed_price is not None or (buyer.price_on_post and stated > 0 and stated >= x.floor):
-                # A direct-post buyer's answer states what it pays (seed 003), and so does a
-                # buyer whose contract is price-on-post, at or above the floor.
-                price = stated
-                a.price = price
-            else:
-                # The buyer won by its bid: the bid is the contract, the stated price a dispute.
-                disputed = stated
-        if reservation is not None:
-            sale = SaleRecord(
-                result.lead_id,
-                buyer.id,
-                price,
-                parsed.buyer_lead_id,
-                exclusive,
-                a.tier,
-                "sold",
-                self._clock(),
-                result.flow,
-                result.source_id,
-                result.test,
-                result.config_version,
-                stated_price=disputed,
-            )
-            await self._caps.commit(reservation, encode(sale), plan.to_cents(price))
-        if buyer.pricing.uses_volume:
-            await self._volume.add(f"buyer:{buyer.id}", self._clock())
-        dispute = (
-            f" (the bid); price dispute: the post answer stated {fmt(disputed)}"
-            + (", below the floor" if buyer.price_on_post else "")
-            if disputed is not None
-            else ""
-        )
-        a.status, a.reason = (
-            Status.POST_ACCEPTED,
-            f"sold at {fmt(price)}{dispute}"
-            + (f": {_scrub_secrets(_redact(parsed.reason, lead), buyer)}" if parsed.reason else ""),
-        )
-        return Sale(buyer.id, price, parsed.buyer_lead_id, exclusive, a.tier, stated_price=disputed)
-
-    async def _send_post(self, buyer: Buyer, request: HttpRequest, deadline: float, a: Attempt) -> HttpAnswer:
-        """A post that provably never left (refused before sending) is tried once more while time
-        remains; any other failure may have reached the buyer and is never repeated."""
-        for last in (False, True):
-            timeout = min(buyer.post.timeout_s, deadline - time.monotonic())
-            try:
-                return await self._transport.send(request, timeout, buyer.post_max_body)
-            except TransportError as exc:
-                if last or exc.delivered_maybe or deadline - time.monotonic() < MIN_POST_S:
-                    raise
-                a.reason = f"first post never left ({exc}), tried once more; "
-        raise AssertionError("unreachable")
-
-    def _health(self, buyer: Buyer, *, ok: bool) -> None:
-        if buyer.breaker_failures:
-            breaker = self.breakers.get(buyer.id, buyer.breaker_failures, buyer.breaker_cooldown_s)
-            breaker.record(ok, time.monotonic())
-
-    def _identity(self, flow: Flow, lead: Lead) -> str:
-        """A keyed digest of the consumer's normalised identity fields: dedupe keys hold no PII."""
-        if not flow.dedupe_fields:
-            return ""
-        fields = self.config.schema.fields
-        values = [
-            normalise(fields[n].type if n in fields else "string", lead.fields.get(n, ""))
-            for n in flow.dedupe_fields
-        ]
-        return self._dedupe.fingerprint(values) if any(values) else ""
-
-    async def _seen_in_flow(self, flow: Flow, identity: str, test: bool) -> bool:
-        try:
-            return await self._dedupe.seen_or_add(
-                f"lead|{flow.id}|{identity}", flow.dedupe_ttl_s, add=not test
-            )
-        except StateUnavailable as exc:
-            # Fail open: a lead is worth more than a missed repeat; buyers' own checks still apply.
-            log.warning("dedupe.unavailable", flow=flow.id, error=str(exc))
-            return False
-
-    async def _seen_by_buyer(self, buyer: Buyer, identity: str) -> str:
-        """Why this buyer must not get this consumer again ("" when it may)."""
-        try:
-            if await self._dedupe.seen_or_add(f"buyer|{buyer.id}|{identity}", buyer.dedupe_ttl_s, add=False):
-                return f"bought this consumer within the last {buyer.dedupe_ttl_s / 86400:.0f} days"
-        except StateUnavailable:
-            # Fail closed for this buyer: it is not offered a consumer it may already have bought.
-            return "duplicate check unavailable: not offered while its history is unknown"
-        return ""
-
-    async def _unknown_or_release(self, r: Reservation | None, delivered_maybe: bool, a: Attempt) -> None:
-        if delivered_maybe:
-            # The buyer may have taken it: the cap slot stays used until someone settles it.
-            a.reason += "; outcome unknown, held against the cap until settled"
-            a.unsettled = True
-            if r is not None:
-                await self._caps.unsettled(r, a.reason)
-        elif r is not None:
-            await self._caps.release(r)
+        return action
 
 
-def _same_request(first: RoutingResult, flow: str, source: str, digest: str) -> None:
+def _same_request(first: RoutingResult, routed: Routed, digest: str) -> None:
     """A repeat of a lead_id gets the first answer only if it is the same request."""
     differs = [
         f"{what} differs"
-        for what, a, b in (("flow", first.flow, flow), ("source_id", first.source_id, source))
+        for what, a, b in (
+            ("flow", first.flow, routed.flow.id),
+            ("source_id", first.source_id, routed.source.id),
+        )
         if a != b
     ]
-    fields = differing_fields(first.request_digest, digest)
-    if fields:
+    if fields := differing_fields(first.request_digest, digest):
         shown = ", ".join(fields[:10]) + (f" and {len(fields) - 10} more" if len(fields) > 10 else "")
         differs.append(f"fields differ: {shown}")
     if differs:
@@ -735,104 +250,31 @@ def _same_request(first: RoutingResult, flow: str, source: str, digest: str) -> 
         )
 
 
-def _scrub_secrets(text: str, buyer: Buyer) -> str:
-    """A buyer echoing its own API key (or our token for it) gets it masked, like PII."""
-    if not text:
-        return text
-    for secret in buyer.secret_values:
-        if secret in text:
-            text = text.replace(secret, "[secret]")
-    return text
-
-
-def _redact(text: str, lead: Lead) -> str:
-    """A buyer that has the full lead may echo it in its answer: take the lead's own PII out."""
-    for pii in lead.pii_values:
-        if pii.lower() in text.lower():
-            text = re.sub(re.escape(pii), "[redacted]", text, flags=re.IGNORECASE)
-    return text
-
-
-def _counts(kind: str, by_period: dict[str, int]) -> dict[str, int]:
-    return {f"{kind}:{period}": n for period, n in by_period.items()}
-
-
-def _explain_loser(a: Attempt, winners: set[str], sales: list[Sale], unsettled: list[str]) -> None:
-    """An acceptable bid that did not sell: someone else won, a buyer may hold the lead, or time
-    ran out."""
-    if a.status is not Status.BID or a.buyer_id in winners:
-        return
-    if not sales and unsettled:
-        a.status = Status.NOT_OFFERED
-        a.reason = (
-            f"not offered: the post to {', '.join(unsettled)} has an unknown outcome; "
-            "the lead is offered to nobody else until it is settled"
-        )
-        return
-    if not sales:
-        a.status = Status.NOT_OFFERED
-        a.reason = "acceptable, but the deadline ran out before it could be offered"
-        return
-    a.status = Status.OUTBID
-    names = ", ".join(f"{s.buyer_id} at {fmt(s.price)}" for s in sales)
-    tiers = {s.tier for s in sales}
-    if a.tier not in tiers:
-        a.reason = f"not needed: sold in tier {sorted(tiers)[0]!r} to {names}"
-    elif a.price is None:
-        a.reason = f"not asked: sold to {names} first"
-    elif len(sales) == 1 and sales[0].exclusive:
-        a.reason = f"outbid: sold exclusively to {names}"
-    else:
-        a.reason = f"outbid: sold to {names}"
-
-
-def _buyer_span(name: str, buyer: Buyer, tier: str) -> AbstractContextManager[trace.Span]:
-    """A CLIENT span per ping or post. Made current only when the buyer takes our trace context
-    (with_traceparent reads the current span); otherwise start_span skips the context attach and
-    detach, about a third of a span's cost (benchmarks/README.md)."""
-    attributes = {"buyer.id": buyer.id, "tier": tier}
-    if buyer.trace_context:
-        return tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes)
-    return tracer.start_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes)
-
-
-def _span_result(span: trace.Span, a: Attempt, ms: float) -> None:
-    # One set_attributes call: the SDK takes its lock and validates once, not once per attribute.
-    attrs: dict[str, str | float | int] = {"status": a.status.value, "latency_ms": round(ms, 3)}
-    if a.http_status:
-        attrs["http.status_code"] = a.http_status
-    if a.price is not None:
-        attrs["price"] = fmt(a.price)
-    span.set_attributes(attrs)
-
-
-def _log_decision(r: RoutingResult, version: str) -> None:
-    """The one line per lead that says which buyer got it and why the others did not (no PII)."""
-    log.info(
-        "lead.routed",
-        lead_id=r.lead_id,
-        flow=r.flow,
-        source=r.source_id,
-        outcome=r.outcome.value,
-        test=r.test,
-        replayed=r.replayed,
-        buyers=[s.buyer_id for s in r.sales],
-        cost=fmt(r.cost),
-        revenue=fmt(r.revenue),
-        margin=fmt(r.margin),
-        negative_margin=r.negative_margin,
-        elapsed_ms=round(r.elapsed_ms, 2),
-        trace_id=r.trace_id,
-        config_version=version,
-        attempts=[
-            {
-                "buyer": a.buyer_id,
-                "status": a.status.value,
-                "price": fmt(a.price) if a.price is not None else None,
-            }
-            for a in r.attempts
-        ],
-    )
+def _validate(req: LeadRequest, config: RuntimeConfig) -> Routed:
+    """The request and the lead against the schema: every problem at once, each naming its field."""
+    problems = []
+    if req.lead_id and not _LEAD_ID.match(req.lead_id):
+        problems.append("lead_id: 1-128 characters of letters, digits and . _ : -")
+    if not req.flow:
+        problems.append("flow: required")
+    if not req.source_id:
+        problems.append("source_id: required")
+    lead: Lead | None = None
+    try:
+        lead = config.schema.validate(req.fields)
+    except LeadInvalid as exc:
+        problems.extend(exc.problems)
+    if problems or lead is None:
+        raise LeadInvalid(problems)
+    flow = config.flows.get(req.flow)
+    if flow is None:
+        raise NotFound(f"flow {req.flow!r} is not configured")
+    source = config.sources.get(req.source_id)
+    if source is None:
+        raise NotFound(f"source {req.source_id!r} is not configured")
+    if flow.sources is not None and source.id not in flow.sources:
+        raise NotFound(f"source {source.id!r} does not sell into flow {flow.id!r}")
+    return Routed(req.lead_id or uuid.uuid4().hex, flow, source, lead, req.test, config)
 
 
 __all__ = ["LeadConflict", "LeadInvalid", "LeadRequest", "NotFound", "Router"]

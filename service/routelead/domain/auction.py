@@ -155,32 +155,34 @@ class PostReply:
 
 @dataclass(frozen=True, slots=True)
 class Contract:
-    """The price a sale is booked at, and whether the buyer's post answer disputed it."""
+    """The price a sale is booked at; `stated`: a different price the post answer disputed it with."""
 
     price: Decimal
     stated: Decimal | None
     dispute: str = ""
 
 
-def contract_price(bid: Decimal, stated: Decimal | None, floor: Decimal, price_on_post: bool) -> Contract:
+def contract_price(
+    bid: Decimal, stated: Decimal | None, floor: Decimal, price_on_post: bool, direct: bool = False
+) -> Contract:
     """The bid is the contract: a different price in the post answer is kept beside the sale and
-    flagged, never silently booked. A price-on-post buyer's stated price is the revenue, unless it
-    is below the floor (then the bid stands and the sale is disputed)."""
+    flagged, never silently booked. A price-on-post buyer's stated price is the revenue, and so is a
+    direct-post (fixed-price) buyer's (seed 003's dynamic buyer pricing), unless it is below the
+    floor: then the bid stands and the sale is disputed."""
     bid = to_cents(bid)
     if stated is None:
         return Contract(bid, None)
     said = to_cents(stated)
     if said == bid:
-        return Contract(bid, said)
-    if price_on_post:
-        if said >= floor and said > 0:
-            return Contract(said, said)
-        return Contract(bid, said, f"post answer stated {fmt(said)}, below the floor {fmt(floor)}")
-    return Contract(bid, said, f"post answer stated {fmt(said)}, the bid {fmt(bid)} stands")
+        return Contract(bid, None)
+    if (direct or price_on_post) and said > 0 and said >= floor:
+        return Contract(said, None)
+    below = ", below the floor" if direct or price_on_post else ""
+    return Contract(bid, said, f"the post answer stated {fmt(said)}{below}")
 
 
-def contract(order: PostOrder, stated: Decimal | None, price_on_post: bool) -> Contract:
-    return contract_price(order.price, stated, order.floor, price_on_post)
+def contract(order: PostOrder, stated: Decimal | None, price_on_post: bool, direct: bool) -> Contract:
+    return contract_price(order.price, stated, order.floor, price_on_post, direct)
 
 
 @dataclass(slots=True)
@@ -202,9 +204,9 @@ class Auction:
         self.spec = spec
         self.attempts: list[Attempt] = []
         self.sales: list[Sale] = []
-        self.disputes: dict[int, Contract] = {}
-        # Attempts whose post outcome is unknown: the buyer may hold the lead.
+        # Attempts whose post outcome is unknown: each buyer may hold the lead.
         self.unsettled: list[int] = []
+        self._held = False
         self.cost = ZERO
         self._now = now
         self._replies: Mapping[int, PingReply] | Mapping[int, PostReply] = {}
@@ -347,7 +349,7 @@ class Auction:
                     for x in remaining
                 ],
                 self._slots,
-                shared_only=bool(self.sales),
+                shared_only=self._shared_only,
             )
             if not pick:
                 break
@@ -369,8 +371,8 @@ class Auction:
             a = self.attempts[x.seat]
             if a.status is not Status.BID or not self._clears(x, floors):
                 continue
-            if self.sales and a.exclusive:
-                continue  # a shared sale exists: an exclusive bid cannot join it
+            if self._shared_only and a.exclusive:
+                continue  # a shared sale exists (or may): an exclusive bid cannot join it
             yield from self._offer([x], a.exclusive or self.spec.max_buyers == 1)
 
     def _offer(self, chosen: list[_Live], exclusive: bool) -> Generator[Action, None, None]:
@@ -389,12 +391,10 @@ class Auction:
         replies = self._replies
         for order in orders:
             answer = replies.get(order.seat)
-            price_on_post = next(x.bidder.price_on_post for x in chosen if x.seat == order.seat)
-            self._posted(
-                order, answer if isinstance(answer, PostReply) else PostReply("late"), price_on_post
-            )
+            bidder = next(x.bidder for x in chosen if x.seat == order.seat)
+            self._posted(order, answer if isinstance(answer, PostReply) else PostReply("late"), bidder)
 
-    def _posted(self, order: PostOrder, answer: PostReply, price_on_post: bool) -> None:
+    def _posted(self, order: PostOrder, answer: PostReply, bidder: Bidder) -> None:
         a = self.attempts[order.seat]
         if answer.kind == "late":
             return  # the attempt stays BID and is explained as NOT_OFFERED
@@ -405,37 +405,44 @@ class Auction:
         elif answer.kind == "failed":
             a.status, a.reason = Status.POST_ERROR, answer.reason
         elif answer.kind == "unknown":
+            # The buyer may hold the lead: it takes a slot, and held as an exclusive offer, the lead.
             a.status, a.reason = Status.POST_ERROR, answer.reason
             a.unsettled = True
             self.unsettled.append(order.seat)
+            self._held = self._held or order.exclusive
         else:
-            deal = contract(order, answer.stated_price, price_on_post)
-            if deal.dispute:
-                self.disputes[order.seat] = deal
+            deal = contract(order, answer.stated_price, bidder.price_on_post, bidder.fixed_price is not None)
             a.price = deal.price
             a.status = Status.POST_ACCEPTED
-            a.reason = f"sold at {fmt(deal.price)}" + (f": {answer.reason}" if answer.reason else "")
-            if deal.dispute:
-                a.reason += f"; price dispute: {deal.dispute}"
-            self.sales.append(Sale(a.buyer_id, deal.price, answer.buyer_lead_id, order.exclusive, a.tier))
+            dispute = f" (the bid); price dispute: {deal.dispute}" if deal.dispute else ""
+            a.reason = f"sold at {fmt(deal.price)}{dispute}" + (f": {answer.reason}" if answer.reason else "")
+            self.sales.append(
+                Sale(
+                    a.buyer_id,
+                    deal.price,
+                    answer.buyer_lead_id,
+                    order.exclusive,
+                    a.tier,
+                    stated_price=deal.stated,
+                )
+            )
 
     # --- state ------------------------------------------------------------------------------
 
     @property
     def _slots(self) -> int:
-        return self.spec.max_buyers - len(self.sales)
+        return self.spec.max_buyers - len(self.sales) - len(self.unsettled)
 
     @property
     def _sold_out(self) -> bool:
-        """No slot left, an exclusive sale made, or an exclusive post whose outcome is unknown:
-        a lead the buyer may hold exclusively is offered to nobody else."""
-        if self._slots <= 0 or any(s.exclusive for s in self.sales):
-            return True
-        return any(self._exclusive_unsettled(i) for i in self.unsettled)
+        """No slot left, an exclusive sale made, or an exclusive offer whose outcome is unknown:
+        a lead a buyer may hold exclusively is offered to nobody else."""
+        return self._held or self._slots <= 0 or any(s.exclusive for s in self.sales)
 
-    def _exclusive_unsettled(self, seat: int) -> bool:
-        a = self.attempts[seat]
-        return a.exclusive or self.spec.max_buyers == 1
+    @property
+    def _shared_only(self) -> bool:
+        """A buyer already has (or may have) the lead: only shared bids can join."""
+        return bool(self.sales or self.unsettled)
 
     @property
     def _time_left(self) -> bool:
@@ -448,8 +455,12 @@ class Auction:
         sales = self.sales
         if not sales:
             if self.unsettled:
+                held = ", ".join(self.attempts[i].buyer_id for i in self.unsettled)
                 a.status = Status.NOT_OFFERED
-                a.reason = "not offered: an earlier post's outcome is unknown and the lead may be sold"
+                a.reason = (
+                    f"not offered: the post to {held} has an unknown outcome; "
+                    "the lead is offered to nobody else until it is settled"
+                )
                 return
             a.status = Status.NOT_OFFERED
             a.reason = "acceptable, but the deadline ran out before it could be offered"
