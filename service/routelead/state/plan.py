@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from routelead.state.periods import period_end, period_key
-from routelead.state.ports import CapLimits, Period
+from routelead.state.ports import PERIODS, CapLimits, Period
 
 # Counters outlive their period a little, so a late release still finds the key it counted in.
 GRACE_S = 3600
+# The limit of a counter no cap or budget is set on: counted, never full (exact in Lua's doubles).
+UNLIMITED = 2**53
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,26 +34,41 @@ def from_cents(cents: int) -> Decimal:
     return (Decimal(cents) / 100).quantize(Decimal("0.01"))
 
 
-def counters(caps: CapLimits, now: float, cents: int, scopes: tuple[str, ...] = ()) -> list[Counter]:
+def counters(
+    caps: CapLimits, now: float, cents: int, scopes: tuple[str, ...] = (), *, every: bool = True
+) -> list[Counter]:
     """Every lead-count cap (+1) and dollar budget (+price) for the periods containing `now`:
-    the buyer's totals and those for the lead's flow and source (`scopes`)."""
+    the buyer's totals and those for the lead's flow and source (`scopes`), the capped ones first.
+
+    `every`: also each period and scope with no cap or budget on it (limit UNLIMITED): every
+    sale is counted for every buyer, so a cap added mid-period counts the period's earlier
+    sales. False: only the counters with a limit, which is all a room check needs."""
     tz = caps.timezone
+    seen: dict[Period, tuple[str, int]] = {}
 
-    def ttl(period: Period) -> int:
-        return int(period_end(period, now, tz) - now) + GRACE_S
+    def at(period: Period) -> tuple[str, int]:
+        # Each period's key and time to live, worked out once for all the counters sharing it.
+        if (found := seen.get(period)) is None:
+            end = period_end(period, now, tz)
+            found = seen[period] = (period_key(period, now, tz), int(end - now) + GRACE_S)
+        return found
 
-    out = [Counter(f"n:{period_key(p, now, tz)}", n, 1, ttl(p)) for p, n in caps.limits]
-    out += [Counter(f"usd:{period_key(p, now, tz)}", to_cents(d), cents, ttl(p)) for p, d in caps.budgets]
+    out = [Counter(f"n:{at(p)[0]}", n, 1, at(p)[1]) for p, n in caps.limits]
+    out += [Counter(f"usd:{at(p)[0]}", to_cents(d), cents, at(p)[1]) for p, d in caps.budgets]
+    out += [Counter(f"n:{s}:{at(p)[0]}", n, 1, at(p)[1]) for s, p, n in caps.scoped_limits if s in scopes]
     out += [
-        Counter(f"n:{s}:{period_key(p, now, tz)}", n, 1, ttl(p))
-        for s, p, n in caps.scoped_limits
-        if s in scopes
-    ]
-    out += [
-        Counter(f"usd:{s}:{period_key(p, now, tz)}", to_cents(d), cents, ttl(p))
+        Counter(f"usd:{s}:{at(p)[0]}", to_cents(d), cents, at(p)[1])
         for s, p, d in caps.scoped_budgets
         if s in scopes
     ]
+    if every:
+        capped = {c.name for c in out}
+        for scope in ("", *(f"{s}:" for s in scopes)):
+            for p in PERIODS:
+                key, ttl = at(p)
+                for name, add in ((f"n:{scope}{key}", 1), (f"usd:{scope}{key}", cents)):
+                    if name not in capped:
+                        out.append(Counter(name, UNLIMITED, add, ttl))
     return out
 
 
