@@ -1,4 +1,8 @@
-"""`routelead unsettled | settle | balance`: operations on the shared hot state (REDIS_URL)."""
+"""`routelead unsettled | settle | balance`: operations on the hot state.
+
+With REDIS_URL, on Redis directly. Without it (the embedded default), through the running
+service's StateAdmin API: its memory holds the controls and is the only writer of the copy kept
+beside the books, so the file is never edited under it (connection options as `routelead admin`)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ import orjson
 
 
 def add_state_commands(sub: Any) -> None:
+    from routelead.api.admin_channel import add_connection_options
+
     ls = sub.add_parser(
         "unsettled", help="list reservations whose outcome is unknown (they still count against caps)"
     )
@@ -22,6 +28,7 @@ def add_state_commands(sub: Any) -> None:
     )
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     ls.set_defaults(state_command="unsettled")
+    add_connection_options(ls)
 
     st = sub.add_parser("settle", help="close an unsettled reservation: --confirm (a sale) or --free")
     st.add_argument("buyer")
@@ -30,23 +37,19 @@ def add_state_commands(sub: Any) -> None:
     how.add_argument("--confirm", action="store_true", help="the buyer took it: keep it counted")
     how.add_argument("--free", action="store_true", help="the buyer did not take it: give the slot back")
     st.set_defaults(state_command="settle")
+    add_connection_options(st)
 
     bal = sub.add_parser("balance", help="show a prepaid buyer's balance, or top it up")
     bal.add_argument("buyer")
     bal.add_argument("--top-up", metavar="AMOUNT", help='add this amount (a decimal, e.g. "500.00")')
     bal.set_defaults(state_command="balance")
+    add_connection_options(bal)
 
 
 def run_state_command(args: argparse.Namespace) -> int:
     from routelead.state.select import StateConfigError, dedupe_secret, redis_url
 
     url = redis_url(os.environ)
-    if not url:
-        print(
-            "routelead: set REDIS_URL: without it each `serve` process keeps its state in its own memory",
-            file=sys.stderr,
-        )
-        return 2
     amount: Decimal | None = None
     if getattr(args, "top_up", None) is not None:
         try:
@@ -57,6 +60,8 @@ def run_state_command(args: argparse.Namespace) -> int:
         if not amount.is_finite():
             print("routelead: --top-up: not an amount", file=sys.stderr)
             return 2
+    if not url:
+        return _run_over_api(args, amount)
     try:
         secret = dedupe_secret(os.environ) or b"-" * 16  # no dedupe here; any key will do
     except StateConfigError as exc:
@@ -74,29 +79,14 @@ async def _run(url: str, secret: bytes, args: argparse.Namespace, amount: Decima
         match args.state_command:
             case "unsettled":
                 for u in await state.caps.list_unsettled(args.older_than):
-                    row = {
-                        "buyer": u.buyer_id,
-                        "reservation": u.reservation_id,
-                        "lead_id": u.lead_id,
-                        "amount": str(u.amount),
-                        "reserved_at": datetime.fromtimestamp(u.reserved_at, UTC).isoformat(),
-                        "state": u.state,
-                        "reason": u.reason,
-                    }
-                    if args.json:
-                        print(orjson.dumps(row).decode())
-                    else:
-                        print("  ".join(str(v) for v in row.values()))
+                    _print_unsettled(
+                        u.buyer_id, u.reservation_id, u.lead_id, str(u.amount), u.reserved_at, u.state,
+                        u.reason, as_json=args.json,
+                    )  # fmt: skip
                 return 0
             case "settle":
                 done = await state.caps.settle(args.buyer, args.reservation, accepted=args.confirm)
-                if not done:
-                    print(
-                        f"routelead: no open reservation {args.reservation} for {args.buyer}", file=sys.stderr
-                    )
-                    return 1
-                print(f"{args.reservation}: {'confirmed as a sale' if args.confirm else 'freed'}")
-                return 0
+                return _settled(args, done)
             case "balance":
                 if amount is not None:
                     print(await state.caps.top_up(args.buyer, amount))
@@ -105,4 +95,100 @@ async def _run(url: str, secret: bytes, args: argparse.Namespace, amount: Decima
                 return 0
     finally:
         await state.close()
+    return 2
+
+
+def _print_unsettled(
+    buyer: str,
+    reservation: str,
+    lead_id: str,
+    amount: str,
+    at: float,
+    state: str,
+    reason: str,
+    *,
+    as_json: bool,
+) -> None:
+    row = {
+        "buyer": buyer,
+        "reservation": reservation,
+        "lead_id": lead_id,
+        "amount": amount,
+        "reserved_at": datetime.fromtimestamp(at, UTC).isoformat(),
+        "state": state,
+        "reason": reason,
+    }
+    if as_json:
+        print(orjson.dumps(row).decode())
+    else:
+        print("  ".join(str(v) for v in row.values()))
+
+
+def _settled(args: argparse.Namespace, done: bool) -> int:
+    if not done:
+        print(f"routelead: no open reservation {args.reservation} for {args.buyer}", file=sys.stderr)
+        return 1
+    print(f"{args.reservation}: {'confirmed as a sale' if args.confirm else 'freed'}")
+    return 0
+
+
+def _run_over_api(args: argparse.Namespace, amount: Decimal | None) -> int:
+    """No REDIS_URL: the controls are in the running service's memory; ask it (StateAdmin)."""
+    from routelead.api.admin_channel import ChannelError
+    from routelead.api.credentials import admin_token
+
+    token = admin_token()
+    if not token:
+        print(
+            "routelead: set ROUTELEAD_ADMIN_TOKEN (or ROUTELEAD_ADMIN_TOKEN_FILE): without REDIS_URL this "
+            f"asks the running `routelead serve` at {args.target} (--target), through its admin API",
+            file=sys.stderr,
+        )
+        return 2
+    import grpc
+
+    try:
+        return asyncio.run(_call(args, token, amount))
+    except ChannelError as exc:
+        print(f"routelead: {exc}", file=sys.stderr)
+        return 2
+    except grpc.aio.AioRpcError as exc:
+        print(f"routelead: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+
+
+async def _call(args: argparse.Namespace, token: str, amount: Decimal | None) -> int:
+    from routelead.api.admin_channel import admin_channel
+    from routelead.v1 import state_admin_pb2 as pb
+    from routelead.v1 import state_admin_pb2_grpc as pb_grpc
+
+    meta = (("authorization", f"Bearer {token}"),)
+    async with admin_channel(args) as channel:
+        stub = pb_grpc.StateAdminStub(channel)
+        match args.state_command:
+            case "unsettled":
+                listed = await stub.ListUnsettled(
+                    pb.ListUnsettledRequest(older_than_s=args.older_than), metadata=meta, timeout=30
+                )
+                for u in listed.reservations:
+                    _print_unsettled(
+                        u.buyer_id, u.reservation_id, u.lead_id, u.amount, u.reserved_at, u.state, u.reason,
+                        as_json=args.json,
+                    )  # fmt: skip
+                return 0
+            case "settle":
+                request = pb.SettleRequest(
+                    buyer_id=args.buyer, reservation_id=args.reservation, confirm=args.confirm
+                )
+                settled = await stub.Settle(request, metadata=meta, timeout=30)
+                return _settled(args, settled.settled)
+            case "balance":
+                if amount is not None:
+                    top_up = pb.TopUpRequest(buyer_id=args.buyer, amount=str(amount))
+                    shown = await stub.TopUp(top_up, metadata=meta, timeout=30)
+                else:
+                    asked = pb.BalanceRequest(buyer_id=args.buyer)
+                    shown = await stub.GetBalance(asked, metadata=meta, timeout=30)
+                print(shown.balance)
+                return 0
     return 2
