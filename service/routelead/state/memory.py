@@ -16,7 +16,7 @@ from typing import Literal
 from routelead.domain.identity import fingerprint
 from routelead.domain.outcome import RoutingResult
 from routelead.state.periods import period_key
-from routelead.state.plan import Counter, counters, floor_cents, from_cents, to_cents
+from routelead.state.plan import UNLIMITED, Counter, counters, floor_cents, from_cents, to_cents
 from routelead.state.ports import CapLimits, Period, Reservation, StateMetrics, UnsettledSale
 from routelead.state.result_codec import decode, encode
 
@@ -63,6 +63,8 @@ class MemoryCapStore:
 
     def _plan_fits(self, caps: CapLimits, plan: list[Counter], cents: int, *, strict: bool) -> bool:
         for c in plan:
+            if c.limit == UNLIMITED:
+                continue  # counted, never full
             value = self._get(f"{caps.buyer_id}|{c.name}")
             # With the price unknown, a budget that is exactly spent is full; otherwise price must fit.
             if value + c.add > c.limit or (strict and value >= c.limit):
@@ -89,9 +91,15 @@ class MemoryCapStore:
         wall = time.time()
         if wall >= self._next_sweep:
             self._sweep(wall)
-        for c in plan:
-            key = f"{caps.buyer_id}|{c.name}"
-            self._set(key, self._get(key) + c.add, wall + c.ttl_s)
+        values, journal, prefix = self._values, self.journal, f"{caps.buyer_id}|"
+        for c in plan:  # up to 24 counters: kept to plain dict work
+            key = prefix + c.name
+            found = values.get(key)
+            value = (found[0] if found is not None and found[1] >= wall else 0) + c.add
+            expires = wall + c.ttl_s
+            values[key] = (value, expires)
+            if journal is not None:
+                journal.value("count", key, value, expires)
         if caps.prepaid:
             self._set_balance(caps.buyer_id, self._balances.get(caps.buyer_id, 0) - cents)
         r = Reservation(
