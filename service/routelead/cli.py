@@ -149,15 +149,17 @@ def _check(path: str) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Nothing here creates a gRPC object: workers are forked first and build their own.
     from routelead.api.process import ServeOptions, prepare_metrics_dir, serve
-    from routelead.state.select import StateConfigError, check_state_env
+    from routelead.records.db import database_url
+    from routelead.state.select import check_state_env
     from routelead.telemetry.logs import configure_logging
 
     config = _load(args.config)
     configure_logging(args.log_level)
     workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
     try:
-        check_state_env(settings, workers)  # before any worker is forked: fail once, clearly
-    except StateConfigError as exc:
+        # Before any worker is forked: fail once, clearly.
+        check_state_env(settings, workers, database_url(settings))
+    except ValueError as exc:  # StateConfigError, or a DATABASE_URL naming no supported database
         print(f"routelead: {exc}", file=sys.stderr)
         return 2
     own_dir = prepare_metrics_dir() if workers > 1 and args.metrics_listen else None

@@ -47,6 +47,8 @@ async def test_sigkill_of_a_worker_leaves_every_answered_lead_on_the_books(
     config.write_text(yaml.safe_dump(document([buyer(buyers.url, "a"), buyer(buyers.url, "b")], dedupe=None)))
     port = free_port()
     env = {**os.environ, "DATABASE_URL": backend.url, "ROUTELEAD_LOG_LEVEL": "WARNING"}
+    # With no Redis, PostgreSQL books keep the duplicate windows too: they need a lasting key.
+    env["ROUTELEAD_DEDUPE_KEY"] = "test-dedupe-key-0123456789abcdef"
     cmd = [
         sys.executable,
         "-m",

@@ -24,10 +24,12 @@ from tests.servers import free_port, wait_answering
 class Embedded:
     """`routelead serve` with no REDIS_URL and no DATABASE_URL: the embedded default."""
 
-    def __init__(self, config: Path, db: Path) -> None:
+    def __init__(self, config: Path, db: Path, **extra_env: str) -> None:
         self.port = free_port()
+        self.db, self.extra_env = db, extra_env
         env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ROUTELEAD_REDIS_URL")}
         env.update(DATABASE_URL="", ROUTELEAD_DB=str(db), ROUTELEAD_LOG_LEVEL="WARNING")
+        env.update(extra_env)
         argv = [sys.executable, "-m", "routelead.cli", "serve", "--config", str(config)]
         argv += ["--listen", f"127.0.0.1:{self.port}", "--log-level", "WARNING"]
         self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

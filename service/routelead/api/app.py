@@ -18,12 +18,18 @@ from routelead.api.stats import StatsServicer
 from routelead.records.answers import past_answer, recent_lead_ids
 from routelead.records.buyer_stats import LedgerBuyerStats, keep_fresh, refresh
 from routelead.records.configstore import ConfigStore, ConfigWatcher
+from routelead.records.controls import ControlKeeper
 from routelead.records.db import database_url
 from routelead.records.ledger import Ledger
 from routelead.records.reports import Reports
 from routelead.records.spool import apply_spool, spool_dir
 from routelead.settings import Settings
-from routelead.state.memory import MemoryIdempotencyStore
+from routelead.state.memory import (
+    MemoryCapStore,
+    MemoryDedupeStore,
+    MemoryIdempotencyStore,
+    MemoryRotationStore,
+)
 
 log = structlog.get_logger("routelead.app")
 # After a restart of the in-memory (embedded) state, retries of leads answered this recently,
@@ -63,6 +69,11 @@ async def serve_with_books(
             earlier = await recent_lead_ids(ledger.engine, since, RECALL_LEADS)
             service.idempotency.recall(earlier, functools.partial(past_answer, ledger.engine))
             log.info("idempotency.recalled", leads=len(earlier), hours=RECALL_HOURS)
+        keeper: ControlKeeper | None = None
+        if isinstance(service.caps, MemoryCapStore) and isinstance(service.dedupe, MemoryDedupeStore):
+            # No Redis: caps, budgets, balances, dedupe windows and rotation are kept beside the books.
+            rotation = service.rotation if isinstance(service.rotation, MemoryRotationStore) else None
+            keeper = await ControlKeeper.open(ledger, service.caps, service.dedupe, rotation, settings)
         reports = Reports(ledger.engine)
         # The ranking's post-accept rates come from the books (every replica's posts), refreshed.
         stats = service.stats = LedgerBuyerStats()
@@ -86,12 +97,15 @@ async def serve_with_books(
             ConfigWatcher(store, service.use_config, live.version, env=env).run(stop)
         )
         freshener = asyncio.create_task(keep_fresh(stats, reports, stop))
+        keeping = asyncio.create_task(keeper.run(stop)) if keeper is not None else None
         try:
             await serve_until_signalled(service)
         finally:
             stop.set()
             await watcher
             await freshener
+            if keeping is not None:
+                await keeping  # the last changes, written once no lead is in flight
     finally:
         books = service.router.books if service.router is not None else None
         # With the books refusing writes, queued writes are futile (their leads are spooled):

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import sqlalchemy as sa
 import structlog
@@ -102,6 +102,8 @@ class Ledger:
             ThreadPoolExecutor(1, thread_name_prefix="ledger-writer") if self._sync_writer else None
         )
         self._checkpointer = Checkpointer(str(self._sync_writer.url.database)) if self._sync_writer else None
+        # Rows written in the same transaction as each batch of records (see attach).
+        self._companion: Companion | None = None
 
     @classmethod
     async def open(cls, url: str) -> Ledger:
@@ -135,6 +137,18 @@ class Ledger:
         await self.engine.dispose()
 
     # --- writing -------------------------------------------------------------------------------
+
+    def attach(self, companion: Companion | None) -> None:
+        """Write `companion`'s pending rows in every write transaction from now on: the embedded
+        controls (records/controls.py) reach the disk with the leads that changed them."""
+        self._companion = companion
+        if companion is not None and not isinstance(self._write_lock, asyncio.Lock):
+            # What is taken first must be written first: one write transaction at a time.
+            self._write_lock = asyncio.Lock()
+
+    async def write_companion(self) -> None:
+        """Write what the companion holds now, in a transaction of its own (no records)."""
+        await self._write({t.name: [] for t in (leads, attempts, sales, entries)})
 
     async def record(
         self,
@@ -188,25 +202,38 @@ class Ledger:
                 self._lead_rows(r, rows)
             else:
                 self._sale_rows(r, rows)
-        if self._writer_thread is not None:
-            async with self._write_lock:
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self._writer_thread, self._write_rows, rows)
-            if self._checkpointer is not None:
-                self._checkpointer.wrote()
-            return
-        async with self._write_lock, self.engine.begin() as conn:
-            for table in (leads, attempts, sales, entries):
-                if rows[table.name]:
-                    # executemany form: one cached statement shape, batched by the driver adapter.
-                    await conn.execute(self._writes[table.name], rows[table.name])
+        await self._write(rows)
 
-    def _write_rows(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+    async def _write(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+        async with self._write_lock:
+            # Taken under the lock, on the event loop: batches reach the disk in the order taken.
+            extra = self._companion.take() if self._companion is not None else None
+            try:
+                if self._writer_thread is not None:
+                    loop = asyncio.get_running_loop()
+                    await loop.run_in_executor(self._writer_thread, self._write_rows, rows, extra)
+                else:
+                    async with self.engine.begin() as conn:
+                        await conn.run_sync(self._write_rows_in, rows, extra)
+            except BaseException:
+                if extra is not None and self._companion is not None:
+                    self._companion.put_back(extra)
+                raise
+        if self._checkpointer is not None:
+            self._checkpointer.wrote()
+
+    def _write_rows(self, rows: dict[str, list[dict[str, Any]]], extra: Any = None) -> None:
         assert self._sync_writer is not None
         with self._sync_writer.begin() as conn:
-            for table in (leads, attempts, sales, entries):
-                if rows[table.name]:
-                    conn.execute(self._writes[table.name], rows[table.name])
+            self._write_rows_in(conn, rows, extra)
+
+    def _write_rows_in(self, conn: sa.Connection, rows: dict[str, list[dict[str, Any]]], extra: Any) -> None:
+        for table in (leads, attempts, sales, entries):
+            if rows[table.name]:
+                # executemany form: one cached statement shape, batched by the driver adapter.
+                conn.execute(self._writes[table.name], rows[table.name])
+        if extra is not None and self._companion is not None:
+            self._companion.write(conn, extra)
 
     def _idempotent(self, table: sa.Table) -> Any:
         stmt = self._insert(table)
@@ -499,6 +526,19 @@ class Ledger:
                 )
                 for k, n, rn, g, net, c, nc in out
             ]
+
+
+class Companion(Protocol):
+    """Rows that go to the disk inside the ledger's write transactions."""
+
+    def take(self) -> Any:
+        """What to write now (None: nothing); called on the event loop, under the write lock."""
+
+    def write(self, conn: sa.Connection, taken: Any) -> None:
+        """Write `taken` in the open transaction (on the writer thread for SQLite)."""
+
+    def put_back(self, taken: Any) -> None:
+        """The transaction failed: keep `taken` for the next one."""
 
 
 def _retrieved(f: asyncio.Future[None]) -> None:

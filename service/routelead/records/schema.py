@@ -162,3 +162,41 @@ config_versions = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Column("document", sa.Text, nullable=False),
 )
+
+# The embedded default's controls (memory hot state, no Redis), kept beside the books so that a
+# restart keeps them: see records/controls.py. Times are epoch seconds; NULL: never expires.
+# `kind` is count (a cap or budget counter, "buyer|n:day:2026-11-22"), balance (cents) or turn.
+control_values = sa.Table(
+    "control_values",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Index("ix_control_values_expiry", "expires_at"),
+)
+
+# Duplicate-check windows: keyed digests ("lead|solar|<hmac>"), never the consumer's data.
+control_dedupe = sa.Table(
+    "control_dedupe",
+    metadata,
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("ix_control_dedupe_expiry", "expires_at"),
+)
+
+# Reservations still open: posting now, unsettled (outcome unknown), or left by a stopped process.
+control_reservations = sa.Table(
+    "control_reservations",
+    metadata,
+    sa.Column("buyer_id", sa.String(64), primary_key=True),
+    sa.Column("reservation_id", sa.String(200), primary_key=True),
+    sa.Column("lead_id", sa.String(128), nullable=False),
+    sa.Column("cents", sa.BigInteger, nullable=False),
+    sa.Column("counters", sa.JSON, nullable=False),
+    sa.Column("budget_counters", sa.JSON, nullable=False),
+    sa.Column("prepaid", sa.Boolean, nullable=False),
+    sa.Column("reserved_at", sa.Float, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)

@@ -1,4 +1,8 @@
-"""`routelead unsettled | settle | balance`: operations on the shared hot state (REDIS_URL)."""
+"""`routelead unsettled | settle | balance`: operations on the hot state.
+
+With REDIS_URL, on Redis directly. Without it (the embedded default), through the running
+service's StateAdmin API: its memory holds the controls and is the only writer of the copy kept
+beside the books, so the file is never edited under it (connection options as `routelead admin`)."""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ if TYPE_CHECKING:
 
 
 def add_state_commands(sub: Any) -> None:
+    from routelead.api.admin_channel import add_connection_options
+
     ls = sub.add_parser(
         "unsettled", help="list reservations whose outcome is unknown (they still count against caps)"
     )
@@ -24,6 +30,7 @@ def add_state_commands(sub: Any) -> None:
     )
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     ls.set_defaults(state_command="unsettled")
+    add_connection_options(ls)
 
     st = sub.add_parser("settle", help="close an unsettled reservation: --confirm (a sale) or --free")
     st.add_argument("buyer")
@@ -32,23 +39,19 @@ def add_state_commands(sub: Any) -> None:
     how.add_argument("--confirm", action="store_true", help="the buyer took it: keep it counted")
     how.add_argument("--free", action="store_true", help="the buyer did not take it: give the slot back")
     st.set_defaults(state_command="settle")
+    add_connection_options(st)
 
     bal = sub.add_parser("balance", help="show a prepaid buyer's balance, or top it up")
     bal.add_argument("buyer")
     bal.add_argument("--top-up", metavar="AMOUNT", help='add this amount (a decimal, e.g. "500.00")')
     bal.set_defaults(state_command="balance")
+    add_connection_options(bal)
 
 
 def run_state_command(args: argparse.Namespace, settings: Settings) -> int:
     from routelead.state.select import StateConfigError, dedupe_secret, redis_url
 
     url = redis_url(settings)
-    if not url:
-        print(
-            "routelead: set REDIS_URL: without it each `serve` process keeps its state in its own memory",
-            file=sys.stderr,
-        )
-        return 2
     amount: Decimal | None = None
     if getattr(args, "top_up", None) is not None:
         try:
@@ -59,15 +62,19 @@ def run_state_command(args: argparse.Namespace, settings: Settings) -> int:
         if not amount.is_finite():
             print("routelead: --top-up: not an amount", file=sys.stderr)
             return 2
+    if not url:
+        return _run_over_api(args, amount, settings)
     try:
         secret = dedupe_secret(settings) or b"-" * 16  # no dedupe here; any key will do
     except StateConfigError as exc:
         print(f"routelead: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_run(url, secret, args, amount))
+    return asyncio.run(_run(url, secret, args, amount, settings))
 
 
-async def _run(url: str, secret: bytes, args: argparse.Namespace, amount: Decimal | None) -> int:
+async def _run(
+    url: str, secret: bytes, args: argparse.Namespace, amount: Decimal | None, settings: Settings
+) -> int:
     from routelead.state.redis import connect
 
     # Operations are not on a lead's clock: a generous timeout.
@@ -76,29 +83,13 @@ async def _run(url: str, secret: bytes, args: argparse.Namespace, amount: Decima
         match args.state_command:
             case "unsettled":
                 for u in await state.caps.list_unsettled(args.older_than):
-                    row = {
-                        "buyer": u.buyer_id,
-                        "reservation": u.reservation_id,
-                        "lead_id": u.lead_id,
-                        "amount": str(u.amount),
-                        "reserved_at": datetime.fromtimestamp(u.reserved_at, UTC).isoformat(),
-                        "state": u.state,
-                        "reason": u.reason,
-                    }
-                    if args.json:
-                        print(orjson.dumps(row).decode())
-                    else:
-                        print("  ".join(str(v) for v in row.values()))
+                    _print_unsettled(
+                        u.buyer_id, u.reservation_id, u.lead_id, str(u.amount), u.reserved_at, u.state,
+                        u.reason, as_json=args.json,
+                    )  # fmt: skip
                 return 0
             case "settle":
-                done = await state.caps.settle(args.buyer, args.reservation, accepted=args.confirm)
-                if not done:
-                    print(
-                        f"routelead: no open reservation {args.reservation} for {args.buyer}", file=sys.stderr
-                    )
-                    return 1
-                print(f"{args.reservation}: {'confirmed as a sale' if args.confirm else 'freed'}")
-                return 0
+                return await _settle(state, args.buyer, args.reservation, args.confirm, settings)
             case "balance":
                 if amount is not None:
                     print(await state.caps.top_up(args.buyer, amount))
@@ -107,4 +98,127 @@ async def _run(url: str, secret: bytes, args: argparse.Namespace, amount: Decima
                 return 0
     finally:
         await state.close()
+    return 2
+
+
+async def _settle(state: Any, buyer: str, reservation: str, confirm: bool, settings: Settings) -> int:
+    """The books first (a confirmed sale is booked at its intent's price), then the cap counters:
+    a database that refuses leaves the reservation open, so running it again finishes both."""
+    from routelead.records.db import database_url
+    from routelead.records.ledger import Ledger
+
+    open_ = {u.reservation_id: u for u in await state.caps.list_unsettled(0.0) if u.buyer_id == buyer}
+    known = open_.get(reservation)
+    ledger = await Ledger.open(database_url(settings))
+    try:
+        lead_id, booked = await ledger.settle_reservation(
+            buyer, reservation, confirm, known.lead_id if known is not None else ""
+        )
+    except LookupError as exc:
+        lead_id, booked = "", ""
+        print(f"routelead: {exc}: nothing to book", file=sys.stderr)
+    finally:
+        await ledger.close()
+    done = await state.caps.settle(buyer, reservation, accepted=confirm)
+    if not done and not booked:
+        print(f"routelead: no open reservation {reservation} for {buyer}", file=sys.stderr)
+        return 1
+    what = "confirmed as a sale" if confirm else "freed"
+    print(f"{reservation}: {what}" + (f"; books: lead {lead_id} {booked}" if booked else ""))
+    return 0
+
+
+def _print_unsettled(
+    buyer: str,
+    reservation: str,
+    lead_id: str,
+    amount: str,
+    at: float,
+    state: str,
+    reason: str,
+    *,
+    as_json: bool,
+) -> None:
+    row = {
+        "buyer": buyer,
+        "reservation": reservation,
+        "lead_id": lead_id,
+        "amount": amount,
+        "reserved_at": datetime.fromtimestamp(at, UTC).isoformat(),
+        "state": state,
+        "reason": reason,
+    }
+    if as_json:
+        print(orjson.dumps(row).decode())
+    else:
+        print("  ".join(str(v) for v in row.values()))
+
+
+def _settled(args: argparse.Namespace, done: bool) -> int:
+    if not done:
+        print(f"routelead: no open reservation {args.reservation} for {args.buyer}", file=sys.stderr)
+        return 1
+    print(f"{args.reservation}: {'confirmed as a sale' if args.confirm else 'freed'}")
+    return 0
+
+
+def _run_over_api(args: argparse.Namespace, amount: Decimal | None, settings: Settings) -> int:
+    """No REDIS_URL: the controls are in the running service's memory; ask it (StateAdmin)."""
+    from routelead.api.admin_channel import ChannelError
+    from routelead.api.credentials import admin_token
+
+    token = admin_token(settings)
+    if not token:
+        print(
+            "routelead: set ROUTELEAD_ADMIN_TOKEN (or ROUTELEAD_ADMIN_TOKEN_FILE): without REDIS_URL this "
+            f"asks the running `routelead serve` at {args.target} (--target), through its admin API",
+            file=sys.stderr,
+        )
+        return 2
+    import grpc
+
+    try:
+        return asyncio.run(_call(args, token, amount))
+    except ChannelError as exc:
+        print(f"routelead: {exc}", file=sys.stderr)
+        return 2
+    except grpc.aio.AioRpcError as exc:
+        print(f"routelead: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+
+
+async def _call(args: argparse.Namespace, token: str, amount: Decimal | None) -> int:
+    from routelead.api.admin_channel import admin_channel
+    from routelead.v1 import state_admin_pb2 as pb
+    from routelead.v1 import state_admin_pb2_grpc as pb_grpc
+
+    meta = (("authorization", f"Bearer {token}"),)
+    async with admin_channel(args) as channel:
+        stub = pb_grpc.StateAdminStub(channel)
+        match args.state_command:
+            case "unsettled":
+                listed = await stub.ListUnsettled(
+                    pb.ListUnsettledRequest(older_than_s=args.older_than), metadata=meta, timeout=30
+                )
+                for u in listed.reservations:
+                    _print_unsettled(
+                        u.buyer_id, u.reservation_id, u.lead_id, u.amount, u.reserved_at, u.state, u.reason,
+                        as_json=args.json,
+                    )  # fmt: skip
+                return 0
+            case "settle":
+                request = pb.SettleRequest(
+                    buyer_id=args.buyer, reservation_id=args.reservation, confirm=args.confirm
+                )
+                settled = await stub.Settle(request, metadata=meta, timeout=30)
+                return _settled(args, settled.settled)
+            case "balance":
+                if amount is not None:
+                    top_up = pb.TopUpRequest(buyer_id=args.buyer, amount=str(amount))
+                    shown = await stub.TopUp(top_up, metadata=meta, timeout=30)
+                else:
+                    asked = pb.BalanceRequest(buyer_id=args.buyer)
+                    shown = await stub.GetBalance(asked, metadata=meta, timeout=30)
+                print(shown.balance)
+                return 0
     return 2

@@ -11,11 +11,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
 
 from routelead.domain.identity import fingerprint
 from routelead.domain.outcome import RoutingResult
 from routelead.state.periods import period_key
-from routelead.state.plan import counters, floor_cents, from_cents, to_cents
+from routelead.state.plan import UNLIMITED, Counter, counters, floor_cents, from_cents, to_cents
 from routelead.state.ports import CapLimits, Period, Reservation, StateMetrics, UnsettledSale
 from routelead.state.result_codec import decode, encode
 
@@ -23,12 +24,18 @@ from routelead.state.result_codec import decode, encode
 class MemoryCapStore:
     """Exact within one process: reserve checks and increments with no await in between."""
 
+    # How often counters of ended periods are dropped (nothing reads them again).
+    SWEEP_S = 60.0
+
     def __init__(self) -> None:
         # f"{buyer}|{counter name}" → (value, wall-clock expiry)
         self._values: dict[str, tuple[int, float]] = {}
         self._balances: dict[str, int] = {}
         self._records: dict[tuple[str, str], _Record] = {}
+        self._next_sweep = time.time() + self.SWEEP_S
         self.metrics = StateMetrics()
+        # Set in embedded mode: every change is also noted there, to be kept beside the books.
+        self.journal: Journal | None = None
 
     @property
     def healthy(self) -> bool:
@@ -52,7 +59,12 @@ class MemoryCapStore:
     def _fits(
         self, caps: CapLimits, now: float, cents: int, scopes: tuple[str, ...], *, strict: bool
     ) -> bool:
-        for c in counters(caps, now, cents, scopes):
+        return self._plan_fits(caps, counters(caps, now, cents, scopes, every=False), cents, strict=strict)
+
+    def _plan_fits(self, caps: CapLimits, plan: list[Counter], cents: int, *, strict: bool) -> bool:
+        for c in plan:
+            if c.limit == UNLIMITED:
+                continue  # counted, never full
             value = self._get(f"{caps.buyer_id}|{c.name}")
             # With the price unknown, a budget that is exactly spent is full; otherwise price must fit.
             if value + c.add > c.limit or (strict and value >= c.limit):
@@ -72,14 +84,24 @@ class MemoryCapStore:
         scopes: tuple[str, ...] = (),
     ) -> Reservation | None:
         cents = to_cents(price)
-        if not self._fits(caps, now, cents, scopes, strict=False):
-            return None
+        # Every period's counter, capped or not (see plan.counters).
         plan = counters(caps, now, cents, scopes)
-        for c in plan:
-            key = f"{caps.buyer_id}|{c.name}"
-            self._values[key] = (self._get(key) + c.add, time.time() + c.ttl_s)
+        if not self._plan_fits(caps, plan, cents, strict=False):
+            return None
+        wall = time.time()
+        if wall >= self._next_sweep:
+            self._sweep(wall)
+        values, journal, prefix = self._values, self.journal, f"{caps.buyer_id}|"
+        for c in plan:  # up to 24 counters: kept to plain dict work
+            key = prefix + c.name
+            found = values.get(key)
+            value = (found[0] if found is not None and found[1] >= wall else 0) + c.add
+            expires = wall + c.ttl_s
+            values[key] = (value, expires)
+            if journal is not None:
+                journal.value("count", key, value, expires)
         if caps.prepaid:
-            self._balances[caps.buyer_id] = self._balances.get(caps.buyer_id, 0) - cents
+            self._set_balance(caps.buyer_id, self._balances.get(caps.buyer_id, 0) - cents)
         r = Reservation(
             caps.buyer_id,
             tuple(c.name for c in plan if not c.budget),
@@ -89,39 +111,66 @@ class MemoryCapStore:
             tuple(c.name for c in plan if c.budget),
             caps.prepaid,
         )
-        self._records[(r.buyer_id, r.id)] = _Record(r, time.time())
+        record = self._records[(r.buyer_id, r.id)] = _Record(r, wall)
+        if self.journal is not None:
+            self.journal.reservation(record)
         return r
+
+    def _set(self, key: str, value: int, expires: float) -> None:
+        self._values[key] = (value, expires)
+        if self.journal is not None:
+            self.journal.value("count", key, value, expires)
+
+    def _set_balance(self, buyer_id: str, cents: int) -> None:
+        self._balances[buyer_id] = cents
+        if self.journal is not None:
+            self.journal.value("balance", buyer_id, cents, None)
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + self.SWEEP_S
+        for key in [k for k, (_, expires) in self._values.items() if expires < now]:
+            del self._values[key]
+
+    def _forget(self, r: Reservation) -> bool:
+        """Drop an open reservation; False when it was no longer open."""
+        if self._records.pop((r.buyer_id, r.id), None) is None:
+            return False
+        if self.journal is not None:
+            self.journal.reservation_closed(r.buyer_id, r.id)
+        return True
 
     async def commit(self, r: Reservation, outbox: bytes | None = None, cents: int | None = None) -> None:
         # No outbox here: the embedded default writes its ledger directly.
-        if self._records.pop((r.buyer_id, r.id), None) is None:
+        if not self._forget(r):
             return
         delta = 0 if cents is None else cents - r.cents
         if delta:
             for name in r.budget_keys:
                 self._add(f"{r.buyer_id}|{name}", delta)
             if r.prepaid:
-                self._balances[r.buyer_id] = self._balances.get(r.buyer_id, 0) - delta
+                self._set_balance(r.buyer_id, self._balances.get(r.buyer_id, 0) - delta)
 
     async def release(self, r: Reservation) -> None:
-        if self._records.pop((r.buyer_id, r.id), None) is None:
+        if not self._forget(r):
             return
         for name in r.keys:
             self._add(f"{r.buyer_id}|{name}", -1)
         for name in r.budget_keys:
             self._add(f"{r.buyer_id}|{name}", -r.cents)
         if r.prepaid:
-            self._balances[r.buyer_id] = self._balances.get(r.buyer_id, 0) + r.cents
+            self._set_balance(r.buyer_id, self._balances.get(r.buyer_id, 0) + r.cents)
 
     def _add(self, key: str, delta: int) -> None:
         found = self._values.get(key)
         if found is not None:  # an expired period is not brought back
-            self._values[key] = (max(0, found[0] + delta), found[1])
+            self._set(key, max(0, found[0] + delta), found[1])
 
     async def unsettled(self, r: Reservation, reason: str) -> None:
         record = self._records.get((r.buyer_id, r.id))
         if record is not None:
             record.state, record.reason = "unsettled", reason
+            if self.journal is not None:
+                self.journal.reservation(record)
             self.metrics.marked()
 
     async def list_unsettled(self, older_than_s: float = 30.0) -> list[UnsettledSale]:
@@ -152,11 +201,15 @@ class MemoryCapStore:
         else:
             await self.release(record.r)
             self.metrics.freed()
+        if self.journal is not None:
+            await self.journal.kept()  # an operator's decision is on disk before it is answered
         return True
 
     async def top_up(self, buyer_id: str, amount: Decimal) -> Decimal:
-        self._balances[buyer_id] = self._balances.get(buyer_id, 0) + to_cents(amount)
+        self._set_balance(buyer_id, self._balances.get(buyer_id, 0) + to_cents(amount))
         self.metrics.topped_up()
+        if self.journal is not None:
+            await self.journal.kept()
         return from_cents(self._balances[buyer_id])
 
     async def balance(self, buyer_id: str) -> Decimal:
@@ -165,6 +218,19 @@ class MemoryCapStore:
     def count(self, buyer_id: str, name: str) -> int:
         """A counter's value ("n:day:2026-11-22", "usd:…" in cents), for tests and the CLI."""
         return self._get(f"{buyer_id}|{name}")
+
+    def restore(
+        self,
+        counts: Iterable[tuple[str, int, float]],
+        balances: Iterable[tuple[str, int]],
+        records: Iterable[tuple[Reservation, float, str, str]],
+    ) -> None:
+        """Take back what an earlier process kept (before any lead is routed)."""
+        now = time.time()
+        self._values.update((k, (v, exp)) for k, v, exp in counts if exp > now)
+        self._balances.update(balances)
+        for r, at, state, reason in records:
+            self._records[(r.buyer_id, r.id)] = _Record(r, at, state, reason)
 
 
 @dataclass(slots=True)
@@ -181,14 +247,30 @@ class MemoryDedupeStore:
     def __init__(
         self,
         max_keys: int = 1_000_000,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         secret: bytes | None = None,
     ) -> None:
+        # key → expiry on `clock` (wall-clock seconds by default, so they can be kept on disk)
         self._expiry: OrderedDict[str, float] = OrderedDict()
         self._max = max_keys
         self._clock = clock
-        # One process only: without a configured secret a random one is as good as any.
+        # Without a configured secret a random one will do until the embedded books hand over
+        # the one they keep (use_secret), so that fingerprints match across a restart.
         self._secret = secret or secrets.token_bytes(32)
+        self.journal: Journal | None = None
+
+    def use_secret(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def restore(self, keys: Iterable[tuple[str, float]]) -> None:
+        """Take back the keys an earlier process kept, oldest expiry first."""
+        now = self._clock()
+        for key, expiry in keys:
+            if expiry > now:
+                self._expiry[key] = expiry
+                self._expiry.move_to_end(key)
+        while len(self._expiry) > self._max:
+            self._expiry.popitem(last=False)
 
     def fingerprint(self, values: list[str]) -> str:
         return fingerprint(self._secret, values)
@@ -201,8 +283,12 @@ class MemoryDedupeStore:
         if add:
             self._expiry[key] = now + ttl_s
             self._expiry.move_to_end(key)
+            if self.journal is not None:
+                self.journal.dedupe(key, now + ttl_s)
             while len(self._expiry) > self._max:
-                self._expiry.popitem(last=False)
+                dropped, _ = self._expiry.popitem(last=False)
+                if self.journal is not None:
+                    self.journal.dedupe(dropped, None)
         return False
 
 
@@ -267,11 +353,17 @@ class MemoryRotationStore:
 
     def __init__(self) -> None:
         self._turns: dict[str, int] = {}
+        self.journal: Journal | None = None
 
     async def next_turn(self, key: str) -> int:
         turn = self._turns.get(key, 0)
         self._turns[key] = turn + 1
+        if self.journal is not None:
+            self.journal.value("turn", key, turn + 1, None)
         return turn
+
+    def restore(self, turns: Iterable[tuple[str, int]]) -> None:
+        self._turns.update(turns)
 
 
 class MemoryBuyerStats:
@@ -316,3 +408,64 @@ class MemoryVolumeStore:
             current = period_key(p, now, "UTC")
             key, n = self._counts.get((subject, p), ("", 0))
             self._counts[(subject, p)] = (current, n + 1 if key == current else 1)
+
+
+ValueKind = Literal["count", "balance", "turn"]
+# An open reservation as it stood when noted: the reservation, when it was made, state, reason.
+ReservationRow = tuple[Reservation, float, str, str]
+
+
+@dataclass(slots=True)
+class Changes:
+    """The controls' changes taken out of a Journal for one write; None marks a deletion."""
+
+    values: dict[tuple[ValueKind, str], tuple[int, float | None]]
+    dedupe: dict[str, float | None]
+    reservations: dict[tuple[str, str], ReservationRow | None]
+
+    def __bool__(self) -> bool:
+        return bool(self.values or self.dedupe or self.reservations)
+
+
+class Journal:
+    """What changed in the memory controls since they were last written, by key, the newest value
+    winning: the embedded books keep it (records/controls.py). Noting a change is a dict write on
+    the event loop; the disk write happens elsewhere (the ledger's writer), never here."""
+
+    def __init__(self) -> None:
+        self._changes = Changes({}, {}, {})
+        # Set by the keeper: returns once every change noted so far is on disk.
+        self.keep: Callable[[], Awaitable[None]] | None = None
+
+    def value(self, kind: ValueKind, key: str, value: int, expires: float | None) -> None:
+        self._changes.values[(kind, key)] = (value, expires)
+
+    def dedupe(self, key: str, expires: float | None) -> None:
+        self._changes.dedupe[key] = expires
+
+    def reservation(self, record: _Record) -> None:
+        r = record.r
+        self._changes.reservations[(r.buyer_id, r.id)] = (r, record.at, record.state, record.reason)
+
+    def reservation_closed(self, buyer_id: str, reservation_id: str) -> None:
+        self._changes.reservations[(buyer_id, reservation_id)] = None
+
+    def take(self) -> Changes:
+        taken, self._changes = self._changes, Changes({}, {}, {})
+        return taken
+
+    def put_back(self, taken: Changes) -> None:
+        """A write failed: its changes wait for the next one, under any made since."""
+        for vk, v in taken.values.items():
+            self._changes.values.setdefault(vk, v)
+        for dk, d in taken.dedupe.items():
+            self._changes.dedupe.setdefault(dk, d)
+        for rk, r in taken.reservations.items():
+            self._changes.reservations.setdefault(rk, r)
+
+    def __bool__(self) -> bool:
+        return bool(self._changes)
+
+    async def kept(self) -> None:
+        if self.keep is not None:
+            await self.keep()

@@ -63,9 +63,9 @@ def answer_ttl_s(settings: Settings) -> int:
     return int(settings.answer_ttl_hours * 3600)
 
 
-def check_state_env(settings: Settings, workers: int = 1) -> None:
+def check_state_env(settings: Settings, workers: int = 1, books: str = "") -> None:
     """Raise StateConfigError for a hot-state setting `hot_state` would refuse, or one that cannot
-    keep caps exact across `workers` processes."""
+    keep caps exact across `workers` processes (`books`: the books' database URL, when served)."""
     if workers > 1 and not redis_url(settings):
         # Memory state is per process: each worker would count caps, budgets and dedupe alone and
         # answer a retried lead_id from its own memory, so N workers could sell N× a cap.
@@ -75,6 +75,14 @@ def check_state_env(settings: Settings, workers: int = 1) -> None:
             f"are per process, so {workers} workers could sell a buyer {workers}x its cap"
         )
     secret = dedupe_secret(settings)
+    if not redis_url(settings) and books.startswith("postgresql") and secret is None:
+        # The memory controls are kept in PostgreSQL too (records/controls.py), but a random key
+        # per process would make the same consumer hash differently after every restart.
+        raise StateConfigError(
+            "DATABASE_URL without REDIS_URL keeps caps, budgets and duplicate checks in PostgreSQL "
+            "across restarts; the duplicate check needs a key that outlives the process: set "
+            "ROUTELEAD_DEDUPE_KEY (or ROUTELEAD_DEDUPE_KEY_FILE)"
+        )
     if redis_url(settings) and secret is None:
         # Replicas must agree on the key, or the same consumer hashes differently on each.
         raise StateConfigError(

@@ -74,7 +74,7 @@ class RedisCapStore:
             return False  # counters unknown: a capped buyer is not sold to (the Redis-down policy)
         cents = to_cents(price) if price is not None else 0
         t = tag(caps.buyer_id)
-        for c in counters(caps, now, cents, scopes):
+        for c in counters(caps, now, cents, scopes, every=False):
             value = self._mirror.get(f"{t}:{c.name}", 0)
             if value + c.add > c.limit or (price is None and value >= c.limit):
                 return False
@@ -103,7 +103,7 @@ class RedisCapStore:
         wanted: set[str] = set()
         for (_, scopes), caps in list(self._watched.items()):
             t = tag(caps.buyer_id)
-            wanted.update(f"{t}:{c.name}" for c in counters(caps, now, 0, scopes))
+            wanted.update(f"{t}:{c.name}" for c in counters(caps, now, 0, scopes, every=False))
             if caps.prepaid:
                 wanted.add(f"{t}:balance")
         keys = sorted(wanted)
@@ -146,6 +146,7 @@ class RedisCapStore:
     ) -> Reservation | None:
         self._watch(caps, now, scopes)
         cents = to_cents(price)
+        # Every period's counter, capped or not: a cap added mid-period counts its earlier sales.
         plan = counters(caps, now, cents, scopes)
         r = Reservation(
             caps.buyer_id,
