@@ -343,6 +343,8 @@ class Router:
                 if buyer.pricing.uses_volume:
                     x.counts = _counts("buyer", await self._volume.counts(f"buyer:{buyer.id}", epoch))
                 live.append(x)
+        for buyer_id, why in tier.paused:  # not asked, but the answer says so
+            result.attempts.append(Attempt(buyer_id, tier.name, Status.PAUSED, reason=why))
         if tier.mode == "waterfall":
             # Offered one at a time, before any bid is known: by priority, or by fixed price.
             if tier.order == "priority":

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
+import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import yaml
 from routelead.records.codec import LeadRecord, SaleRecord
+from routelead.v1 import admin_pb2 as apb
+from routelead.v1 import routelead_pb2 as pb
 
-from tests.configs import buyer, document
-from tests.records.conftest import Backend
+from tests.configs import buyer, compile_doc, document
+from tests.records.conftest import ADMIN_AUTH, Backend, Replica, Start
 from tests.records.test_ledger import a_lead
 from tests.records.test_processes import _cli
 
@@ -135,3 +140,51 @@ async def test_a_unique_prefix_names_a_lead_as_git_names_a_commit(backend: Backe
     assert wildcard.returncode == 0 and wildcard.stdout.startswith("lead 4f1_x "), wildcard.stderr
     assert unknown.returncode == 1 and "no lead 'dead'" in unknown.stderr
     assert settled.returncode == 0 and "settlement: sold" in settled.stdout, settled.stderr
+
+
+async def test_a_paused_buyer_has_an_attempt_line_saying_who_paused_it_and_when(replicas: Start) -> None:
+    r = await replicas()
+    t0 = datetime.now(UTC)
+
+    await r.admin.SetBuyerPaused(
+        apb.SetBuyerPausedRequest(
+            buyer_id="a", paused=True, change=apb.Change(author="ops-ana", reason="asked for a break")
+        ),
+        metadata=ADMIN_AUTH,
+    )
+    paused = await _until_version(r, "v2")
+    await r.admin.SetBuyerPaused(
+        apb.SetBuyerPausedRequest(
+            buyer_id="a", paused=False, change=apb.Change(author="ops-ana", reason="back")
+        ),
+        metadata=ADMIN_AUTH,
+    )
+    resumed = await _until_version(r, "v3")
+
+    lines = {a.buyer_id: a for a in paused.attempts}
+    assert [s.buyer_id for s in paused.sales] == ["b"]
+    assert pb.AttemptStatus.Name(lines["a"].status) == "PAUSED"
+    stamps = {f"{t:%Y-%m-%d %H:%M}" for t in (t0, datetime.now(UTC))}
+    assert lines["a"].reason in {f"paused by ops-ana at {s} UTC: asked for a break" for s in stamps}
+    story = await r.ledger.lead(paused.lead_id)  # the books keep the line too
+    assert [(x["buyer_id"], x["status"]) for x in story.attempts if x["buyer_id"] == "a"] == [("a", "PAUSED")]
+    assert [s.buyer_id for s in resumed.sales] == ["a"]
+    assert "PAUSED" not in {pb.AttemptStatus.Name(a.status) for a in resumed.attempts}
+
+
+def test_a_buyer_disabled_in_the_file_reads_paused_without_a_who() -> None:
+    doc = document([buyer(lambda b, s: f"http://127.0.0.1:9/{b}/{s}", n) for n in ("a", "b")])
+    doc["buyers"][0]["enabled"] = False
+
+    [tier] = compile_doc(doc).flows["solar"].tiers
+
+    assert [b.id for b in tier.buyers] == ["b"]
+    assert tier.paused == (("a", "paused: enabled: false in the configuration"),)
+
+
+async def _until_version(r: Replica, version: str) -> pb.RouteLeadResponse:
+    deadline = time.monotonic() + 5.0
+    while r.service.config.version != version:
+        assert time.monotonic() < deadline, f"{version} never went live"
+        await asyncio.sleep(0.02)
+    return await r.route()
