@@ -20,6 +20,7 @@ from routelead.buyers.base import BadAnswer
 from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source, Tier
 from routelead.domain.breaker import Breakers
 from routelead.domain.conditions import check_conditions
+from routelead.domain.explain import Standing, TierRule, why_lost
 from routelead.domain.floors import Floors
 from routelead.domain.identity import normalise
 from routelead.domain.lead import Lead, LeadInvalid
@@ -289,10 +290,7 @@ class Router:
         if sale.sales:
             result.outcome = Outcome.SOLD
             await self._remember_buyers(sale.sales, identity, result.test)
-        winners = {s.buyer_id for s in sale.sales}
-        for _, live in tiers:
-            for x in live:
-                _explain_loser(x.attempt, winners, sale.sales)
+        _explain_losers(flow, tiers, sale.sales)
 
     async def _eligible(
         self,
@@ -669,25 +667,31 @@ def _counts(kind: str, by_period: dict[str, int]) -> dict[str, int]:
     return {f"{kind}:{period}": n for period, n in by_period.items()}
 
 
-def _explain_loser(a: Attempt, winners: set[str], sales: list[Sale]) -> None:
-    """An acceptable bid that did not sell: someone else won, or time ran out."""
-    if a.status is not Status.BID or a.buyer_id in winners:
-        return
-    if not sales:
-        a.status = Status.NOT_OFFERED
-        a.reason = "acceptable, but the deadline ran out before it could be offered"
-        return
-    a.status = Status.OUTBID
-    names = ", ".join(f"{s.buyer_id} at {fmt(s.price)}" for s in sales)
-    tiers = {s.tier for s in sales}
-    if a.tier not in tiers:
-        a.reason = f"not needed: sold in tier {sorted(tiers)[0]!r} to {names}"
-    elif a.price is None:
-        a.reason = f"not asked: sold to {names} first"
-    elif len(sales) == 1 and sales[0].exclusive:
-        a.reason = f"outbid: sold exclusively to {names}"
-    else:
-        a.reason = f"outbid: sold to {names}"
+def _explain_losers(flow: Flow, tiers: list[tuple[Tier, list[_Live]]], sales: list[Sale]) -> None:
+    """Each acceptable bid that did not sell says why: time ran out, or why another buyer won."""
+    where = {
+        (tier.name, x.buyer.id): Standing(
+            x.buyer.id, x.tier_index, place, x.attempt.price, x.value, x.buyer.priority, x.attempt.exclusive
+        )
+        for tier, live in tiers
+        for place, x in enumerate(live)
+    }
+    winners = [
+        dataclasses.replace(where[(s.tier, s.buyer_id)], price=s.price, exclusive=s.exclusive) for s in sales
+    ]
+    rules = [TierRule(t.name, t.mode, t.order) for t in flow.tiers]
+    sold = {s.buyer_id for s in sales}
+    for tier, live in tiers:
+        for x in live:
+            a = x.attempt
+            if a.status is not Status.BID or a.buyer_id in sold:
+                continue
+            if not sales:
+                a.status = Status.NOT_OFFERED
+                a.reason = "acceptable, but the deadline ran out before it could be offered"
+                continue
+            a.status = Status.OUTBID
+            a.reason = why_lost(where[(tier.name, x.buyer.id)], winners, rules, flow.ranking, flow.max_buyers)
 
 
 def _buyer_span(name: str, buyer: Buyer, tier: str) -> AbstractContextManager[trace.Span]:
