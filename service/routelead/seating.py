@@ -58,6 +58,8 @@ class Seating:
             members = [members[i] for i in rotation(len(members), turn, tier.sequence)]
         ranked = flow.ranking != "price"  # only other rankings read the accept rate
         seats = [await self._seat(b, facts, identity, scopes, ranked) for b in members]
+        # Paused members are not asked, but the answer says so (and who paused them, when).
+        seats += [Seat(Bidder(buyer_id), (Status.PAUSED, why)) for buyer_id, why in tier.paused]
         return TierSpec(tier.name, tuple(seats), tier.mode, tier.order, tier.floor)
 
     async def _seat(

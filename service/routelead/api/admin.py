@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeAlias
 
 import grpc
@@ -196,8 +197,15 @@ class AdminServicer(pb_grpc.AdminServicer):
         return await self._commit(context, request.change, lambda d: docs.delete(d, kind, request.id))
 
     async def SetBuyerPaused(self, request: pb.SetBuyerPausedRequest, context: Context) -> pb.ChangeResponse:
+        stamp = {
+            "by": request.change.author.strip(),
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "reason": request.change.reason.strip(),
+        }
         return await self._commit(
-            context, request.change, lambda d: docs.set_enabled(d, request.buyer_id, not request.paused)
+            context,
+            request.change,
+            lambda d: docs.set_enabled(d, request.buyer_id, not request.paused, stamp),
         )
 
 

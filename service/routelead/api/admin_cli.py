@@ -57,6 +57,13 @@ def add_parser(sub: Any, settings: Settings) -> None:
         p = ops.add_parser(name, help=f"{name} a buyer")
         p.add_argument("buyer_id")
         p.add_argument("--reason", required=True)
+    # A change's own options also after the operation (`admin upsert … --expect 7`), as printed
+    # in the README; before it they still work. SUPPRESS: an absent one keeps the outer value.
+    for change in (rollback, upsert, delete, *(ops.choices[n] for n in ("pause", "resume"))):
+        change.add_argument(
+            "--expect", type=int, default=argparse.SUPPRESS, help="refuse unless this version is live"
+        )
+        change.add_argument("--author", default=argparse.SUPPRESS)
 
 
 def _user() -> str:

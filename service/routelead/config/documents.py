@@ -76,11 +76,17 @@ def delete(doc: dict[str, Any], kind: str, entity_id: str) -> dict[str, Any]:
     return out
 
 
-def set_enabled(doc: dict[str, Any], buyer_id: str, enabled: bool) -> dict[str, Any]:
+def set_enabled(
+    doc: dict[str, Any], buyer_id: str, enabled: bool, paused: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Pause (with who, when and why, for the buyer's attempt lines) or resume a buyer."""
     out = copy.deepcopy(doc)
     for x in _items(out, "buyer"):
         if isinstance(x, dict) and x.get("id") == buyer_id:
             x["enabled"] = enabled
+            x.pop("paused", None)
+            if not enabled and paused:
+                x["paused"] = paused
             return out
     raise DocumentError(f"no buyer {buyer_id!r}")
 

@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
+from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -329,7 +330,8 @@ def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
         for b in c.buyers
         if b.enabled
     }
-    flows = {f.id: _flow(f, buyers, c.lead.fields) for f in c.flows}
+    paused = {b.id: _paused(b) for b in c.buyers if not b.enabled}
+    flows = {f.id: _flow(f, buyers, c.lead.fields, paused) for f in c.flows}
     sources = {
         s.id: Source(
             s.id,
@@ -355,7 +357,24 @@ def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
     )
 
 
-def _flow(f: m.FlowModel, buyers: Mapping[str, Buyer], fields: Mapping[str, m.FieldModel]) -> Flow:
+def _paused(b: m.BuyerModel) -> str:
+    """The attempt reason of a paused buyer: who paused it, when and why, as far as known."""
+    p = b.paused
+    if p is None:
+        return "paused: enabled: false in the configuration"
+    who = f" by {p.by}" if p.by else ""
+    at = p.at if p.at is None or p.at.tzinfo else p.at.replace(tzinfo=UTC)  # naive: written as UTC
+    when = f" at {at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if at is not None else ""
+    why = f": {p.reason}" if p.reason else ""
+    return f"paused{who}{when}{why}"
+
+
+def _flow(
+    f: m.FlowModel,
+    buyers: Mapping[str, Buyer],
+    fields: Mapping[str, m.FieldModel],
+    paused: Mapping[str, str],
+) -> Flow:
     d = f.dynamic_floor
     hours = d.business_hours
     floors = FloorPolicy(
@@ -372,7 +391,7 @@ def _flow(f: m.FlowModel, buyers: Mapping[str, Buyer], fields: Mapping[str, m.Fi
         post_reserve_s=f.post_reserve_ms / 1000,
         floor=f.floor,
         sources=frozenset(f.sources) if f.sources is not None else None,
-        tiers=tuple(_tier(t, buyers) for t in f.tiers),
+        tiers=tuple(_tier(t, buyers, paused) for t in f.tiers),
         dedupe_fields=tuple(f.dedupe.fields) if f.dedupe else (),
         dedupe_ttl_s=(f.dedupe.days * 86400.0) if f.dedupe else 0.0,
         floors=floors,
@@ -386,13 +405,14 @@ def _flow(f: m.FlowModel, buyers: Mapping[str, Buyer], fields: Mapping[str, m.Fi
     )
 
 
-def _tier(t: m.TierModel, buyers: Mapping[str, Buyer]) -> Tier:
+def _tier(t: m.TierModel, buyers: Mapping[str, Buyer], paused: Mapping[str, str]) -> Tier:
     members = tuple(buyers[b] for b in t.buyers if b in buyers)  # disabled buyers drop out
     order: TierOrder = t.order or ("bid" if t.mode == "auction" else "priority")
     sequence = (
         smooth_weighted_sequence([t.weights.get(b.id, 1) for b in members]) if order == "weighted" else ()
     )
-    return Tier(t.name, members, t.mode, order, t.floor, sequence)
+    held = tuple((b, paused[b]) for b in t.buyers if b in paused)  # ... and keep an attempt line
+    return Tier(t.name, members, t.mode, order, t.floor, sequence, held)
 
 
 def _buyer(

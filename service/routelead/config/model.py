@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -245,10 +245,19 @@ class BreakerModel(Strict):
     cooldown_s: float = Field(default=30, gt=0, le=3600)
 
 
+class PausedModel(Strict):
+    """Who paused a buyer, when and why: written by the Admin API's pause, shown on its attempts."""
+
+    by: str = ""
+    at: datetime | None = None
+    reason: str = ""
+
+
 class BuyerModel(Strict):
     id: Id
     name: str = ""
     enabled: bool = True
+    paused: PausedModel | None = None
     ping: PingModel | None = None
     post: PostModel
     # A fixed-price buyer takes a direct post at this price, without a ping.

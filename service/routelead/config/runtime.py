@@ -66,6 +66,8 @@ class Tier:
     floor: Decimal | None = None
     # For weighted order: one cycle of buyer indexes, interleaved by weight.
     sequence: tuple[int, ...] = ()
+    # Paused members (not in `buyers`): (buyer id, who paused it and when), for their attempt lines.
+    paused: tuple[tuple[str, str], ...] = ()
 
     @property
     def rotates(self) -> bool:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import shlex
+import tempfile
+from collections.abc import Mapping
 from decimal import Decimal
 from importlib import resources
 from typing import TextIO
@@ -16,7 +19,7 @@ from routelead.demo.fleet import start_fleet
 from routelead.demo.leads import sample_lead
 from routelead.records.db import database_url
 from routelead.records.ledger import Ledger
-from routelead.settings import Settings
+from routelead.settings import Settings, load_settings
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
@@ -33,9 +36,13 @@ async def run_demo(leads: int, out: TextIO, seed: int = 7, *, settings: Settings
     config = load_config(example_config_path(), env=env)
     counts: dict[str, int] = {}
     revenue = cost = Decimal("0")
-    # The embedded books: a SQLite file (ROUTELEAD_DB, default ./routelead.db), no server needed.
-    ledger = await Ledger.open(database_url(settings))
-    last = ""
+    # The embedded books: a SQLite file, no server needed. Where the user points the books
+    # (DATABASE_URL / ROUTELEAD_DB) the demo writes there; otherwise a fresh file in a temporary
+    # directory, so running the demo from a checkout writes nothing into it.
+    books_env = demo_books_env(os.environ)
+    books = database_url(load_settings({**os.environ, **books_env}) if books_env else settings)
+    ledger = await Ledger.open(books)
+    sold = ""
     try:
         async with (
             Service(config, ledger=ledger) as service,
@@ -59,15 +66,26 @@ async def run_demo(leads: int, out: TextIO, seed: int = 7, *, settings: Settings
                 revenue += Decimal(reply.revenue)
                 cost += Decimal(reply.cost)
                 print_reply(reply, fields, out)
-                last = reply.lead_id
+                if reply.sales:
+                    sold = reply.lead_id
     finally:
         await runner.cleanup()
         await ledger.close()
-    where = database_url(settings).split(":///", 1)[-1]
-    print(f"\nevery lead is on the books in {where}: try `routelead lead {last}`", file=out)
+    where = books.split(":///", 1)[-1]
+    prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in books_env.items())
+    hint = f": try `{prefix}routelead lead {sold[:12]}`" if sold else ""
+    print(f"\nevery lead is on the books in {where}{hint}", file=out)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     print(f"\n{leads} leads: {summary}; revenue {revenue}, cost {cost}, margin {revenue - cost}", file=out)
     return counts
+
+
+def demo_books_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables that point `routelead lead` at the demo's books: none when the user chose
+    them (DATABASE_URL or ROUTELEAD_DB), else ROUTELEAD_DB in a new temporary directory."""
+    if env.get("DATABASE_URL", "").strip() or env.get("ROUTELEAD_DB", "").strip():
+        return {}
+    return {"ROUTELEAD_DB": os.path.join(tempfile.mkdtemp(prefix="routelead-demo-"), "routelead.db")}
 
 
 def print_reply(reply: pb.RouteLeadResponse, fields: dict[str, str], out: TextIO) -> None:

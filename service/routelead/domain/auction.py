@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Literal
 
 from routelead.domain.conditions import check_conditions
+from routelead.domain.explain import Standing, TierRule, why_lost
 from routelead.domain.floors import FloorPolicy, Floors
 from routelead.domain.money import ZERO, fmt, to_cents
 from routelead.domain.outcome import Attempt, Sale, Status
@@ -243,10 +244,7 @@ class Auction:
                 yield from self._sell_auction(self._acceptable(live, tier, floors))
             else:
                 yield from self._sell_waterfall(live, floors)
-        winners = {s.buyer_id for s in self.sales}
-        for live in self._live:
-            for x in live:
-                self._explain(self.attempts[x.seat], x, winners)
+        self._explain_losers()
         self._book()
         yield Done(tuple(self.sales), self.cost)
 
@@ -448,34 +446,47 @@ class Auction:
     def _time_left(self) -> bool:
         return self._now < self.spec.deadline - MIN_POST_S
 
-    def _explain(self, a: Attempt, x: _Live, winners: set[str]) -> None:
-        """An acceptable bid that did not sell: someone else won, or time ran out."""
-        if a.status is not Status.BID or a.buyer_id in winners:
-            return
-        sales = self.sales
-        if not sales:
-            if self.unsettled:
-                held = ", ".join(self.attempts[i].buyer_id for i in self.unsettled)
-                a.status = Status.NOT_OFFERED
-                a.reason = (
-                    f"not offered: the post to {held} has an unknown outcome; "
-                    "the lead is offered to nobody else until it is settled"
-                )
-                return
-            a.status = Status.NOT_OFFERED
-            a.reason = "acceptable, but the deadline ran out before it could be offered"
-            return
-        a.status = Status.OUTBID
-        names = ", ".join(f"{s.buyer_id} at {fmt(s.price)}" for s in sales)
-        tiers = {s.tier for s in sales}
-        if a.tier not in tiers:
-            a.reason = f"not needed: sold in tier {sorted(tiers)[0]!r} to {names}"
-        elif a.price is None:
-            a.reason = f"not asked: sold to {names} first"
-        elif len(sales) == 1 and sales[0].exclusive:
-            a.reason = f"outbid: sold exclusively to {names}"
-        else:
-            a.reason = f"outbid: sold to {names}"
+    def _explain_losers(self) -> None:
+        """Each acceptable bid that did not sell says why: time ran out, a buyer may hold the lead,
+        or what made another buyer win (domain/explain.py)."""
+        spec, sales = self.spec, self.sales
+        where = {
+            (spec.tiers[x.tier].name, x.bidder.id): Standing(
+                x.bidder.id,
+                x.tier,
+                place,
+                self.attempts[x.seat].price,
+                x.value,
+                x.bidder.priority,
+                self.attempts[x.seat].exclusive,
+            )
+            for live in self._live
+            for place, x in enumerate(live)
+        }
+        winners = [
+            dataclasses.replace(where[(s.tier, s.buyer_id)], price=s.price, exclusive=s.exclusive)
+            for s in sales
+        ]
+        rules = [TierRule(t.name, t.mode, t.order) for t in spec.tiers]
+        sold = {s.buyer_id for s in sales}
+        held = ", ".join(self.attempts[i].buyer_id for i in self.unsettled)
+        for live in self._live:
+            for x in live:
+                a = self.attempts[x.seat]
+                if a.status is not Status.BID or a.buyer_id in sold:
+                    continue
+                a.status = Status.NOT_OFFERED if not sales else Status.OUTBID
+                if sales:
+                    a.reason = why_lost(
+                        where[(a.tier, a.buyer_id)], winners, rules, spec.ranking, spec.max_buyers
+                    )
+                elif held:
+                    a.reason = (
+                        f"not offered: the post to {held} has an unknown outcome; "
+                        "the lead is offered to nobody else until it is settled"
+                    )
+                else:
+                    a.reason = "acceptable, but the deadline ran out before it could be offered"
 
     def _book(self) -> None:
         """Cost (fixed part plus any revenue share), rounded once; each sale gets its cost share."""

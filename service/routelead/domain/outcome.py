@@ -44,6 +44,7 @@ class Status(enum.Enum):
     NOT_OFFERED = "NOT_OFFERED"
     CONDITION_FAILED = "CONDITION_FAILED"
     SKIPPED_CIRCUIT = "SKIPPED_CIRCUIT"
+    PAUSED = "PAUSED"
 
 
 @dataclass(slots=True)

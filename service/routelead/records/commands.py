@@ -17,11 +17,14 @@ if TYPE_CHECKING:  # the SQL stack loads only for these commands, not for every 
     from routelead.settings import Settings
 
 COMMANDS = ("lead", "report", "return", "settle-sale")
+# `routelead return`: the sale had been returned before; nothing was booked this time.
+EXIT_ALREADY_RETURNED = 3
+_LEAD_ID_HELP = "a lead id, or a unique prefix of one (at least 4 characters), as git takes commits"
 
 
 def add_parsers(sub: Any, config_default: str | None) -> None:
     lead = sub.add_parser("lead", help='the books on one lead: "who got it and why"')
-    lead.add_argument("lead_id")
+    lead.add_argument("lead_id", help=_LEAD_ID_HELP)
 
     report = sub.add_parser("report", help="gross and net money by source, buyer or flow over a period")
     report.add_argument("--by", choices=["source", "buyer", "flow"], default="source")
@@ -29,14 +32,14 @@ def add_parsers(sub: Any, config_default: str | None) -> None:
     report.add_argument("--until", help="ISO date or time, UTC (default: now)")
 
     ret = sub.add_parser("return", help="a buyer returns a sold lead (checked against its terms)")
-    ret.add_argument("lead_id")
+    ret.add_argument("lead_id", help=_LEAD_ID_HELP)
     ret.add_argument("buyer_id")
     ret.add_argument("--reason", required=True)
     ret.add_argument("--config", default=config_default, help="for the buyer's return terms")
 
     # `settle` (state/cli.py) closes the cap reservation in Redis; this settles the books.
     settle = sub.add_parser("settle-sale", help="in the books: resolve a sale whose post outcome was unknown")
-    settle.add_argument("lead_id")
+    settle.add_argument("lead_id", help=_LEAD_ID_HELP)
     settle.add_argument("buyer_id")
     settle.add_argument("outcome", choices=["sold", "rejected"])
 
@@ -58,11 +61,12 @@ def run(
         case "lead":
 
             async def show(ledger: Ledger) -> int:
-                story = await ledger.lead(args.lead_id)
-                if story.lead is None and not story.sales:
-                    print(f"routelead: no lead {args.lead_id!r} in the books", file=sys.stderr)
+                try:
+                    lead_id = await ledger.resolve(args.lead_id)
+                except LookupError as exc:
+                    print(f"routelead: {exc.args[0]}", file=sys.stderr)
                     return 1
-                print_story(story, out)
+                print_story(await ledger.lead(lead_id), out)
                 return 0
 
             return asyncio.run(with_ledger(show))
@@ -91,13 +95,18 @@ def run(
             config = load(args.config)
 
             async def give_back(ledger: Ledger) -> int:
-                story = await ledger.lead(args.lead_id)
+                try:
+                    lead_id = await ledger.resolve(args.lead_id)
+                except LookupError as exc:
+                    print(f"routelead: return refused: {exc.args[0]}", file=sys.stderr)
+                    return 1
+                story = await ledger.lead(lead_id)
                 sale = next((s for s in story.sales if s["buyer_id"] == args.buyer_id), None)
                 source = config.sources.get(sale["source_id"]) if sale else None
                 refund = bool(source and source.refund_cost_on_return)
                 try:
                     done = await ledger.return_sale(
-                        args.lead_id,
+                        lead_id,
                         args.buyer_id,
                         args.reason,
                         policy_for(config.buyer_returns, refund, args.buyer_id),
@@ -105,6 +114,13 @@ def run(
                 except ReturnRefused as exc:
                     print(f"routelead: return refused: {exc}", file=sys.stderr)
                     return 1
+                if not done["booked"]:
+                    print(
+                        f"routelead: lead {lead_id} was already returned by {args.buyer_id} at "
+                        f"{done['returned_at']:%Y-%m-%d %H:%M:%S} UTC ({done['reason']}); nothing booked",
+                        file=sys.stderr,
+                    )
+                    return EXIT_ALREADY_RETURNED
                 print(
                     f"returned: revenue -{fmt(done['revenue_reversed'])}, cost -{fmt(done['cost_reversed'])}",
                     file=out,
@@ -116,7 +132,8 @@ def run(
 
             async def settle(ledger: Ledger) -> int:
                 try:
-                    now = await ledger.settle(args.lead_id, args.buyer_id, sold=args.outcome == "sold")
+                    lead_id = await ledger.resolve(args.lead_id)
+                    now = await ledger.settle(lead_id, args.buyer_id, sold=args.outcome == "sold")
                 except LookupError as exc:
                     print(f"routelead: {exc}", file=sys.stderr)
                     return 1

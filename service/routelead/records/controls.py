@@ -22,7 +22,6 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from routelead.records.ledger import Ledger
 from routelead.records.schema import control_dedupe, control_reservations, control_values
+from routelead.settings import Settings
 from routelead.state.memory import (
     Changes,
     Journal,
@@ -40,7 +40,6 @@ from routelead.state.memory import (
     MemoryRotationStore,
 )
 from routelead.state.ports import Reservation
-from routelead.settings import Settings
 from routelead.state.select import StateConfigError, dedupe_secret
 
 log = structlog.get_logger("routelead.controls")

@@ -29,6 +29,9 @@ ZERO = Decimal("0.00")
 # Leads committed together at most (group commit).
 _GROUP_MAX = 256
 GroupBy = Literal["source", "buyer", "flow"]
+# A lead id prefix shorter than this is not looked up (git's minimum for an abbreviated id).
+MIN_PREFIX = 4
+_AMBIGUOUS_SHOWN = 5
 _GROUP_COLUMN = {"source": entries.c.source_id, "buyer": entries.c.buyer_id, "flow": entries.c.flow}
 _SALES_COLUMN = {"source": sales.c.source_id, "buyer": sales.c.buyer_id, "flow": sales.c.flow}
 
@@ -373,7 +376,8 @@ class Ledger:
     ) -> dict[str, Any]:
         """Book a buyer's return as reversing journal entries; the sale itself is never edited.
 
-        Returning the same sale again answers the first return and changes nothing."""
+        Returning the same sale again answers the first return (`booked` False) and changes
+        nothing; `booked` is True when this call booked the return."""
         if not reason.strip():
             raise ReturnRefused("a return needs a reason")
         now_s = time.time() if now is None else now
@@ -388,7 +392,7 @@ class Ledger:
                 )
             ).first()
             if done is not None:
-                return _row(done)
+                return {**_row(done), "booked": False}
             sale = (
                 await conn.execute(
                     sa.select(sales).where(sales.c.lead_id == lead_id, sales.c.buyer_id == buyer_id)
@@ -447,9 +451,40 @@ class Ledger:
                 "cost_reversed": cost,
             }
             await self._put(conn, returns, [row])
-            return row
+            return {**row, "booked": True}
 
     # --- reading -------------------------------------------------------------------------------
+
+    async def resolve(self, lead_id: str) -> str:
+        """The full lead id for `lead_id` or a unique prefix of it (at least MIN_PREFIX characters),
+        as git resolves commits. Raises LookupError: no such lead, or an ambiguous prefix (with
+        the ids it matches)."""
+        async with self.engine.connect() as conn:
+            for table in (leads, sales):  # a sale can reach the books before its lead (outbox)
+                if await conn.scalar(sa.select(table.c.lead_id).where(table.c.lead_id == lead_id).limit(1)):
+                    return lead_id
+            if len(lead_id) < MIN_PREFIX:
+                raise LookupError(f"no lead {lead_id!r} in the books")
+            found: set[str] = set()
+            for table in (leads, sales):
+                q = (
+                    sa.select(table.c.lead_id)
+                    .where(table.c.lead_id.startswith(lead_id, autoescape=True))
+                    .distinct()
+                    .order_by(table.c.lead_id)
+                    .limit(_AMBIGUOUS_SHOWN + 1)
+                )
+                found.update(str(x) for x in await conn.scalars(q))
+        if not found:
+            raise LookupError(f"no lead {lead_id!r} in the books")
+        if len(found) > 1:
+            shown = sorted(found)[:_AMBIGUOUS_SHOWN]
+            more = ", …" if len(found) > _AMBIGUOUS_SHOWN else ""
+            raise LookupError(
+                f"lead id prefix {lead_id!r} is ambiguous: it matches {', '.join(shown)}{more}; "
+                "give more characters"
+            )
+        return found.pop()
 
     async def lead(self, lead_id: str) -> LeadStory:
         async with self.engine.connect() as conn:
@@ -508,11 +543,15 @@ class Ledger:
             .group_by(_SALES_COLUMN[by])
         )
         if key is not None:
-            q = q.where(col == key)
             disputed = disputed.where(_SALES_COLUMN[by] == key)
         async with self.engine.connect() as conn:
-            out = (await conn.execute(q)).all()
             disputes = {str(k): int(n) for k, n in await conn.execute(disputed)}
+        if by == "buyer":
+            return await self._buyer_totals(q, since, until, key, disputes)
+        if key is not None:
+            q = q.where(col == key)
+        async with self.engine.connect() as conn:
+            out = (await conn.execute(q)).all()
             return [
                 Totals(
                     str(k),
@@ -526,6 +565,68 @@ class Ledger:
                 )
                 for k, n, rn, g, net, c, nc in out
             ]
+
+    async def _buyer_totals(
+        self, q: Any, since: datetime, until: datetime, key: str | None, disputes: dict[str, int]
+    ) -> list[Totals]:
+        """Per buyer, the cost is each sale's cost share (the lead's cost split in proportion to
+        revenue, as booked on the sale), counted with the sale's revenue; a source's refund of a
+        returned lead's cost reverses every share of that lead, each on its own buyer."""
+        q = q.where(entries.c.buyer_id != "")
+        share = sa.type_coerce(
+            sa.func.coalesce(
+                sa.func.sum(sa.case((entries.c.kind == "revenue", sales.c.cost), else_=None)), 0
+            ),
+            Money,
+        )
+        booked = (
+            sa.select(entries.c.buyer_id, share)
+            .select_from(
+                entries.join(
+                    sales, (sales.c.lead_id == entries.c.lead_id) & (sales.c.buyer_id == entries.c.buyer_id)
+                )
+            )
+            .where(entries.c.at >= since, entries.c.at < until, entries.c.kind == "revenue")
+            .group_by(entries.c.buyer_id)
+        )
+        refunded = (
+            sa.select(sales.c.buyer_id, sa.type_coerce(sa.func.coalesce(sa.func.sum(sales.c.cost), 0), Money))
+            .select_from(entries.join(sales, sales.c.lead_id == entries.c.lead_id))
+            .where(
+                entries.c.at >= since,
+                entries.c.at < until,
+                entries.c.kind == "cost_reversal",
+                sales.c.settlement == "sold",
+            )
+            .group_by(sales.c.buyer_id)
+        )
+        if key is not None:
+            q = q.where(entries.c.buyer_id == key)
+            booked = booked.where(entries.c.buyer_id == key)
+            refunded = refunded.where(sales.c.buyer_id == key)
+        async with self.engine.connect() as conn:
+            out = (await conn.execute(q)).all()
+            costs = {str(b): c or ZERO for b, c in await conn.execute(booked)}
+            refunds = {str(b): c or ZERO for b, c in await conn.execute(refunded)}
+        rows = []
+        for k, n, rn, g, net, _, _ in out:
+            cost = costs.get(str(k), ZERO)
+            rows.append(
+                Totals(
+                    str(k),
+                    int(n),
+                    int(rn),
+                    g or ZERO,
+                    net or ZERO,
+                    cost,
+                    cost - refunds.get(str(k), ZERO),
+                    disputes.get(str(k), 0),
+                )
+            )
+        # A shared lead's cost refunded in the window, whose own sale was booked before it.
+        seen = {t.key for t in rows}
+        rows += [Totals(b, 0, 0, ZERO, ZERO, ZERO, -r) for b, r in refunds.items() if b not in seen]
+        return sorted(rows, key=lambda t: t.key)
 
 
 class Companion(Protocol):

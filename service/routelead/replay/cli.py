@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from routelead.replay.engine import Comparison, Side
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) 
 
     try:
         # Secrets (${VAR}) need not be set: replay never contacts a buyer.
-        config = load_config(args.config, _Placeholders())
+        config = load_config(args.config, _placeholders(Path(args.config).read_text()))
     except (ConfigError, OSError) as exc:
         print(f"routelead: {exc}", file=sys.stderr)
         return 2
@@ -59,12 +61,14 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) 
     return 0
 
 
-class _Placeholders(dict[str, str]):
-    def __missing__(self, key: str) -> str:
-        return "replay-placeholder"
+# ${VAR} or ${VAR:-default}, as the loader reads them (${file:…} does not match: read as usual).
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return super().get(key, "replay-placeholder")
+
+def _placeholders(text: str) -> dict[str, str]:
+    """A stand-in for each ${VAR} without a default; one with a default (`${BUYERS_URL:-http://…}`)
+    takes its default, so URLs built from it stay URLs."""
+    return {m.group(1): "replay-placeholder" for m in _VAR.finditer(text) if m.group(2) is None}
 
 
 async def _replay(

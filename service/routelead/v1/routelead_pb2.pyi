@@ -80,6 +80,8 @@ class _AttemptStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attempt
     """A bid the buyer made conditional on something this lead fails."""
     SKIPPED_CIRCUIT: _AttemptStatus.ValueType  # 16
     """The buyer's circuit breaker is open after repeated timeouts or errors; not asked."""
+    PAUSED: _AttemptStatus.ValueType  # 17
+    """The buyer is paused (Admin API `pause`, or `enabled: false`); the reason says who paused it and when."""
 
 class AttemptStatus(_AttemptStatus, metaclass=_AttemptStatusEnumTypeWrapper): ...
 
@@ -106,6 +108,8 @@ CONDITION_FAILED: AttemptStatus.ValueType  # 15
 """A bid the buyer made conditional on something this lead fails."""
 SKIPPED_CIRCUIT: AttemptStatus.ValueType  # 16
 """The buyer's circuit breaker is open after repeated timeouts or errors; not asked."""
+PAUSED: AttemptStatus.ValueType  # 17
+"""The buyer is paused (Admin API `pause`, or `enabled: false`); the reason says who paused it and when."""
 Global___AttemptStatus: _TypeAlias = AttemptStatus  # noqa: Y015
 
 @_typing.final
