@@ -31,7 +31,8 @@ from routelead.domain.rules import Facts
 from routelead.domain.tree import Offer, allocate, rotation, value
 from routelead.records.codec import SaleRecord, encode
 from routelead.records.guard import BooksGuard
-from routelead.records.port import LedgerWriter
+from routelead.records.intents import Intent
+from routelead.records.port import AlreadyOffered, BooksUnavailable, LedgerWriter
 from routelead.state import plan
 from routelead.state.memory import MemoryBuyerStats, MemoryRotationStore, MemoryVolumeStore
 from routelead.state.plan import describe
@@ -40,6 +41,7 @@ from routelead.state.ports import (
     CapStore,
     DedupeStore,
     IdempotencyStore,
+    LeadInFlight,
     Reservation,
     RotationStore,
     StateUnavailable,
@@ -112,6 +114,19 @@ class _Sale:
         self.sales.append(sale)
 
 
+@dataclass(slots=True)
+class _Offers:
+    """One lead's intents (`records/intents.py`): the first post's committed intent guards the
+    lead against every other process; the lead's later posts follow it."""
+
+    # The lead's cost if a post at this price were its only sale: what a late confirmation books.
+    cost: Callable[[Decimal], Decimal]
+    first: asyncio.Future[bool] | None = None
+    seq: int = 0
+    # The books did not confirm an offer of this lead: it is posted to nobody more.
+    failed: str = ""
+
+
 class Router:
     def __init__(
         self,
@@ -138,6 +153,7 @@ class Router:
         self._volume = volume if volume is not None else MemoryVolumeStore()
         self.breakers = Breakers()
         self._clock = clock
+        self._offers: dict[str, _Offers] = {}
 
     async def route(self, req: LeadRequest) -> RoutingResult:
         """Route one lead; raises LeadInvalid (bad request) or NotFound (unknown flow / source)."""
@@ -226,7 +242,16 @@ class Router:
                     if flow.min_margin is not None
                     else None
                 )
-                await self._auction(result, flow, lead, facts, identity, ping_end, deadline, margin_floor)
+                self._offers[lead_id] = _Offers(
+                    lambda price: to_cents(source.pricing.cost(fixed_cost, price))
+                )
+                try:
+                    await self._auction(result, flow, lead, facts, identity, ping_end, deadline, margin_floor)
+                except AlreadyOffered:
+                    # Another call (any process, any replica) offered or answered this lead_id.
+                    return await self._books_answer(lead_id)
+                finally:
+                    del self._offers[lead_id]
                 self._book(result, source, fixed_cost)
             result.elapsed_ms = (time.monotonic() - started) * 1000
             span.set_attribute("outcome", result.outcome.value)
@@ -238,9 +263,68 @@ class Router:
             if self.books is not None:
                 # Before the answer: a lead the caller hears about is already on the books.
                 with ledger_span("lead", lead_id, outcome=result.outcome.value):
-                    await self.books.record(result, lead.ping_fields, received_at, config.version)
+                    booked = await self.books.record(result, lead.ping_fields, received_at, config.version)
+                if not booked:
+                    # Answered or offered by an earlier call: the books' answer, not this one.
+                    return await self._books_answer(lead_id)
         record_lead(result, budget_s)
         return result
+
+    async def _books_answer(self, lead_id: str) -> RoutingResult:
+        assert self.books is not None
+        earlier = await self.books.books_answer(lead_id)
+        if earlier is None:
+            raise LeadInFlight(f"lead {lead_id} is being routed by another call; retry later")
+        log.info("lead.answered_from_books", lead_id=lead_id, outcome=earlier.outcome.value)
+        return dataclasses.replace(earlier, replayed=True)
+
+    async def _intend(
+        self,
+        a: Attempt,
+        result: RoutingResult,
+        r: Reservation | None,
+        price: Decimal,
+        exclusive: bool,
+        wait_s: float,
+    ) -> None:
+        """Commit this post's intent before it leaves. Raises AlreadyOffered (another call has the
+        lead: post nothing) or BooksUnavailable (the books did not take it: not posted)."""
+        assert self.books is not None
+        claim = self._offers[result.lead_id]
+        if claim.failed:
+            raise BooksUnavailable(claim.failed)
+        intent = Intent(
+            result.lead_id,
+            0,
+            a.buyer_id,
+            r.id if r is not None else "",
+            price,
+            claim.cost(price),
+            exclusive,
+            a.tier,
+            result.flow,
+            result.source_id,
+            result.config_version,
+            self._clock(),
+        )
+        if claim.first is None:
+            first = claim.first = asyncio.get_running_loop().create_future()
+            first.add_done_callback(lambda f: f.cancelled() or f.exception())
+            try:
+                ours = await self.books.offer(intent, wait_s)
+            except BooksUnavailable as exc:
+                claim.failed = str(exc)
+                first.set_exception(exc)
+                raise
+            first.set_result(ours)
+            if not ours:
+                raise AlreadyOffered(result.lead_id)
+            return
+        # A later post of the lead (a shared sale, or the next bid after a rejection).
+        if not await asyncio.shield(claim.first):
+            raise AlreadyOffered(result.lead_id)
+        claim.seq += 1
+        await self.books.offer(dataclasses.replace(intent, seq=claim.seq), wait_s)
 
     def _book(self, result: RoutingResult, source: Source, fixed_cost: Decimal) -> None:
         """Cost (fixed part plus any revenue share), rounded once; each sale gets its cost share."""
@@ -534,6 +618,20 @@ class Router:
             if reservation is None:
                 a.status, a.reason = Status.SKIPPED_CAP, "cap, budget or balance reached before the post"
                 return None
+        if self.books is not None and self.books.intents is not None:
+            # No post leaves without its intent on the books (`records/intents.py`).
+            try:
+                await self._intend(a, result, reservation, price, exclusive, remaining - MIN_POST_S)
+            except (AlreadyOffered, BooksUnavailable) as exc:
+                if reservation is not None:
+                    await self._caps.release(reservation)
+                if isinstance(exc, AlreadyOffered):
+                    raise
+                a.status, a.reason = Status.NOT_OFFERED, f"not posted: {exc}"
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                remaining = MIN_POST_S
         request = buyer.post.request(
             lead.fields, Transaction(result.lead_id, a.ping_id, fmt(price), a.carried)
         )
