@@ -232,7 +232,12 @@ def open_intents(conn: sa.Connection, older_than_s: float = 0.0) -> list[dict[st
         ).scalar()
         if sale in ("sold", "rejected"):
             continue
-        found.append(dict(row._mapping))
+        found.append(
+            {
+                k: v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v
+                for k, v in row._mapping.items()
+            }
+        )
     return found
 
 

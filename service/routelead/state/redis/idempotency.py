@@ -92,7 +92,11 @@ class RedisIdempotencyStore:
                     return earlier
                 return await self._local.once(lead_id, work)
             if isinstance(seen, bytes) and not seen.startswith(_RUNNING):
-                return dataclasses.replace(decode(seen), replayed=True)
+                found = decode(seen)
+                # A post of unknown outcome may have been settled since: the books say how.
+                if any(a.unsettled for a in found.attempts) and (fresh := await self._from_books(lead_id)):
+                    return fresh
+                return dataclasses.replace(found, replayed=True)
             # In flight elsewhere (or just released after a failure: claim again).
             if loop.time() + self._poll >= give_up:
                 if (earlier := await self._from_books(lead_id)) is not None:
