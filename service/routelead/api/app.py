@@ -63,6 +63,12 @@ async def serve_with_books(
             earlier = await recent_lead_ids(ledger.engine, since, RECALL_LEADS)
             service.idempotency.recall(earlier, functools.partial(past_answer, ledger.engine))
             log.info("idempotency.recalled", leads=len(earlier), hours=RECALL_HOURS)
+        else:
+            from routelead.state.redis.idempotency import RedisIdempotencyStore
+
+            if isinstance(service.idempotency, RedisIdempotencyStore):
+                # Redis forgets (an outage, a lost key): the books remember every offer.
+                service.idempotency.use_books(functools.partial(past_answer, ledger.engine))
         reports = Reports(ledger.engine)
         # The ranking's post-accept rates come from the books (every replica's posts), refreshed.
         stats = service.stats = LedgerBuyerStats()

@@ -25,11 +25,16 @@ def add_state_commands(sub: Any) -> None:
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     ls.set_defaults(state_command="unsettled")
 
-    st = sub.add_parser("settle", help="close an unsettled reservation: --confirm (a sale) or --free")
+    st = sub.add_parser(
+        "settle",
+        help="close an unsettled reservation and book it (DATABASE_URL / ROUTELEAD_DB): --confirm or --free",
+    )
     st.add_argument("buyer")
     st.add_argument("reservation")
     how = st.add_mutually_exclusive_group(required=True)
-    how.add_argument("--confirm", action="store_true", help="the buyer took it: keep it counted")
+    how.add_argument(
+        "--confirm", action="store_true", help="the buyer took it: keep it counted and book the sale"
+    )
     how.add_argument("--free", action="store_true", help="the buyer did not take it: give the slot back")
     st.set_defaults(state_command="settle")
 
@@ -64,10 +69,12 @@ def run_state_command(args: argparse.Namespace, settings: Settings) -> int:
     except StateConfigError as exc:
         print(f"routelead: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_run(url, secret, args, amount))
+    return asyncio.run(_run(url, secret, args, amount, settings))
 
 
-async def _run(url: str, secret: bytes, args: argparse.Namespace, amount: Decimal | None) -> int:
+async def _run(
+    url: str, secret: bytes, args: argparse.Namespace, amount: Decimal | None, settings: Settings
+) -> int:
     from routelead.state.redis import connect
 
     # Operations are not on a lead's clock: a generous timeout.
@@ -91,14 +98,7 @@ async def _run(url: str, secret: bytes, args: argparse.Namespace, amount: Decima
                         print("  ".join(str(v) for v in row.values()))
                 return 0
             case "settle":
-                done = await state.caps.settle(args.buyer, args.reservation, accepted=args.confirm)
-                if not done:
-                    print(
-                        f"routelead: no open reservation {args.reservation} for {args.buyer}", file=sys.stderr
-                    )
-                    return 1
-                print(f"{args.reservation}: {'confirmed as a sale' if args.confirm else 'freed'}")
-                return 0
+                return await _settle(state, args.buyer, args.reservation, args.confirm, settings)
             case "balance":
                 if amount is not None:
                     print(await state.caps.top_up(args.buyer, amount))
@@ -108,3 +108,30 @@ async def _run(url: str, secret: bytes, args: argparse.Namespace, amount: Decima
     finally:
         await state.close()
     return 2
+
+
+async def _settle(state: Any, buyer: str, reservation: str, confirm: bool, settings: Settings) -> int:
+    """The books first (a confirmed sale is booked at its intent's price), then the cap counters:
+    a database that refuses leaves the reservation open, so running it again finishes both."""
+    from routelead.records.db import database_url
+    from routelead.records.ledger import Ledger
+
+    open_ = {u.reservation_id: u for u in await state.caps.list_unsettled(0.0) if u.buyer_id == buyer}
+    known = open_.get(reservation)
+    ledger = await Ledger.open(database_url(settings))
+    try:
+        lead_id, booked = await ledger.settle_reservation(
+            buyer, reservation, confirm, known.lead_id if known is not None else ""
+        )
+    except LookupError as exc:
+        lead_id, booked = "", ""
+        print(f"routelead: {exc}: nothing to book", file=sys.stderr)
+    finally:
+        await ledger.close()
+    done = await state.caps.settle(buyer, reservation, accepted=confirm)
+    if not done and not booked:
+        print(f"routelead: no open reservation {reservation} for {buyer}", file=sys.stderr)
+        return 1
+    what = "confirmed as a sale" if confirm else "freed"
+    print(f"{reservation}: {what}" + (f"; books: lead {lead_id} {booked}" if booked else ""))
+    return 0
