@@ -92,6 +92,17 @@ def slow(seconds: float, then: Behaviour) -> Behaviour:
     return handler
 
 
+def first_doing(action: Callable[[], Awaitable[None]], then: Behaviour) -> Behaviour:
+    """Runs `action` when the request arrives (e.g. the books go down while a post is in flight),
+    then answers as `then`."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await action()
+        return await then(request)
+
+    return handler
+
+
 @dataclass
 class BuyerServer:
     """One aiohttp server that plays every test buyer at /<buyer>/<ping|post>."""

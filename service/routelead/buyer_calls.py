@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from routelead.buyers.base import BadAnswer, ErrorStatus, HttpAnswer, HttpRequest, PostAnswer
 from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source
@@ -22,12 +23,15 @@ from routelead.domain.money import fmt
 from routelead.domain.outcome import Attempt
 from routelead.domain.redact import redact, scrub_secrets
 from routelead.records.codec import SaleRecord, encode
+from routelead.records.port import AlreadyOffered, BooksUnavailable
 from routelead.state import plan
 from routelead.state.ports import BuyerStats, CapStore, Reservation, StateUnavailable, VolumeStore
 from routelead.telemetry.decision import PING_STATUS, POST_STATUS, buyer_span, span_result
 from routelead.telemetry.propagation import with_traceparent
 from routelead.transport import Transport, TransportError, TransportTimeout
 
+# Commits a post's intent before it leaves: (attempt, reservation, price, exclusive, wait_s).
+Intend = Callable[[Attempt, Reservation | None, Decimal, bool, float], Awaitable[None]]
 # How long past its own timeouts a ping task may run before it is cancelled regardless.
 _SAFETY_S = 0.02
 
@@ -94,7 +98,7 @@ class BuyerCalls:
         return got
 
     async def post(
-        self, buyer: Buyer, a: Attempt, order: PostOrder, deal: Routed, deadline: float
+        self, buyer: Buyer, a: Attempt, order: PostOrder, deal: Routed, deadline: float, intend: Intend | None
     ) -> PostReply:
         """Reserve, post the full lead, settle the reservation: the buyer's answer for the machine."""
         remaining = deadline - time.monotonic()
@@ -115,6 +119,17 @@ class BuyerCalls:
         else:
             if reservation is None:
                 return PostReply("capped", "cap, budget or balance reached before the post")
+        if intend is not None:
+            # No post leaves without its intent on the books (`records/intents.py`).
+            try:
+                await intend(a, reservation, order.price, order.exclusive, remaining - MIN_POST_S)
+            except (AlreadyOffered, BooksUnavailable) as exc:
+                if reservation is not None:
+                    await self._caps.release(reservation)
+                if isinstance(exc, AlreadyOffered):
+                    raise  # another call has the lead: this one answers from the books
+                return PostReply("withheld", f"not posted: {exc}")
+            remaining = max(deadline - time.monotonic(), MIN_POST_S)
         # Seed 000's post_id: one per post attempt, for matching the buyer's records to ours.
         a.post_id = uuid.uuid4().hex
         txn = Transaction(deal.id, a.ping_id, fmt(order.price), a.carried, a.post_id)

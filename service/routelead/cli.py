@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from routelead.state.cli import add_state_commands, run_state_command
 
-    add_state_commands(sub)
+    add_state_commands(sub, settings)
     args = parser.parse_args(argv)
     if getattr(args, "state_command", None):
         return run_state_command(args, settings)

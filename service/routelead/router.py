@@ -16,18 +16,21 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import structlog
 from opentelemetry import trace
 
-from routelead.buyer_calls import BuyerCalls, Routed
+from routelead.buyer_calls import BuyerCalls, Intend, Routed
 from routelead.config.runtime import RuntimeConfig
 from routelead.domain.auction import Auction, AuctionSpec, Done, Ping
 from routelead.domain.breaker import Breakers
 from routelead.domain.lead import Lead, LeadInvalid
-from routelead.domain.outcome import Outcome, RoutingResult, answer_key
+from routelead.domain.money import to_cents
+from routelead.domain.outcome import Attempt, Outcome, RoutingResult, answer_key
 from routelead.domain.request import RequestDigester, differing_fields
 from routelead.domain.rules import Facts
 from routelead.records.guard import BooksGuard
-from routelead.records.port import LedgerWriter
+from routelead.records.intents import Intent
+from routelead.records.port import AlreadyOffered, BooksUnavailable, LedgerWriter
 from routelead.seating import Seating, counts_of
 from routelead.state.memory import MemoryBuyerStats, MemoryRotationStore, MemoryVolumeStore
 from routelead.state.ports import (
@@ -35,6 +38,8 @@ from routelead.state.ports import (
     CapStore,
     DedupeStore,
     IdempotencyStore,
+    LeadInFlight,
+    Reservation,
     RotationStore,
     VolumeStore,
     lead_deadline,
@@ -48,6 +53,7 @@ _LEAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 # Kept back from a caller's own gRPC deadline so our answer reaches it in time.
 REPLY_MARGIN_S = 0.02
 
+log = structlog.get_logger("routelead.router")
 tracer = trace.get_tracer("routelead")
 
 
@@ -95,6 +101,7 @@ class Router:
         self._seating = Seating(caps, dedupe, rotation, stats, self._volume, self.breakers, clock)
         self._calls = BuyerCalls(transport, caps, stats, self._volume, self.breakers, clock)
         self._clock = clock
+        self._offers: dict[str, _Offers] = {}
         # Keyed by the dedupe key, so replicas sharing it compare each other's requests.
         self._digester = RequestDigester(bytes.fromhex(dedupe.fingerprint(["routelead request digest"])))
 
@@ -149,8 +156,18 @@ class Router:
             ):
                 result.outcome = Outcome.DUPLICATE
             else:
-                machine = Auction(await self._spec(routed, identity, started, budget_s), started)
-                done = await self._drive(machine, routed)
+                spec = await self._spec(routed, identity, started, budget_s)
+                machine = Auction(spec, started)
+                self._offers[routed.id] = _Offers(
+                    lambda price: to_cents(spec.source_pricing.cost(spec.fixed_cost, price))
+                )
+                try:
+                    done = await self._drive(machine, routed)
+                except AlreadyOffered:
+                    # Another call (any process, any replica) offered or answered this lead_id.
+                    return await self._books_answer(routed.id)
+                finally:
+                    del self._offers[routed.id]
                 result.attempts, result.sales, result.cost = machine.attempts, list(done.sales), done.cost
                 if done.sales:
                     result.outcome = Outcome.SOLD
@@ -164,7 +181,10 @@ class Router:
             if self.books is not None:
                 # Before the answer: a lead the caller hears about is already on the books.
                 with ledger_span("lead", routed.id, outcome=result.outcome.value):
-                    await self.books.record(result, routed.lead.ping_fields, received_at, version)
+                    booked = await self.books.record(result, routed.lead.ping_fields, received_at, version)
+                if not booked:
+                    # Answered or offered by an earlier call: the books' answer, not this one.
+                    return await self._books_answer(routed.id)
         record_lead(result, budget_s)
         return result
 
@@ -217,9 +237,10 @@ class Router:
                 pinged = await self._calls.ping_all(routed, calls, action.until)
                 action = machine.send(time.monotonic(), pinged)
             else:
+                intend, deadline = self._intender(routed), machine.spec.deadline
                 posts = [
                     self._calls.post(
-                        buyers[attempts[o.seat].buyer_id], attempts[o.seat], o, routed, machine.spec.deadline
+                        buyers[attempts[o.seat].buyer_id], attempts[o.seat], o, routed, deadline, intend
                     )
                     for o in action.orders
                 ]
@@ -228,6 +249,75 @@ class Router:
                     time.monotonic(), {o.seat: p for o, p in zip(action.orders, posted, strict=True)}
                 )
         return action
+
+    async def _books_answer(self, lead_id: str) -> RoutingResult:
+        assert self.books is not None
+        earlier = await self.books.books_answer(lead_id)
+        if earlier is None:
+            raise LeadInFlight(f"lead {lead_id} is being routed by another call; retry later")
+        log.info("lead.answered_from_books", lead_id=lead_id, outcome=earlier.outcome.value)
+        return replace(earlier, replayed=True)
+
+    def _intender(self, routed: Routed) -> Intend | None:
+        if self.books is None or self.books.intents is None or routed.test:
+            return None
+
+        async def intend(
+            a: Attempt, r: Reservation | None, price: Decimal, exclusive: bool, wait_s: float
+        ) -> None:
+            """Commit this post's intent before it leaves. Raises AlreadyOffered (another call has
+            the lead: post nothing) or BooksUnavailable (the books did not take it: not posted)."""
+            assert self.books is not None
+            claim = self._offers[routed.id]
+            if claim.failed:
+                raise BooksUnavailable(claim.failed)
+            intent = Intent(
+                routed.id,
+                0,
+                a.buyer_id,
+                r.id if r is not None else "",
+                price,
+                claim.cost(price),
+                exclusive,
+                a.tier,
+                routed.flow.id,
+                routed.source.id,
+                routed.config.version,
+                self._clock(),
+            )
+            if claim.first is None:
+                first = claim.first = asyncio.get_running_loop().create_future()
+                first.add_done_callback(lambda f: f.cancelled() or f.exception())
+                try:
+                    ours = await self.books.offer(intent, wait_s)
+                except BooksUnavailable as exc:
+                    claim.failed = str(exc)
+                    first.set_exception(exc)
+                    raise
+                first.set_result(ours)
+                if not ours:
+                    raise AlreadyOffered(routed.id)
+                return
+            # A later post of the lead (a shared sale, or the next bid after a rejection).
+            if not await asyncio.shield(claim.first):
+                raise AlreadyOffered(routed.id)
+            claim.seq += 1
+            await self.books.offer(replace(intent, seq=claim.seq), wait_s)
+
+        return intend
+
+
+@dataclass(slots=True)
+class _Offers:
+    """One lead's intents (`records/intents.py`): the first post's committed intent guards the
+    lead against every other process; the lead's later posts follow it."""
+
+    # The lead's cost if a post at this price were its only sale: what a late confirmation books.
+    cost: Callable[[Decimal], Decimal]
+    first: asyncio.Future[bool] | None = None
+    seq: int = 0
+    # The books did not confirm an offer of this lead: it is posted to nobody more.
+    failed: str = ""
 
 
 def _same_request(first: RoutingResult, routed: Routed, digest: str) -> None:

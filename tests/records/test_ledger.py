@@ -24,7 +24,7 @@ from routelead.records.schema import metadata
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
-from tests.buyers import BuyerServer, accept, bid, no_bid, reject
+from tests.buyers import BuyerServer, accept, bid, first_doing, no_bid, reject
 from tests.configs import GOOD_LEAD, PII_VALUES, buyer, compile_doc, document
 from tests.records.conftest import Backend
 
@@ -201,7 +201,7 @@ async def test_no_answer_leaves_without_its_ledger_record(backend: Backend, buye
         later = await client.RouteLead(lead("after"), timeout=20)
         after = await health.Check(ready, timeout=5)
 
-    # The sale happened but the caller never heard SOLD before the books had it.
+    # The caller never heard an answer before the books had it.
     assert unbooked.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "retry with the same lead_id" in (unbooked.value.details() or "")
     assert still.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -213,19 +213,22 @@ async def test_no_answer_leaves_without_its_ledger_record(backend: Backend, buye
     assert during.status == health_pb2.HealthCheckResponse.NOT_SERVING
     assert alive.status == health_pb2.HealthCheckResponse.SERVING
     assert after.status == health_pb2.HealthCheckResponse.SERVING
-    # The retry gets the held answer: the same sale, booked once, never routed (or sold) again.
-    assert retried.outcome == pb.SOLD and retried.replayed and retried.revenue == "33.33"
-    assert sum(1 for r in buyers.got("a", "post") if b"while-down" in r.body) == 1
+    # No sale without a record: the books could not take the post's intent, so the post never
+    # left. The retry gets the held answer (not offered), booked once, never routed again.
+    assert retried.outcome == pb.UNSOLD and retried.replayed
+    assert [(x.buyer_id, x.status) for x in retried.attempts] == [("a", pb.NOT_OFFERED)]
+    assert "not posted" in retried.attempts[0].reason
+    assert not [r for r in buyers.got("a", "post") if b"while-down" in r.body]
     story = await ledger.lead("while-down")
-    assert story.lead is not None and str(story.lead["revenue"]) == "33.33"
-    assert [s["buyer_id"] for s in story.sales] == ["a"]
+    assert story.lead is not None and story.lead["outcome"] == "UNSOLD" and not story.sales
     assert later.outcome == pb.SOLD and (await ledger.lead("after")).lead is not None
 
 
 async def test_a_held_lead_is_booked_without_a_retry_once_the_books_are_back(
     backend: Backend, buyers: BuyerServer
 ) -> None:
-    buyers.on("a", ping=bid("21.00"), post=accept("A-1"))
+    # The books go down while the post is at the buyer: its intent is committed, its record is not.
+    buyers.on("a", ping=bid("21.00"), post=first_doing(backend.down, accept("A-1")))
     doc = document([buyer(buyers.url, "a")], dedupe=None)
     ledger = await backend.ledger()
     async with (
@@ -234,7 +237,6 @@ async def test_a_held_lead_is_booked_without_a_retry_once_the_books_are_back(
     ):
         client = pb_grpc.RouteLeadStub(channel)
         request = pb.RouteLeadRequest(lead_id="left", flow="solar", source_id="src-1", fields=GOOD_LEAD)
-        await backend.down()
         try:
             with pytest.raises(grpc.aio.AioRpcError) as failed:
                 await client.RouteLead(request, timeout=20)

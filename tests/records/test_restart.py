@@ -16,7 +16,7 @@ import yaml
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
-from tests.buyers import BuyerServer, accept, bid, hang, no_bid
+from tests.buyers import BuyerServer, accept, bid, first_doing, hang, no_bid
 from tests.configs import GOOD_LEAD, buyer, document
 from tests.servers import free_port, wait_answering
 
@@ -105,23 +105,28 @@ async def test_a_retry_after_a_restart_gets_the_answer_from_the_books(
 async def test_a_lead_the_books_refused_until_shutdown_is_booked_by_the_next_start(
     tmp_path: Path, buyers: BuyerServer, serve: object
 ) -> None:
-    buyers.on("a", ping=bid("27.00"), post=accept("A-5"))
+    lock = sqlite3.connect(tmp_path / "books.db", isolation_level=None, timeout=0)
+
+    async def lock_the_books() -> None:
+        lock.execute("BEGIN EXCLUSIVE")  # another process holds the books' write lock
+
+    # Locked while the post is at the buyer: the post's intent is on the books, its record is not.
+    buyers.on("a", ping=bid("27.00"), post=first_doing(lock_the_books, accept("A-5")))
     config = tmp_path / "flows.yaml"
     config.write_text(yaml.safe_dump(document([buyer(buyers.url, "a")], dedupe=None)))
     request = pb.RouteLeadRequest(lead_id="spooled-1", flow="solar", source_id="src-1", fields=GOOD_LEAD)
 
     first_process = serve(config)  # type: ignore[operator]
     await first_process.ready()
-    lock = sqlite3.connect(tmp_path / "books.db", isolation_level=None, timeout=0)
     try:
-        lock.execute("BEGIN EXCLUSIVE")  # another process holds the books' write lock
         async with grpc.aio.insecure_channel(f"127.0.0.1:{first_process.port}") as channel:
             with pytest.raises(grpc.aio.AioRpcError) as unbooked:
                 await pb_grpc.RouteLeadStub(channel).RouteLead(request, timeout=10)
         exit_code = first_process.stop()
         spooled = sorted((tmp_path / "books.db.spool").glob("unbooked-*.jsonl"))
     finally:
-        lock.execute("ROLLBACK")
+        if lock.in_transaction:
+            lock.execute("ROLLBACK")
         lock.close()
 
     second_process = serve(config)  # type: ignore[operator]

@@ -69,6 +69,12 @@ async def serve_with_books(
             earlier = await recent_lead_ids(ledger.engine, since, RECALL_LEADS)
             service.idempotency.recall(earlier, functools.partial(past_answer, ledger.engine))
             log.info("idempotency.recalled", leads=len(earlier), hours=RECALL_HOURS)
+        else:
+            from routelead.state.redis.idempotency import RedisIdempotencyStore
+
+            if isinstance(service.idempotency, RedisIdempotencyStore):
+                # Redis forgets (an outage, a lost key): the books remember every offer.
+                service.idempotency.use_books(functools.partial(past_answer, ledger.engine))
         keeper: ControlKeeper | None = None
         if isinstance(service.caps, MemoryCapStore) and isinstance(service.dedupe, MemoryDedupeStore):
             # No Redis: caps, budgets, balances, dedupe windows and rotation are kept beside the books.

@@ -59,12 +59,19 @@ class StateAdminServicer(pb_grpc.StateAdminServicer):
     async def Settle(self, request: pb.SettleRequest, context: Context) -> pb.SettleResponse:
         await require_admin(context, self._expected)
         pending = {u.reservation_id: u for u in await self._caps.list_unsettled(older_than_s=0.0)}
-        settled = await self._caps.settle(request.buyer_id, request.reservation_id, accepted=request.confirm)
-        books = ""
         known = pending.get(request.reservation_id)
-        if settled and known is not None and self._ledger is not None:
-            # The books follow the caps: the same decision closes the unsettled sale there.
-            books = await self._ledger.settle(known.lead_id, known.buyer_id, sold=request.confirm)
+        books = ""
+        if self._ledger is not None:
+            # The books first, so a database that refuses leaves the reservation open to retry:
+            # a confirmed post is booked as a sale at its intent's price (records/intents.py).
+            hint = known.lead_id if known is not None and known.buyer_id == request.buyer_id else ""
+            try:
+                _, books = await self._ledger.settle_reservation(
+                    request.buyer_id, request.reservation_id, request.confirm, hint
+                )
+            except LookupError:
+                books = ""  # no post of it on the books: it never left, nothing to book
+        settled = await self._caps.settle(request.buyer_id, request.reservation_id, accepted=request.confirm)
         return pb.SettleResponse(settled=settled, ledger=books)
 
     async def GetBalance(self, request: pb.BalanceRequest, context: Context) -> pb.BalanceResponse:

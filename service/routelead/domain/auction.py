@@ -130,7 +130,7 @@ Action = Ping | Post | Done
 # --- what the driver reports ---------------------------------------------------------------
 
 PingKind = Literal["bid", "no_bid", "timed_out", "error"]
-PostKind = Literal["accepted", "rejected", "unknown", "failed", "capped", "late"]
+PostKind = Literal["accepted", "rejected", "unknown", "failed", "capped", "late", "withheld"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +146,7 @@ class PingReply:
 class PostReply:
     """accepted / rejected: the buyer answered; unknown: it may have taken the lead (timed out
     after sending, unreadable answer); failed: it provably did not; capped: no reservation;
-    late: never sent, no time was left."""
+    late: never sent, no time was left; withheld: never sent, the books did not take its intent."""
 
     kind: PostKind
     reason: str = ""
@@ -396,7 +396,9 @@ class Auction:
         a = self.attempts[order.seat]
         if answer.kind == "late":
             return  # the attempt stays BID and is explained as NOT_OFFERED
-        if answer.kind == "capped":
+        if answer.kind == "withheld":
+            a.status, a.reason = Status.NOT_OFFERED, answer.reason
+        elif answer.kind == "capped":
             a.status, a.reason = Status.SKIPPED_CAP, answer.reason
         elif answer.kind == "rejected":
             a.status, a.reason = Status.POST_REJECTED, answer.reason

@@ -2,6 +2,8 @@
 
 The in-memory idempotency store forgets every answer when the process stops; the books do not.
 Without this, a retry that reached a restarted embedded service was routed again: a second sale.
+A lead whose routing process died after its first post has no record, but has its intents
+(`records/intents.py`): its answer is what they and the sales say.
 """
 
 from __future__ import annotations
@@ -14,20 +16,23 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from routelead.domain.outcome import TEST_KEY_PREFIX, Attempt, Outcome, RoutingResult, Sale, Status
-from routelead.records.schema import attempts, leads, sales
+from routelead.records.intents import answer_from_intents
+from routelead.records.schema import attempts, intents, leads, sales
 
 
 async def recent_lead_ids(engine: AsyncEngine, since: datetime, limit: int) -> list[str]:
-    """The newest `limit` lead_ids received since `since`: the ones a caller may still retry (as
-    answer keys: a test lead's is "~<lead_id>")."""
-    q = (
-        sa.select(leads.c.lead_id)
-        .where(leads.c.received_at >= since)
-        .order_by(leads.c.received_at.desc())
-        .limit(limit)
+    """The newest `limit` lead_ids received (or offered to a buyer) since `since`: the ones a
+    caller may still retry (as answer keys: a test lead's is "~<lead_id>")."""
+    answered = sa.select(leads.c.lead_id.label("lead_id"), leads.c.received_at.label("at")).where(
+        leads.c.received_at >= since
     )
+    offered = sa.select(intents.c.lead_id.label("lead_id"), intents.c.offered_at.label("at")).where(
+        intents.c.offered_at >= since, intents.c.seq == 0, intents.c.state != "withdrawn"
+    )
+    both = sa.union_all(answered, offered).subquery()
+    q = sa.select(both.c.lead_id).order_by(both.c.at.desc()).limit(limit)
     async with engine.connect() as conn:
-        return [r.lead_id for r in await conn.execute(q)]
+        return list(dict.fromkeys(r.lead_id for r in await conn.execute(q)))
 
 
 async def past_answer(engine: AsyncEngine, lead_id: str) -> RoutingResult | None:
@@ -35,7 +40,17 @@ async def past_answer(engine: AsyncEngine, lead_id: str) -> RoutingResult | None
     async with engine.connect() as conn:
         head = (await conn.execute(sa.select(leads).where(leads.c.lead_id == lead_id))).first()
         if head is None:
-            return None
+            offered = (
+                await conn.execute(
+                    sa.select(intents).where(intents.c.lead_id == lead_id).order_by(intents.c.seq)
+                )
+            ).all()
+            if not offered:
+                return None
+            booked = (await conn.execute(sa.select(sales).where(sales.c.lead_id == lead_id))).all()
+            return answer_from_intents(
+                lead_id, [dict(i._mapping) for i in offered], [dict(s._mapping) for s in booked]
+            )
         tried = (
             await conn.execute(
                 sa.select(attempts).where(attempts.c.lead_id == lead_id).order_by(attempts.c.seq)
@@ -52,10 +67,9 @@ async def past_answer(engine: AsyncEngine, lead_id: str) -> RoutingResult | None
 def rebuild(
     head: Mapping[str, Any], tried: Sequence[Mapping[str, Any]], sold: Sequence[Mapping[str, Any]]
 ) -> RoutingResult:
-    """The answer as it was given. A post whose outcome was unknown was no sale in that answer,
-    whatever a later settlement made of it."""
+    """The answer as the books give it: a post whose outcome was unknown is a sale once
+    reconciliation confirmed it (the lead's row says SOLD then), and unsettled until then."""
     unsettled = {s["buyer_id"] for s in sold if s["settlement"] == "unsettled"}
-    post_errors = {a["buyer_id"] for a in tried if a["status"] == Status.POST_ERROR.value}
     return RoutingResult(
         lead_id=head["lead_id"].removeprefix(TEST_KEY_PREFIX),
         flow=head["flow"],
@@ -74,7 +88,7 @@ def rebuild(
                 s.get("stated_price"),
             )
             for s in sold
-            if s["settlement"] == "sold" and s["buyer_id"] not in post_errors
+            if s["settlement"] == "sold"
         ],
         attempts=[
             Attempt(

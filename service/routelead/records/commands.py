@@ -1,4 +1,4 @@
-"""`routelead lead | report | return | settle-sale`: the books from the command line."""
+"""`routelead lead | report | return | settle-sale | open-posts`: the books from the command line."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # the SQL stack loads only for these commands, not for every 
     from routelead.records.ledger import LeadStory, Ledger
     from routelead.settings import Settings
 
-COMMANDS = ("lead", "report", "return", "settle-sale")
+COMMANDS = ("lead", "report", "return", "settle-sale", "open-posts")
 # `routelead return`: the sale had been returned before; nothing was booked this time.
 EXIT_ALREADY_RETURNED = 3
 _LEAD_ID_HELP = "a lead id, or a unique prefix of one (at least 4 characters), as git takes commits"
@@ -43,12 +43,22 @@ def add_parsers(sub: Any, config_default: str | None) -> None:
     settle.add_argument("buyer_id")
     settle.add_argument("outcome", choices=["sold", "rejected"])
 
+    posts = sub.add_parser(
+        "open-posts",
+        help="posts whose outcome the books do not know (the process stopped mid-post): settle each "
+        "with settle-sale",
+    )
+    posts.add_argument("--older-than", type=float, default=0.0, help="offered at least this long ago (s)")
+    posts.add_argument("--json", action="store_true", help="one JSON object per line")
+
 
 def run(
-    args: argparse.Namespace, load: Callable[[str | None], Any], settings: Settings, out: TextIO = sys.stdout
+    args: argparse.Namespace, load: Callable[[str | None], Any], settings: Settings, out: TextIO | None = None
 ) -> int:
     from routelead.records.db import database_url
     from routelead.records.ledger import Ledger
+
+    out = out if out is not None else sys.stdout  # the stdout of the moment, not of import time
 
     async def with_ledger(work: Callable[[Ledger], Awaitable[int]]) -> int:
         ledger = await Ledger.open(database_url(settings))
@@ -141,6 +151,27 @@ def run(
                 return 0
 
             return asyncio.run(with_ledger(settle))
+        case "open-posts":
+
+            async def listing(ledger: Ledger) -> int:
+                import orjson
+
+                for i in await ledger.open_intents(args.older_than):
+                    row = {
+                        "lead_id": i["lead_id"],
+                        "buyer": i["buyer_id"],
+                        "reservation": i["reservation_id"],
+                        "price": fmt(i["price"]),
+                        "offered_at": i["offered_at"].isoformat(),
+                        "state": i["state"],
+                    }
+                    print(
+                        orjson.dumps(row).decode() if args.json else "  ".join(map(str, row.values())),
+                        file=out,
+                    )
+                return 0
+
+            return asyncio.run(with_ledger(listing))
     return 2
 
 

@@ -20,7 +20,8 @@ import structlog
 
 from routelead.domain.outcome import RoutingResult
 from routelead.records.codec import lead_record
-from routelead.records.port import BooksUnavailable, LedgerWriter, Unbooked
+from routelead.records.intents import Intent
+from routelead.records.port import BooksUnavailable, IntentWriter, LedgerWriter, Unbooked
 from routelead.records.spool import write_spool
 from routelead.telemetry.metrics import BOOKS_BOOKED_LATE, BOOKS_HELD, BOOKS_REFUSED
 
@@ -61,6 +62,8 @@ class BooksGuard:
         spool: Path | None = None,
     ) -> None:
         self._writer = writer
+        # Books that record intents: a lead is posted only after its intent is committed.
+        self.intents = writer if isinstance(writer, IntentWriter) else None
         # Where records still unwritten at shutdown go, for the next start to apply.
         self.spool = spool
         self._write_timeout = write_timeout_s
@@ -101,13 +104,37 @@ class BooksGuard:
         ping_fields: Mapping[str, str],
         received_at: float,
         config_version: str,
-    ) -> None:
+    ) -> bool:
+        """True: booked. False: the books already answer this lead_id (see `books_answer`)."""
         held = _Held(result, ping_fields, received_at, config_version)
         try:
-            await self._put(held)
+            return await self._put(held)
         except Exception as exc:
             await self._hold(held, exc)
             raise Unbooked(_unbooked_message(result.lead_id)) from exc
+
+    async def offer(self, intent: Intent, wait_s: float) -> bool:
+        """Commit the intent of a post before it leaves; False: the lead is taken elsewhere.
+
+        Raises BooksUnavailable — do not post — while the books refuse writes, when the write
+        fails, or when its commit is not confirmed within `wait_s` (then it is withdrawn: if it
+        lands later, it says the post never left)."""
+        assert self.intents is not None
+        if self._down_since is not None:
+            raise BooksUnavailable("the books refuse writes: not posted")
+        try:
+            async with asyncio.timeout(max(0.0, min(wait_s, self._write_timeout))):
+                return await self.intents.offer(intent)
+        except TimeoutError:
+            self.intents.withdraw(intent.lead_id, intent.seq)
+            raise BooksUnavailable("the books did not confirm the offer in time: not posted") from None
+        except Exception as exc:
+            log.error("ledger.offer_failed", lead_id=intent.lead_id, error=type(exc).__name__)
+            raise BooksUnavailable("the books refused the offer: not posted") from exc
+
+    async def books_answer(self, lead_id: str) -> RoutingResult | None:
+        """What the books say about a lead_id another call answered or offered."""
+        return await self.intents.answer(lead_id) if self.intents is not None else None
 
     async def answer(self, lead_id: str) -> RoutingResult | None:
         """A retried lead_id (its answer key, outcome.answer_key) this process holds or booked late:
@@ -178,7 +205,9 @@ class BooksGuard:
     async def _write(self, held: _Held) -> bool:
         r = held.result
         try:
-            await self._put(held)
+            if not await self._put(held):
+                # Answered or offered elsewhere meanwhile: the books' answer stands.
+                r = await self.books_answer(r.lead_id) or r
         except Exception as exc:
             # A rejection of this record still shows the database answering: routing may go on.
             await self._mark(writable=not is_outage(exc))
@@ -198,10 +227,13 @@ class BooksGuard:
                 log.error("ledger.booked_late_not_shared", lead_id=r.lead_id, error=type(exc).__name__)
         return True
 
-    async def _put(self, held: _Held) -> None:
+    async def _put(self, held: _Held) -> bool:
         # A write cut off here may still land later: applying a record twice changes nothing.
         async with asyncio.timeout(self._write_timeout):  # no extra task, unlike wait_for on 3.11
-            await self._writer.record(held.result, held.ping_fields, held.received_at, held.config_version)
+            done = await self._writer.record(
+                held.result, held.ping_fields, held.received_at, held.config_version
+            )
+        return done is not False
 
     async def _mark(self, *, writable: bool) -> None:
         if writable == (self._down_since is None):

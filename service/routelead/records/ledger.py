@@ -18,8 +18,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from routelead.domain.outcome import RoutingResult
+from routelead.records import intents as offers
+from routelead.records.answers import past_answer
 from routelead.records.codec import LeadRecord, Record, SaleRecord, lead_record
 from routelead.records.db import create_engine, migrate, sqlite_writer
+from routelead.records.intents import Intent, Withdrawal
 from routelead.records.returns import ReturnPolicy, ReturnRefused, check_return
 from routelead.records.schema import Money, attempts, entries, leads, returns, sales
 from routelead.records.wal import Checkpointer
@@ -32,6 +35,8 @@ GroupBy = Literal["source", "buyer", "flow"]
 # A lead id prefix shorter than this is not looked up (git's minimum for an abbreviated id).
 MIN_PREFIX = 4
 _AMBIGUOUS_SHOWN = 5
+# What the group-committed writer takes: a lead's record, an intent to post, a withdrawn intent.
+_Item = LeadRecord | Intent | Withdrawal
 _GROUP_COLUMN = {"source": entries.c.source_id, "buyer": entries.c.buyer_id, "flow": entries.c.flow}
 _SALES_COLUMN = {"source": sales.c.source_id, "buyer": sales.c.buyer_id, "flow": sales.c.flow}
 
@@ -91,7 +96,7 @@ class Ledger:
         self.dialect = engine.dialect.name
         # SQLite has one writer at a time: queue writers here rather than spin on the file lock.
         # PostgreSQL takes concurrent writers as they come.
-        self._queue: list[tuple[LeadRecord, asyncio.Future[None]]] = []
+        self._queue: list[tuple[_Item, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
             asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
@@ -159,40 +164,105 @@ class Ledger:
         ping_fields: Mapping[str, str],
         received_at: float,
         config_version: str,
-    ) -> None:
-        """The router's write before it answers: the lead, its attempts, sales and money."""
+    ) -> bool:
+        """The router's write before it answers: the lead, its attempts, sales and money. False
+        when the books already answer this lead_id (an earlier call, here or on another replica,
+        answered or offered it): nothing is written and the books' answer is the answer."""
         record = lead_record(result, ping_fields, received_at, time.time(), config_version)
-        # Group commit: leads arriving while a transaction commits share the next one (one fsync,
+        return await self._enqueue(record)
+
+    async def offer(self, intent: Intent) -> bool:
+        """Before a post leaves: the intent, committed. False when the lead is already offered or
+        answered elsewhere (only a first post, `seq` 0, can be refused): do not post."""
+        return await self._enqueue(intent)
+
+    def withdraw(self, lead_id: str, seq: int) -> None:
+        """An intent whose commit the router stopped waiting for: its post never left. Queued
+        behind the intent itself, so it lands after it whenever that lands."""
+        self._queue_item(Withdrawal(lead_id, seq))
+
+    async def answer(self, lead_id: str) -> RoutingResult | None:
+        """What the books say about a lead_id: its recorded answer, or what its intents say."""
+        return await past_answer(self.engine, lead_id)
+
+    def _queue_item(self, item: _Item) -> asyncio.Future[bool]:
+        # Group commit: items arriving while a transaction commits share the next one (one fsync,
         # one round trip per table), on SQLite and PostgreSQL alike.
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_retrieved)  # a caller that gave up is told by the BooksGuard
-        self._queue.append((record, done))
+        self._queue.append((item, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        # Shielded: a caller that gives up does not take the write of its lead with it.
-        await asyncio.shield(done)
+        return done
+
+    async def _enqueue(self, item: _Item) -> bool:
+        # Shielded: a caller that gives up does not take the write of its item with it.
+        return await asyncio.shield(self._queue_item(item))
 
     async def _flush(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:_GROUP_MAX], self._queue[_GROUP_MAX:]
+            items = [r for r, _ in batch]
             try:
-                await self.apply([r for r, _ in batch])
-                outcomes: list[BaseException | None] = [None] * len(batch)
+                refused = await self._commit(items)
+                outcomes: list[BaseException | bool] = [i not in refused for i in range(len(items))]
             except Exception:
-                # Alone, each record gets its own answer: one bad record fails only its own lead.
+                # Alone, each item gets its own answer: one bad record fails only its own lead.
                 outcomes = []
-                for r, _ in batch:
+                for item in items:
                     try:
-                        await self.apply([r])
-                        outcomes.append(None)
+                        outcomes.append(not await self._commit([item]))
                     except Exception as exc:
                         outcomes.append(exc)
-            for (_, fut), err in zip(batch, outcomes, strict=True):
+            for (_, fut), got in zip(batch, outcomes, strict=True):
                 if not fut.done():
-                    if err is None:
-                        fut.set_result(None)
+                    if isinstance(got, BaseException):
+                        fut.set_exception(got)
                     else:
-                        fut.set_exception(err)
+                        fut.set_result(got)
+
+    async def _commit(self, items: Sequence[_Item]) -> set[int]:
+        """One transaction for a batch of intents and records; the positions of those refused."""
+        if self._writer_thread is not None:
+            async with self._write_lock:
+                loop = asyncio.get_running_loop()
+                refused = await loop.run_in_executor(self._writer_thread, self._commit_sync, items)
+            if self._checkpointer is not None:
+                self._checkpointer.wrote()
+            return refused
+        async with self._write_lock, self.engine.begin() as conn:
+            return await conn.run_sync(self._write_batch, items)
+
+    def _commit_sync(self, items: Sequence[_Item]) -> set[int]:
+        assert self._sync_writer is not None
+        with self._sync_writer.begin() as conn:
+            return self._write_batch(conn, items)
+
+    def _write_batch(self, conn: sa.Connection, items: Sequence[_Item]) -> set[int]:
+        """Intents first (a first post refused when its lead is taken), then withdrawals, then the
+        records (one answered or offered elsewhere is refused), then the intents they close."""
+        firsts = [i for i in items if isinstance(i, Intent) and i.seq == 0]
+        later = [i for i in items if isinstance(i, Intent) and i.seq > 0]
+        taken = offers.write_intents(conn, firsts, later)
+        offers.withdraw(conn, [i for i in items if isinstance(i, Withdrawal)])
+        records = [r for r in items if isinstance(r, LeadRecord)]
+        booked = offers.already_booked(conn, [r.lead_id for r in records if not offers.posted(r)])
+        written = [r for r in records if offers.posted(r) or r.lead_id not in booked]
+        rows: dict[str, list[dict[str, Any]]] = {t.name: [] for t in (leads, attempts, sales, entries)}
+        for r in written:
+            self._lead_rows(r, rows)
+        for table in (leads, attempts, sales, entries):
+            if rows[table.name]:
+                conn.execute(self._writes[table.name], rows[table.name])
+        offers.close_intents(conn, written)
+        kept = {id(r) for r in written}
+
+        def refuse(item: _Item) -> bool:
+            if isinstance(item, Intent):
+                return item.seq == 0 and item.lead_id in taken
+            return isinstance(item, LeadRecord) and id(item) not in kept
+
+        return {n for n, item in enumerate(items) if refuse(item)}
 
     async def apply(self, records: Sequence[Record]) -> None:
         """Apply records in one transaction, one multi-row insert per table; a record applied twice
@@ -337,39 +407,29 @@ class Ledger:
         }
 
     async def settle(self, lead_id: str, buyer_id: str, sold: bool, now: float | None = None) -> str:
-        """Resolve an unsettled sale (a post whose outcome was unknown) as sold or rejected.
-
-        Only `unsettled` moves; revenue for a late-confirmed sale is a new journal entry."""
-        at = _at(time.time() if now is None else now)
-        settlement = "sold" if sold else "rejected"
+        """Resolve a post whose outcome was unknown as sold or rejected (`records/intents.py`):
+        a confirmed one is booked as a sale at its intent's price; revenue is a new entry."""
+        at = time.time() if now is None else now
         async with self._write_lock, self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(sales).where(sales.c.lead_id == lead_id, sales.c.buyer_id == buyer_id)
-                )
-            ).first()
-            if row is None:
-                raise LookupError(f"no sale of lead {lead_id!r} to buyer {buyer_id!r}")
-            if row.settlement != "unsettled":
-                return str(row.settlement)
-            await conn.execute(
-                sa.update(sales)
-                .where(sales.c.lead_id == lead_id, sales.c.buyer_id == buyer_id)
-                .where(sales.c.settlement == "unsettled")
-                .values(settlement=settlement)
-            )
-            if sold and not row.test:
-                entry = {
-                    "lead_id": lead_id,
-                    "buyer_id": buyer_id,
-                    "kind": "revenue",
-                    "amount": row.price,
-                    "at": at,
-                    "flow": row.flow,
-                    "source_id": row.source_id,
-                }
-                await self._put(conn, entries, [entry])
-        return settlement
+            return await conn.run_sync(lambda c: offers.settle(c, lead_id, buyer_id, sold=sold, now=at))
+
+    async def settle_reservation(
+        self, buyer_id: str, reservation_id: str, sold: bool, lead_id: str = ""
+    ) -> tuple[str, str]:
+        """Settle in the books the post a cap reservation was made for (found by its intent, or
+        by `lead_id` when the hot state still knows it): (lead_id, settlement). LookupError when
+        the books hold no post for it (it never left: nothing to book)."""
+        async with self.engine.connect() as conn:
+            found = await conn.run_sync(lambda c: offers.lead_of_reservation(c, buyer_id, reservation_id))
+        lead_id = found or lead_id
+        if not lead_id:
+            raise LookupError(f"no post for reservation {reservation_id!r} of {buyer_id!r} in the books")
+        return lead_id, await self.settle(lead_id, buyer_id, sold)
+
+    async def open_intents(self, older_than_s: float = 0.0) -> list[dict[str, Any]]:
+        """Posts whose outcome is unknown, no sale booked for them: what reconciliation settles."""
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(lambda c: offers.open_intents(c, older_than_s))
 
     async def return_sale(
         self, lead_id: str, buyer_id: str, reason: str, policy: ReturnPolicy, now: float | None = None
@@ -642,6 +702,6 @@ class Companion(Protocol):
         """The transaction failed: keep `taken` for the next one."""
 
 
-def _retrieved(f: asyncio.Future[None]) -> None:
+def _retrieved(f: asyncio.Future[bool]) -> None:
     if not f.cancelled():
         f.exception()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from routelead.domain.outcome import RoutingResult
+
+if TYPE_CHECKING:
+    from routelead.records.intents import Intent
 
 
 class BooksUnavailable(RuntimeError):
@@ -24,5 +27,26 @@ class LedgerWriter(Protocol):
         ping_fields: Mapping[str, str],
         received_at: float,
         config_version: str,
-    ) -> None:
-        """Durably keep the lead (SQLite write, or an outbox append); raise if it could not."""
+    ) -> bool | None:
+        """Durably keep the lead (SQLite write, or an outbox append); raise if it could not.
+        False: the books already answer this lead_id (answered or offered elsewhere), and that
+        answer is the answer; True or None: kept."""
+
+
+@runtime_checkable
+class IntentWriter(Protocol):
+    """Books that decide whether a lead was offered (`records/intents.py`)."""
+
+    async def offer(self, intent: Intent) -> bool:
+        """Commit the intent before its post leaves; False: the lead is taken, do not post."""
+
+    def withdraw(self, lead_id: str, seq: int) -> None:
+        """The intent's commit was not awaited to the end: its post never left."""
+
+    async def answer(self, lead_id: str) -> RoutingResult | None:
+        """What the books say about a lead_id (None: nothing)."""
+
+
+class AlreadyOffered(RuntimeError):
+    """The books say another call (any process, any replica) offered or answered this lead_id:
+    it is answered from the books, never posted again."""

@@ -200,3 +200,36 @@ control_reservations = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
 )
+
+# The books decide whether a lead was offered: one row per post, written (and committed) before
+# the post leaves the process. Row `seq` 0 is the lead's first post: its primary key is the guard
+# between processes and replicas (a second writer of seq 0 learns at once that the lead was
+# offered, and answers from the books instead of posting). `state`: offered (the post may have
+# left; nothing known yet) → sold / rejected / unsettled when the lead's record is written;
+# unsettled or offered → confirmed / freed by reconciliation; withdrawn: the write was not
+# confirmed in time, so the post never left.
+intents = sa.Table(
+    "intents",
+    metadata,
+    sa.Column("lead_id", sa.String(128), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("buyer_id", sa.String(64), nullable=False),
+    sa.Column("reservation_id", sa.String(200), nullable=False),
+    sa.Column("price", Money, nullable=False),
+    # The lead's cost if this post is its only sale: what a late confirmation books.
+    sa.Column("cost", Money, nullable=False),
+    sa.Column("exclusive", sa.Boolean, nullable=False),
+    sa.Column("tier", sa.String(64), nullable=False),
+    sa.Column("flow", sa.String(64), nullable=False),
+    sa.Column("source_id", sa.String(64), nullable=False),
+    sa.Column("config_version", sa.String(64), nullable=False),
+    sa.Column("offered_at", Time, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.CheckConstraint(
+        "state IN ('offered', 'sold', 'rejected', 'unsettled', 'confirmed', 'freed', 'withdrawn')",
+        name="ck_intents_state",
+    ),
+    sa.Index("ix_intents_reservation", "buyer_id", "reservation_id"),
+    sa.Index("ix_intents_state_time", "state", "offered_at"),
+    sa.Index("ix_intents_time", "offered_at"),
+)

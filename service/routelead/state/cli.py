@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from routelead.settings import Settings
 
 
-def add_state_commands(sub: Any) -> None:
+def add_state_commands(sub: Any, settings: Settings) -> None:
     from routelead.api.admin_channel import add_connection_options
 
     ls = sub.add_parser(
@@ -30,22 +30,27 @@ def add_state_commands(sub: Any) -> None:
     )
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     ls.set_defaults(state_command="unsettled")
-    add_connection_options(ls)
+    add_connection_options(ls, settings)
 
-    st = sub.add_parser("settle", help="close an unsettled reservation: --confirm (a sale) or --free")
+    st = sub.add_parser(
+        "settle",
+        help="close an unsettled reservation and book it (DATABASE_URL / ROUTELEAD_DB): --confirm or --free",
+    )
     st.add_argument("buyer")
     st.add_argument("reservation")
     how = st.add_mutually_exclusive_group(required=True)
-    how.add_argument("--confirm", action="store_true", help="the buyer took it: keep it counted")
+    how.add_argument(
+        "--confirm", action="store_true", help="the buyer took it: keep it counted and book the sale"
+    )
     how.add_argument("--free", action="store_true", help="the buyer did not take it: give the slot back")
     st.set_defaults(state_command="settle")
-    add_connection_options(st)
+    add_connection_options(st, settings)
 
     bal = sub.add_parser("balance", help="show a prepaid buyer's balance, or top it up")
     bal.add_argument("buyer")
     bal.add_argument("--top-up", metavar="AMOUNT", help='add this amount (a decimal, e.g. "500.00")')
     bal.set_defaults(state_command="balance")
-    add_connection_options(bal)
+    add_connection_options(bal, settings)
 
 
 def run_state_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -314,7 +314,13 @@ class MemoryIdempotencyStore:
 
     async def once(self, lead_id: str, work: Callable[[], Awaitable[RoutingResult]]) -> RoutingResult:
         if (done := self._done.get(lead_id)) is not None:
-            return dataclasses.replace(decode(done), replayed=True)
+            found = decode(done)
+            # A post of unknown outcome may have been settled since: the books say how.
+            unsettled = self._load is not None and any(a.unsettled for a in found.attempts)
+            if unsettled and self._load is not None and (fresh := await self._load(lead_id)) is not None:
+                found = fresh
+                await self.remember(fresh)
+            return dataclasses.replace(found, replayed=True)
         if lead_id in self._earlier and self._load is not None:
             earlier = await self._load(lead_id)
             if earlier is not None:

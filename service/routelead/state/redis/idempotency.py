@@ -49,6 +49,24 @@ class RedisIdempotencyStore:
         self._default_wait = default_wait_s
         self._delete_if_mine = redis.register_script(_DELETE_IF_MINE)
         self._local = MemoryIdempotencyStore()
+        # The books (`records/intents.py`): what they say about a lead_id Redis cannot answer.
+        self._books: Callable[[str], Awaitable[RoutingResult | None]] | None = None
+
+    def use_books(self, load: Callable[[str], Awaitable[RoutingResult | None]]) -> None:
+        """Redis speeds idempotency up; the books are where it lives. While Redis is down, and
+        when a claim is still held past the caller's deadline (its replica died mid-lead), a
+        lead_id the books answer or hold an intent for is answered from them, never routed."""
+        self._books = load
+
+    async def _from_books(self, lead_id: str) -> RoutingResult | None:
+        if self._books is None:
+            return None
+        try:
+            found = await self._books(lead_id)
+        except Exception as exc:  # the books are away too: the caller's retry comes back later
+            log.warning("idempotency.books_unavailable", lead_id=lead_id, error=type(exc).__name__)
+            return None
+        return None if found is None else dataclasses.replace(found, replayed=True)
 
     async def once(self, lead_id: str, work: Callable[[], Awaitable[RoutingResult]]) -> RoutingResult:
         key = f"rl:idem:{lead_id}"
@@ -70,11 +88,19 @@ class RedisIdempotencyStore:
                 # Fail open: leads keep flowing on this replica's own memory while Redis is down
                 # (documented; caps still guard every sale).
                 self._health.metrics.fallback("idempotency")
+                if (earlier := await self._from_books(lead_id)) is not None:
+                    return earlier
                 return await self._local.once(lead_id, work)
             if isinstance(seen, bytes) and not seen.startswith(_RUNNING):
-                return dataclasses.replace(decode(seen), replayed=True)
+                found = decode(seen)
+                # A post of unknown outcome may have been settled since: the books say how.
+                if any(a.unsettled for a in found.attempts) and (fresh := await self._from_books(lead_id)):
+                    return fresh
+                return dataclasses.replace(found, replayed=True)
             # In flight elsewhere (or just released after a failure: claim again).
             if loop.time() + self._poll >= give_up:
+                if (earlier := await self._from_books(lead_id)) is not None:
+                    return earlier
                 raise LeadInFlight(f"lead {lead_id} is still being routed by another call; retry later")
             await asyncio.sleep(self._poll)
 
