@@ -48,6 +48,8 @@ class AttemptRecord:
     reason: str
     # Before the buyer pricing rules (None in records from before it was kept).
     offered: Decimal | None = None
+    # The bid asked for an exclusive sale: replay allocates it as the live auction did.
+    exclusive: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,7 @@ def lead_record(
             http_status=a.http_status,
             reason=a.reason,
             offered=a.offered,
+            exclusive=a.exclusive,
         )
         for i, a in enumerate(result.attempts)
     )
@@ -236,6 +239,7 @@ def encode(record: Record) -> bytes:
                     "http_status": a.http_status,
                     "reason": a.reason,
                     "offered": _money(a.offered),
+                    "exclusive": a.exclusive,
                 }
                 for a in r.attempts
             ],
@@ -320,6 +324,7 @@ def decode(data: bytes) -> Record:
                             http_status=int(a.get("http_status", 0)),
                             reason=str(a.get("reason", "")),
                             offered=None if a.get("offered") is None else _dec(a["offered"], "offered"),
+                            exclusive=bool(a.get("exclusive", False)),
                         )
                         for a in d.get("attempts", [])
                     ),

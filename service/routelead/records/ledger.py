@@ -362,6 +362,7 @@ class Ledger:
                 "http_status": a.http_status,
                 "reason": a.reason,
                 "offered": a.offered,
+                "exclusive": a.exclusive,
             }
             for a in r.attempts
         )

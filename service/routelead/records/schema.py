@@ -91,6 +91,8 @@ attempts = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     # The buyer's own price before our buyer pricing rules (`bid` is after them): replay re-prices it.
     sa.Column("offered", Money, nullable=True),
+    # The bid asked for an exclusive sale (replay allocates it as the live auction did).
+    sa.Column("exclusive", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_attempts_buyer", "buyer_id", "status"),
 )
 

@@ -44,7 +44,9 @@ async def recorded_leads(
             for a in await conn.execute(
                 sa.select(attempts).where(attempts.c.lead_id.in_(ids)).order_by(attempts.c.seq)
             ):
-                tried[a.lead_id].append(RecordedAttempt(a.buyer_id, a.status, a.bid, a.offered))
+                tried[a.lead_id].append(
+                    RecordedAttempt(a.buyer_id, a.status, a.bid, a.offered, bool(a.exclusive))
+                )
             sold: dict[str, list[RecordedSale]] = defaultdict(list)
             for s in await conn.execute(
                 sa.select(sales)
