@@ -107,7 +107,7 @@ class Books:
     async def lock(self) -> None:
         """Writes to the books block until `unlock` (a long transaction elsewhere)."""
         if self.kind == "sqlite":
-            con = sqlite3.connect(self.url.removeprefix("sqlite:///"), isolation_level=None, timeout=0)
+            con = sqlite3.connect(self.url.removeprefix("sqlite:///"), isolation_level=None, timeout=5)
             con.execute("BEGIN EXCLUSIVE")
             self._sqlite.append(con)
         else:
