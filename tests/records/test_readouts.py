@@ -74,16 +74,16 @@ async def test_report_by_buyer_carries_each_sales_cost_share(backend: Backend, t
     after = _cli("report", "--by", "buyer", env=env)
 
     assert before.returncode == 0, before.stderr
-    # sales returns gross-rev net-rev gross-cost net-cost net-margin
+    # sales returns gross-rev net-rev gross-cost net-cost net-margin disputes
     assert _rows(before.stdout) == {
-        "a": ["1", "0", "30.00", "30.00", "6.00", "6.00", "24.00"],
-        "b": ["2", "0", "45.00", "45.00", "12.00", "12.00", "33.00"],
+        "a": ["1", "0", "30.00", "30.00", "6.00", "6.00", "24.00", "0"],
+        "b": ["2", "0", "45.00", "45.00", "12.00", "12.00", "33.00", "0"],
     }
     assert returned.returncode == 0, returned.stderr
     # The source refunded S-1's whole cost: both shares of it come back, each on its own buyer.
     assert _rows(after.stdout) == {
-        "a": ["1", "1", "30.00", "0.00", "6.00", "0.00", "0.00"],
-        "b": ["2", "0", "45.00", "45.00", "12.00", "8.00", "37.00"],
+        "a": ["1", "1", "30.00", "0.00", "6.00", "0.00", "0.00", "0"],
+        "b": ["2", "0", "45.00", "45.00", "12.00", "8.00", "37.00", "0"],
     }
     by_source = _cli("report", "--by", "source", env=env)
     [src] = [line.split() for line in by_source.stdout.splitlines()[1:]]

@@ -222,23 +222,32 @@ class Ledger:
                         fut.set_result(got)
 
     async def _commit(self, items: Sequence[_Item]) -> set[int]:
-        """One transaction for a batch of intents and records; the positions of those refused."""
-        if self._writer_thread is not None:
-            async with self._write_lock:
-                loop = asyncio.get_running_loop()
-                refused = await loop.run_in_executor(self._writer_thread, self._commit_sync, items)
-            if self._checkpointer is not None:
-                self._checkpointer.wrote()
-            return refused
-        async with self._write_lock, self.engine.begin() as conn:
-            return await conn.run_sync(self._write_batch, items)
+        """One transaction for a batch of intents and records, with the embedded controls changed
+        meanwhile (records/controls.py); the positions of the items refused."""
+        async with self._write_lock:
+            # Taken under the lock, on the event loop: batches reach the disk in the order taken.
+            extra = self._companion.take() if self._companion is not None else None
+            try:
+                if self._writer_thread is not None:
+                    loop = asyncio.get_running_loop()
+                    refused = await loop.run_in_executor(self._writer_thread, self._commit_sync, items, extra)
+                else:
+                    async with self.engine.begin() as conn:
+                        refused = await conn.run_sync(self._write_batch, items, extra)
+            except BaseException:
+                if extra is not None and self._companion is not None:
+                    self._companion.put_back(extra)
+                raise
+        if self._checkpointer is not None:
+            self._checkpointer.wrote()
+        return refused
 
-    def _commit_sync(self, items: Sequence[_Item]) -> set[int]:
+    def _commit_sync(self, items: Sequence[_Item], extra: Any = None) -> set[int]:
         assert self._sync_writer is not None
         with self._sync_writer.begin() as conn:
-            return self._write_batch(conn, items)
+            return self._write_batch(conn, items, extra)
 
-    def _write_batch(self, conn: sa.Connection, items: Sequence[_Item]) -> set[int]:
+    def _write_batch(self, conn: sa.Connection, items: Sequence[_Item], extra: Any = None) -> set[int]:
         """Intents first (a first post refused when its lead is taken), then withdrawals, then the
         records (one answered or offered elsewhere is refused), then the intents they close."""
         firsts = [i for i in items if isinstance(i, Intent) and i.seq == 0]
@@ -255,6 +264,8 @@ class Ledger:
             if rows[table.name]:
                 conn.execute(self._writes[table.name], rows[table.name])
         offers.close_intents(conn, written)
+        if extra is not None and self._companion is not None:
+            self._companion.write(conn, extra)
         kept = {id(r) for r in written}
 
         def refuse(item: _Item) -> bool:
