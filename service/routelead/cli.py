@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = sub.add_parser("buyers-sim", help="run the simulated buyer fleet (for the example config)")
     sim.add_argument("--port", type=int, default=8700)
 
-    from routelead.state.cli import add_state_commands, run_state_command
+    from routelead.api.state_cli import add_state_commands, run_state_command
 
     add_state_commands(sub, settings)
     args = parser.parse_args(argv)

@@ -37,7 +37,7 @@ def add_parsers(sub: Any, config_default: str | None) -> None:
     ret.add_argument("--reason", required=True)
     ret.add_argument("--config", default=config_default, help="for the buyer's return terms")
 
-    # `settle` (state/cli.py) closes the cap reservation in Redis; this settles the books.
+    # `settle` (api/state_cli.py) closes the cap reservation in Redis; this settles the books.
     settle = sub.add_parser("settle-sale", help="in the books: resolve a sale whose post outcome was unknown")
     settle.add_argument("lead_id", help=_LEAD_ID_HELP)
     settle.add_argument("buyer_id")

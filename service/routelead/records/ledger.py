@@ -24,7 +24,7 @@ from routelead.records.codec import LeadRecord, Record, SaleRecord, lead_record
 from routelead.records.db import create_engine, migrate, sqlite_writer
 from routelead.records.intents import Intent, Withdrawal
 from routelead.records.returns import ReturnPolicy, ReturnRefused, check_return
-from routelead.records.schema import Money, attempts, entries, leads, returns, sales
+from routelead.records.schema import Money, attempts, entries, intents, leads, returns, sales
 from routelead.records.wal import Checkpointer
 
 log = structlog.get_logger("routelead.records")
@@ -532,13 +532,14 @@ class Ledger:
         as git resolves commits. Raises LookupError: no such lead, or an ambiguous prefix (with
         the ids it matches)."""
         async with self.engine.connect() as conn:
-            for table in (leads, sales):  # a sale can reach the books before its lead (outbox)
+            # A sale can reach the books before its lead (outbox); a post's intent before both.
+            for table in (leads, sales, intents):
                 if await conn.scalar(sa.select(table.c.lead_id).where(table.c.lead_id == lead_id).limit(1)):
                     return lead_id
             if len(lead_id) < MIN_PREFIX:
                 raise LookupError(f"no lead {lead_id!r} in the books")
             found: set[str] = set()
-            for table in (leads, sales):
+            for table in (leads, sales, intents):
                 q = (
                     sa.select(table.c.lead_id)
                     .where(table.c.lead_id.startswith(lead_id, autoescape=True))
