@@ -8,6 +8,7 @@ import copy
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +27,8 @@ from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
 from tests.buyers import BuyerServer, accept, bid
 from tests.configs import GOOD_LEAD, LEAD_FIELDS, buyer, compile_doc
+from tests.servers import free_port, wait_answering
+from tests.state.conftest import SECRET, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -347,3 +350,83 @@ async def test_report_and_replay_commands_cut_by_lead_type(
     rows = {line.split()[0]: line.split() for line in report[1:]}
     assert rows["auto"][1:4] == ["2", "0", "50.00"] and rows["solar"][1:4] == ["1", "0", "30.00"]
     assert "replay of 2 recorded leads" in replay
+
+
+# --- across workers: `serve --workers 2` sharing a throwaway Redis ------------------------------
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    proc = start_redis()
+    yield proc.url
+    proc.executor.stop()
+
+
+def serve(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def test_two_verticals_route_side_by_side_across_workers(
+    buyers: BuyerServer, redis_url: str, tmp_path: Path
+) -> None:
+    buyers.on("sol", ping=bid("30.00"), post=accept("S-1"))
+    buyers.on("car", ping=bid("25.00"), post=accept("C-1"))
+    buyers.on("both", ping=bid("20.00"), post=accept("B-1"))
+    config = tmp_path / "flows.yaml"
+    config.write_text(yaml.safe_dump(two_verticals(buyers.url)))
+    port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "ROUTELEAD_DB": str(tmp_path / "books.db"),
+        "ROUTELEAD_DEDUPE_KEY": SECRET.decode(),
+        "ROUTELEAD_LOG_LEVEL": "WARNING",
+    }
+    env.pop("DATABASE_URL", None)
+    argv = [sys.executable, "-m", "routelead.cli", "serve", "--config", str(config)]
+    argv += ["--listen", f"127.0.0.1:{port}", "--workers", "2", "--log-level", "WARNING"]
+    proc = serve(argv, env)
+
+    def workers() -> list[int]:
+        try:
+            return [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        except OSError:
+            return []
+
+    try:
+        await wait_answering(port, proc, lambda: len(workers()) == 2)
+        replies: list[pb.RouteLeadResponse] = []
+        # Connections of their own, so the kernel spreads them over both workers.
+        for i in range(12):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.RouteLeadStub(channel)
+                flow, lead = ("auto", AUTO_LEAD) if i % 2 else ("solar", GOOD_LEAD)
+                fields = {**lead, "email": f"c{i}@example.com"}
+                request = pb.RouteLeadRequest(flow=flow, source_id="src-1", fields=fields)
+                replies.append(await stub.RouteLead(request, timeout=10))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.RouteLeadStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as wrong:
+                await stub.RouteLead(
+                    pb.RouteLeadRequest(flow="auto", source_id="src-1", fields=GOOD_LEAD), timeout=10
+                )
+            # The same auto consumer (e-mail + date of birth), another phone: a repeat in any worker.
+            repeat = {**AUTO_LEAD, "email": "c1@example.com", "phone": "5550001111"}
+            again = await stub.RouteLead(
+                pb.RouteLeadRequest(flow="auto", source_id="src-1", fields=repeat), timeout=10
+            )
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        if proc.stderr:
+            proc.stderr.close()
+
+    sold = [(r.flow, r.sales[0].buyer_id, r.cost) for r in replies if r.outcome == pb.SOLD]
+    assert sold == [("solar", "sol", "10.00") if i % 2 == 0 else ("auto", "car", "4.00") for i in range(12)]
+    assert wrong.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "fields.vehicle_year: required" in (wrong.value.details() or "")
+    assert again.outcome == pb.DUPLICATE
+    for r in buyers.got(step="ping"):
+        assert not any(v.encode() in r.body for v in AUTO_PII), r
+    auto_posts = [r.json() for r in buyers.got("car", "post")]
+    assert len(auto_posts) == 6 and all(p["date_of_birth"] == "1984-06-02" for p in auto_posts)
