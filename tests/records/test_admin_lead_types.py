@@ -34,7 +34,7 @@ def change(reason: str) -> apb.Change:
     return apb.Change(author="ops@example.com", reason=reason)
 
 
-async def upsert(r: Replica, kind: int, entity: dict[str, Any], reason: str) -> int:
+async def upsert(r: Replica, kind: apb.EntityKind.ValueType, entity: dict[str, Any], reason: str) -> int:
     done = await r.admin.UpsertEntity(
         apb.UpsertEntityRequest(kind=kind, json=orjson.dumps(entity).decode(), change=change(reason)),
         metadata=AUTH,
@@ -42,7 +42,7 @@ async def upsert(r: Replica, kind: int, entity: dict[str, Any], reason: str) -> 
     return int(done.version.version)
 
 
-async def refused(r: Replica, kind: int, entity: dict[str, Any]) -> str:
+async def refused(r: Replica, kind: apb.EntityKind.ValueType, entity: dict[str, Any]) -> str:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await upsert(r, kind, entity, "should not apply")
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
