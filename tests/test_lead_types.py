@@ -430,3 +430,28 @@ async def test_two_verticals_route_side_by_side_across_workers(
         assert not any(v.encode() in r.body for v in AUTO_PII), r
     auto_posts = [r.json() for r in buyers.got("car", "post")]
     assert len(auto_posts) == 6 and all(p["date_of_birth"] == "1984-06-02" for p in auto_posts)
+
+
+def test_migration_0007_gives_earlier_leads_an_empty_lead_type_and_goes_back(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+    from alembic import command
+    from routelead.records.db import _alembic_config
+    from routelead.records.schema import leads
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'books.db'}")
+    now = datetime.now(UTC)
+    row = {
+        "lead_id": "old-1", "flow": "solar", "source_id": "src-1", "config_version": "v1",
+        "received_at": now, "answered_at": now, "outcome": "SOLD", "test": False,
+        "cost": Decimal("1.00"), "revenue": Decimal("2.00"), "margin": Decimal("1.00"),
+        "elapsed_ms": 1.0, "trace_id": "", "ping_fields": {},
+    }  # fmt: skip
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0006")
+        conn.execute(sa.insert(leads).values(row))
+        command.upgrade(_alembic_config(conn), "0007")
+        assert conn.execute(sa.select(leads.c.lead_type)).scalar_one() == ""
+        command.downgrade(_alembic_config(conn), "0006")
+        assert "lead_type" not in {c["name"] for c in sa.inspect(conn).get_columns("leads")}
+        assert conn.execute(sa.text("SELECT lead_id FROM leads")).scalar_one() == "old-1"
+    engine.dispose()
