@@ -120,7 +120,10 @@ def render(windows: Sequence[WindowStats]) -> str:
             for b in w.buyers
         ]  # fmt: skip
         parts.append(table(_BUYER_COLUMNS, buyers) if buyers else "(no buyer activity)\n")
-        for name, money in (("flow", w.flows), ("source", w.sources)):
+        cuts = [("flow", w.flows), ("source", w.sources)]
+        if len(w.lead_types) > 1:
+            cuts.append(("lead type", w.lead_types))  # a deployment of one vertical: nothing to cut
+        for name, money in cuts:
             rows = _money_rows(money)
             parts.append("\n" + (table((name, *_MONEY_COLUMNS), rows) if rows else f"(no {name} activity)\n"))
         parts.append("\n")

@@ -55,6 +55,8 @@ class WindowStats:
     buyers: tuple[BuyerStats, ...]
     flows: tuple[MoneyStats, ...]
     sources: tuple[MoneyStats, ...]
+    # By lead type (vertical).
+    lead_types: tuple[MoneyStats, ...] = ()
 
 
 def _dec(text: str) -> Decimal:
@@ -105,6 +107,7 @@ def windows_from_proto(reply: pb.GetStatsResponse) -> list[WindowStats]:
             buyers=tuple(_buyer(b) for b in w.buyers),
             flows=tuple(_money(m) for m in w.flows),
             sources=tuple(_money(m) for m in w.sources),
+            lead_types=tuple(_money(m) for m in w.lead_types),
         )
         for w in reply.windows
     ]

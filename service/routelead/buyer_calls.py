@@ -65,9 +65,10 @@ class BuyerCalls:
         return {i: t.result() for (i, _, _), t in zip(calls, tasks, strict=True) if t not in late}
 
     async def _ping(self, buyer: Buyer, a: Attempt, routed: Routed, until: float) -> PingReply:
-        assert buyer.ping is not None and buyer.ping_parser is not None
-        timeout = min(buyer.ping.timeout_s, until - time.monotonic())
-        request = buyer.ping.request(routed.lead.ping_fields, Transaction(routed.id))
+        endpoint = buyer.endpoints(routed.flow.lead_type)[0]
+        assert endpoint is not None and buyer.ping_parser is not None
+        timeout = min(endpoint.timeout_s, until - time.monotonic())
+        request = endpoint.request(routed.lead.ping_fields, Transaction(routed.id))
         with buyer_span("ping", buyer.id, a.tier, current=buyer.trace_context) as span:
             if buyer.trace_context:
                 request = with_traceparent(request)
@@ -133,7 +134,7 @@ class BuyerCalls:
         # Seed 000's post_id: one per post attempt, for matching the buyer's records to ours.
         a.post_id = uuid.uuid4().hex
         txn = Transaction(deal.id, a.ping_id, fmt(order.price), a.carried, a.post_id)
-        request = buyer.post.request(deal.lead.fields, txn)
+        request = buyer.endpoints(deal.flow.lead_type)[1].request(deal.lead.fields, txn)
         with buyer_span("post", buyer.id, a.tier, current=buyer.trace_context) as span:
             span.set_attribute("post.id", a.post_id)
             if buyer.trace_context:

@@ -148,7 +148,8 @@ class Router:
             )
             result.config_version, result.request_digest = version, digest
             result.trace_id = format(span.get_span_context().trace_id, "032x")
-            identity = self._seating.identity(flow, routed.lead, routed.config.schema)
+            result.lead_type = flow.lead_type
+            identity = self._seating.identity(flow, routed.lead, routed.config.schema_of(flow))
             if (
                 identity
                 and flow.dedupe_ttl_s
@@ -196,7 +197,8 @@ class Router:
         subject = f"source:{source.id}"
         counted = source.pricing.book.uses_volume
         counts = counts_of("source", await self._volume.counts(subject, epoch)) if counted else {}
-        facts = Facts(routed.lead.fields, routed.config.schema.lead_age_s(routed.lead, now), now, counts)
+        age = routed.config.schema_of(flow).lead_age_s(routed.lead, now)
+        facts = Facts(routed.lead.fields, age, now, counts)
         # Known before any buyer is asked: the fixed part of the cost, so margin protection can
         # turn it into a floor.
         fixed_cost = source.pricing.fixed_cost(facts) + flow.fee
@@ -349,14 +351,15 @@ def _validate(req: LeadRequest, config: RuntimeConfig) -> Routed:
         problems.append("flow: required")
     if not req.source_id:
         problems.append("source_id: required")
+    flow = config.flows.get(req.flow)
     lead: Lead | None = None
     try:
-        lead = config.schema.validate(req.fields)
+        # The flow's lead type decides the fields (an unknown flow: the default type's, to say all).
+        lead = (config.schema_of(flow) if flow is not None else config.schema).validate(req.fields)
     except LeadInvalid as exc:
         problems.extend(exc.problems)
     if problems or lead is None:
         raise LeadInvalid(problems)
-    flow = config.flows.get(req.flow)
     if flow is None:
         raise NotFound(f"flow {req.flow!r} is not configured")
     source = config.sources.get(req.source_id)
@@ -364,6 +367,9 @@ def _validate(req: LeadRequest, config: RuntimeConfig) -> Routed:
         raise NotFound(f"source {req.source_id!r} is not configured")
     if flow.sources is not None and source.id not in flow.sources:
         raise NotFound(f"source {source.id!r} does not sell into flow {flow.id!r}")
+    if not source.sells(flow.lead_type):
+        raise NotFound(f"source {source.id!r} does not sell lead type {flow.lead_type!r} (flow {flow.id!r})")
+    source = source.selling(flow.lead_type)
     return Routed(req.lead_id or uuid.uuid4().hex, flow, source, lead, req.test, config)
 
 

@@ -20,7 +20,7 @@ from routelead.v1 import admin_pb2_grpc as pb_grpc
 
 __all__ = ["SERVICE_NAME", "AdminServicer", "admin_token"]
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Admin"].full_name
-_KIND: dict[int, str] = {pb.BUYER: "buyer", pb.SOURCE: "source", pb.FLOW: "flow"}
+_KIND: dict[int, str] = {pb.BUYER: "buyer", pb.SOURCE: "source", pb.FLOW: "flow", pb.LEAD_TYPE: "lead_type"}
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
@@ -111,7 +111,7 @@ class AdminServicer(pb_grpc.AdminServicer):
 
     async def _kind(self, context: Context, kind: int) -> str:
         if kind not in _KIND:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "kind: BUYER, SOURCE or FLOW")
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "kind: BUYER, SOURCE, FLOW or LEAD_TYPE")
         return _KIND[kind]
 
     async def ListVersions(

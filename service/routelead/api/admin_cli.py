@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # grpc loads only when an admin command runs (`serve` forks w
     from routelead.settings import Settings
     from routelead.v1 import admin_pb2_grpc as pb_grpc
 
-_KINDS = {"buyer": pb.BUYER, "source": pb.SOURCE, "flow": pb.FLOW}
+_KINDS = {"buyer": pb.BUYER, "source": pb.SOURCE, "flow": pb.FLOW, "lead_type": pb.LEAD_TYPE}
 
 
 def add_parser(sub: Any, settings: Settings) -> None:
@@ -38,7 +38,7 @@ def add_parser(sub: Any, settings: Settings) -> None:
     rollback = ops.add_parser("rollback", help="make an earlier version live again (as a new version)")
     rollback.add_argument("version", type=int)
     rollback.add_argument("--reason", required=True)
-    listing = ops.add_parser("list", help="buyers, sources or flows of the live version")
+    listing = ops.add_parser("list", help="buyers, sources, flows or lead types of the live version")
     listing.add_argument("kind", choices=list(_KINDS))
     get = ops.add_parser("get")
     get.add_argument("kind", choices=list(_KINDS))

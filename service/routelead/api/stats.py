@@ -83,6 +83,7 @@ class StatsServicer(pb_grpc.StatsServicer):
             buyers=[buyer_pb(b) for b in await r.buyers(w, request.buyer_id or None)],
             flows=[money_pb(m) for m in await r.money("flow", w, request.flow or None)],
             sources=[money_pb(m) for m in await r.money("source", w, request.source_id or None)],
+            lead_types=[money_pb(m) for m in await r.money("lead_type", w, request.lead_type or None)],
         )
 
 

@@ -32,6 +32,7 @@ def add_parser(sub: Any, settings: Settings) -> None:
     stats.add_argument("--buyer", default="")
     stats.add_argument("--flow", default="")
     stats.add_argument("--source", default="")
+    stats.add_argument("--lead-type", default="", help="only this lead type (vertical)")
 
 
 def request(args: argparse.Namespace) -> pb.GetStatsRequest:
@@ -44,6 +45,7 @@ def request(args: argparse.Namespace) -> pb.GetStatsRequest:
         buyer_id=args.buyer,
         flow=args.flow,
         source_id=args.source,
+        lead_type=args.lead_type,
     )
 
 
@@ -110,7 +112,10 @@ def render(response: pb.GetStatsResponse) -> str:
             for b in w.buyers
         ]
         parts.append(table(_BUYER_COLUMNS, buyers) if buyers else "(no buyer activity)\n")
-        for name, rows in (("flow", w.flows), ("source", w.sources)):
+        money = [("flow", w.flows), ("source", w.sources)]
+        if len(w.lead_types) > 1:
+            money.append(("lead type", w.lead_types))  # a deployment of one vertical: nothing to cut
+        for name, rows in money:
             body = [
                 (
                     m.key,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from routelead.buyers.encoders import ENCODERS, XmlOptions, key_problem, xml_key
 from routelead.buyers.endpoint import Endpoint, default_headers
@@ -36,21 +36,39 @@ class Problems:
 
 
 def buyer_problems(
-    b: m.BuyerModel, at: str, fields: Mapping[str, m.FieldModel], max_price: Decimal, internal: frozenset[str]
+    b: m.BuyerModel,
+    at: str,
+    fields: Mapping[str, m.FieldModel],
+    max_price: Decimal,
+    internal: frozenset[str],
+    lead_type: str | None = None,
 ) -> list[str]:
+    """What is wrong with buyer `b` for leads of `lead_type` (None: its only type, `fields`)."""
     types = {name: f.type for name, f in fields.items()}
     kinds = kinds_of(types)
     p = Problems(at)
     ping_names, post_names = default_fields(fields, internal)
     if b.ping is not None:
-        compile_ping(b.ping, kinds, ping_names, max_price, p, types)
-    compile_post(b.post, kinds, post_names, max_price, p, types, b.ping)
+        compile_ping(for_type(b.ping, lead_type), kinds, ping_names, max_price, p, types, lead_type)
+    compile_post(for_type(b.post, lead_type), kinds, post_names, max_price, p, types, b.ping, lead_type)
     return p.found
 
 
-def internal_fields(c: m.ConfigModel) -> frozenset[str]:
+_E = TypeVar("_E", bound=m.EndpointModel)
+
+
+def for_type(ep: _E, lead_type: str | None) -> _E:
+    """The endpoint with the mapping it uses for leads of `lead_type`."""
+    if lead_type is None or lead_type not in ep.fields_by_type:
+        return ep
+    return ep.model_copy(update={"fields": ep.fields_by_type[lead_type]})
+
+
+def internal_fields(c: m.ConfigModel, fields: Mapping[str, m.FieldModel] | None = None) -> frozenset[str]:
     """Fields that are ours alone: marked `internal`, or a source's `price_field` (what we pay it)."""
-    marked = {name for name, f in c.lead.fields.items() if f.internal}
+    if fields is None:
+        fields = next(iter(c.types().values()))[1].fields
+    marked = {name for name, f in fields.items() if f.internal}
     return frozenset(marked | {s.price_field for s in c.sources if s.price_field is not None})
 
 
@@ -74,9 +92,10 @@ def compile_ping(
     max_price: Decimal,
     p: Problems,
     types: Mapping[str, str],
+    lead_type: str | None = None,
 ) -> tuple[Endpoint, PingParser]:
     mapping = (
-        _sources(ep.fields, "ping", p, types, None)
+        _sources(ep.fields, "ping", p, types, None, _fields_at(ep, lead_type))
         if ep.fields is not None
         else passthrough(public, {"lead_id": Source(tx="lead_id")})
     )
@@ -106,7 +125,7 @@ def compile_ping(
         no_bid=loc.match(a.no_bid, "no_bid") if a.no_bid else None,
         carry=tuple(carry),
     )
-    endpoint = _endpoint(ep, mapping, kinds, "ping", p)
+    endpoint = _endpoint(ep, mapping, kinds, "ping", p, _fields_at(ep, lead_type))
     return endpoint, parser
 
 
@@ -118,9 +137,10 @@ def compile_post(
     p: Problems,
     types: Mapping[str, str],
     ping: m.PingModel | None,
+    lead_type: str | None = None,
 ) -> tuple[Endpoint, PostParser]:
     mapping = (
-        _sources(ep.fields, "post", p, types, ping)
+        _sources(ep.fields, "post", p, types, ping, _fields_at(ep, lead_type))
         if ep.fields is not None
         else passthrough(
             every,
@@ -147,12 +167,23 @@ def compile_post(
         statuses=_statuses(a, POST_ACTIONS, "post.answer", p),
         rejected=loc.match(a.rejected, "rejected") if a.rejected else None,
     )
-    endpoint = _endpoint(ep, mapping, kinds, "post", p)
+    endpoint = _endpoint(ep, mapping, kinds, "post", p, _fields_at(ep, lead_type))
     return endpoint, parser
 
 
+def _fields_at(ep: m.EndpointModel, lead_type: str | None) -> str:
+    """Where the mapping in use sits in the file: `fields`, or `fields_by_type.<type>`."""
+    typed = lead_type is not None and lead_type in ep.fields_by_type
+    return f"fields_by_type.{lead_type}" if typed else "fields"
+
+
 def _endpoint(
-    ep: m.EndpointModel, mapping: dict[str, Source], kinds: Mapping[str, FieldKind], step: str, p: Problems
+    ep: m.EndpointModel,
+    mapping: dict[str, Source],
+    kinds: Mapping[str, FieldKind],
+    step: str,
+    p: Problems,
+    fields_at: str = "fields",
 ) -> Endpoint:
     if ep.method == "GET" and ep.format != "query":
         p.add(f"{step}.method", f"GET carries no body: use `format: query` (not {ep.format})")
@@ -162,7 +193,7 @@ def _endpoint(
         except ValueError as exc:
             p.add(f"{step}.xml.root", str(exc))
     for key, why in key_problem(ep.format, list(mapping)):
-        p.add(f"{step}.fields.{key}", why)
+        p.add(f"{step}.{fields_at}.{key}", why)
     try:
         encoder = ENCODERS[ep.format](mapping, kinds, XmlOptions(ep.xml.root, ep.xml.declaration))
     except ValueError:
@@ -174,11 +205,16 @@ def _endpoint(
 
 
 def _sources(
-    entries: m.Mapping, step: str, p: Problems, types: Mapping[str, str], ping: m.PingModel | None
+    entries: m.Mapping,
+    step: str,
+    p: Problems,
+    types: Mapping[str, str],
+    ping: m.PingModel | None,
+    fields_at: str = "fields",
 ) -> dict[str, Source]:
     out = {}
     for key, e in entries.items():
-        where = f"{step}.fields.{key}"
+        where = f"{step}.{fields_at}.{key}"
         if e.date_format is not None:
             if e.field is not None and types.get(e.field) not in (None, "date"):
                 p.add(where, f"`date_format` needs a date field; {e.field!r} is a {types[e.field]}")

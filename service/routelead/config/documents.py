@@ -13,7 +13,9 @@ from typing import Any
 
 import yaml
 
-KINDS = {"buyer": "buyers", "source": "sources", "flow": "flows"}
+KINDS = {"buyer": "buyers", "source": "sources", "flow": "flows", "lead_type": "lead_types"}
+# The `lead` block is the lead type of this id (config.model.DEFAULT_LEAD_TYPE).
+LEAD_BLOCK_ID = "default"
 MASK = "***"
 _REFERENCE = re.compile(r"^(\$\{[^}]+\})+$")
 
@@ -42,11 +44,21 @@ def _items(doc: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return items
 
 
+def _lead_block(doc: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The `lead` block as the lead type it is (id "default"), for kind lead_type."""
+    block = doc.get("lead") if kind == "lead_type" else None
+    return {"id": LEAD_BLOCK_ID, **block} if isinstance(block, dict) else None
+
+
 def entities(doc: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [redact(x) for x in _items(doc, kind) if isinstance(x, dict)]
+    block = _lead_block(doc, kind)
+    return [redact(x) for x in ([block] if block else []) + _items(doc, kind) if isinstance(x, dict)]
 
 
 def get(doc: dict[str, Any], kind: str, entity_id: str) -> dict[str, Any]:
+    block = _lead_block(doc, kind)
+    if block is not None and entity_id == LEAD_BLOCK_ID:
+        return block
     for x in _items(doc, kind):
         if isinstance(x, dict) and x.get("id") == entity_id:
             return redact(x)
@@ -57,6 +69,9 @@ def upsert(doc: dict[str, Any], kind: str, entity: dict[str, Any]) -> dict[str, 
     if not isinstance(entity, dict) or not isinstance(entity.get("id"), str):
         raise DocumentError(f"a {kind} is a mapping with a string `id`")
     out = copy.deepcopy(doc)
+    if _lead_block(out, kind) is not None and entity["id"] == LEAD_BLOCK_ID:
+        out["lead"] = {k: v for k, v in entity.items() if k != "id"}
+        return out
     items = _items(out, kind)
     for i, x in enumerate(items):
         if isinstance(x, dict) and x.get("id") == entity["id"]:
@@ -69,6 +84,16 @@ def upsert(doc: dict[str, Any], kind: str, entity: dict[str, Any]) -> dict[str, 
 def delete(doc: dict[str, Any], kind: str, entity_id: str) -> dict[str, Any]:
     out = copy.deepcopy(doc)
     items = _items(out, kind)
+    if kind == "lead_type":
+        # The default type is what every flow and buyer without `lead_type(s)` uses: deleting it
+        # would move them onto another type without a word.
+        block = _lead_block(out, kind)
+        first = next((x.get("id") for x in items if isinstance(x, dict)), None)
+        if (block is not None and entity_id == LEAD_BLOCK_ID) or (block is None and entity_id == first):
+            raise DocumentError(
+                f"lead type {entity_id!r} is the default type (used by every flow and buyer that "
+                "names no lead type): it cannot be deleted, only edited"
+            )
     kept = [x for x in items if not (isinstance(x, dict) and x.get("id") == entity_id)]
     if len(kept) == len(items):
         raise DocumentError(f"no {kind} {entity_id!r}")

@@ -19,6 +19,8 @@ from typing import Any
 import pydantic
 import yaml
 
+from routelead.buyers.endpoint import Endpoint
+from routelead.buyers.parsers import PingParser, PostParser
 from routelead.config import model as m
 from routelead.config import yamltext
 from routelead.config.buyers import (
@@ -27,14 +29,15 @@ from routelead.config.buyers import (
     compile_ping,
     compile_post,
     default_fields,
+    for_type,
     internal_fields,
+    kinds_of,
 )
 from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source, Tier
 from routelead.config.secrets import REF as _REF
 from routelead.config.secrets import service_files, service_refusal
 from routelead.domain.floors import FloorPolicy, QualityStep
 from routelead.domain.lead import FieldSpec, LeadSchema, Limits
-from routelead.domain.mapping import FieldKind
 from routelead.domain.patterns import PatternError, compile_pattern
 from routelead.domain.pricing import PriceBook, PriceRule, SourcePricing
 from routelead.domain.rules import PASS, RuleError, compile_rule
@@ -131,39 +134,74 @@ def _expand(
 def check(c: m.ConfigModel) -> list[str]:
     """Cross-references and rules one model alone cannot see."""
     problems: list[str] = []
-    fields = c.lead.fields
-    pii = {name for name, f in fields.items() if f.pii}
-    for name, f in fields.items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name):
-            problems.append(f"lead.fields.{name}: field names are letters, digits and _")
-        if f.pattern is not None:
-            try:
-                compile_pattern(f.pattern)
-            except PatternError as exc:
-                problems.append(f"lead.fields.{name}.pattern: {exc}")
+    types = c.types()
+    default = c.default_type
+    # With one lead type the messages read as they always did; with several they say which type.
+    many = len(types) > 1
 
-    stamp = c.lead.created_at_field
-    if stamp is not None and (stamp not in fields or fields[stamp].type != "datetime"):
-        problems.append(f"lead.created_at_field: {stamp!r} is not a lead field of type datetime")
+    def typed(found: list[str], lead_type: str) -> list[str]:
+        return [f"{p} (lead type {lead_type!r})" for p in found] if many else found
 
+    problems += _unique("lead_types", [t.id for t in c.lead_types])
+    for i, lt in enumerate(c.lead_types):
+        if c.lead is not None and lt.id == m.DEFAULT_LEAD_TYPE:
+            problems.append(f"lead_types[{i}].id: {lt.id!r} is the type the `lead` block describes")
+    for at, lead in types.values():
+        fields = lead.fields
+        for name, f in fields.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name):
+                problems.append(f"{at}.fields.{name}: field names are letters, digits and _")
+            if f.pattern is not None:
+                try:
+                    compile_pattern(f.pattern)
+                except PatternError as exc:
+                    problems.append(f"{at}.fields.{name}.pattern: {exc}")
+        stamp = lead.created_at_field
+        if stamp is not None and (stamp not in fields or fields[stamp].type != "datetime"):
+            problems.append(f"{at}.created_at_field: {stamp!r} is not a lead field of type datetime")
+        for j, name in enumerate(lead.identity_fields):
+            if name not in fields:
+                problems.append(f"{at}.identity_fields[{j}]: unknown lead field {name!r}")
+
+    def known(at: str, named: list[str] | None) -> list[str]:
+        """The lead types an entity names (default: the default type); unknown ones reported."""
+        for j, t in enumerate(named or []):
+            if t not in types:
+                problems.append(f"{at}.lead_types[{j}]: unknown lead type {t!r}")
+        return [t for t in (named or [default]) if t in types]
+
+    sold_by: dict[str, list[str]] = {}
     for i, src in enumerate(c.sources):
-        problems += _pricing_problems(src.pricing, f"sources[{i}].pricing", fields)
-        if src.price_field is not None and (
-            src.price_field not in fields or fields[src.price_field].type != "decimal"
-        ):
-            problems.append(
-                f"sources[{i}].price_field: {src.price_field!r} is not a lead field of type decimal"
-            )
+        sold = sold_by[src.id] = known(f"sources[{i}]", src.lead_types)
+        for tid in sold:
+            fields = types[tid][1].fields
+            problems += typed(_pricing_problems(src.pricing, f"sources[{i}].pricing", fields), tid)
+            if src.price_field is not None and (
+                src.price_field not in fields or fields[src.price_field].type != "decimal"
+            ):
+                problems += typed(
+                    [f"sources[{i}].price_field: {src.price_field!r} is not a lead field of type decimal"],
+                    tid,
+                )
+        for tid, costs in src.cost_by_type.items():
+            if tid not in sold:
+                where = f"sources[{i}].cost_by_type.{tid}"
+                problems.append(f"{where}: the source does not sell lead type {tid!r}")
+            elif costs.pricing:
+                at = f"sources[{i}].cost_by_type.{tid}.pricing"
+                problems += _pricing_problems(costs.pricing, at, types[tid][1].fields)
 
     problems += _unique("sources", [s.id for s in c.sources])
     problems += _unique("buyers", [b.id for b in c.buyers])
     problems += _unique("flows", [f.id for f in c.flows])
     buyers = {b.id: b for b in c.buyers}
     sources = {s.id for s in c.sources}
-    internal = internal_fields(c)
+    internal = {tid: internal_fields(c, lead.fields) for tid, (_, lead) in types.items()}
 
+    bought_by: dict[str, list[str]] = {}
     for i, b in enumerate(c.buyers):
         at = f"buyers[{i}]"
+        bought = bought_by.setdefault(b.id, known(at, b.lead_types))
         try:
             zone(b.timezone)
         except Exception:
@@ -176,9 +214,6 @@ def check(c: m.ConfigModel) -> list[str]:
             for name in scoped.sources:
                 if name not in sources:
                     problems.append(f"{at}.{kind}.sources.{name}: unknown source {name!r}")
-        if b.filter is not None:
-            problems += _rule_problems(b.filter, f"{at}.filter", fields)
-        problems += _pricing_problems(b.pricing, f"{at}.pricing", fields)
         if b.schedule is not None:
             problems += _schedule_problems(b.schedule, b.timezone, f"{at}.schedule")
         for step, ep in (("ping", b.ping), ("post", b.post)):
@@ -187,23 +222,48 @@ def check(c: m.ConfigModel) -> list[str]:
             for header, value in ep.headers.items():
                 if "\n" in value or "\r" in value or "\n" in header:
                     problems.append(f"{at}.{step}.headers.{header}: line breaks are not allowed")
-            for key, entry in (ep.fields or {}).items():
-                where = f"{at}.{step}.fields.{key}"
-                if entry.field is not None and entry.field not in fields:
-                    problems.append(f"{where}: unknown lead field {entry.field!r}")
-                if step == "ping" and entry.field in pii:
-                    problems.append(f"{where}: {entry.field!r} is PII and may not be sent in a ping")
-                if step == "ping" and entry.from_ not in (None, "lead_id"):
-                    problems.append(f"{where}: `from: {entry.from_}` exists only for the post")
-        problems += buyer_problems(b, at, fields, c.max_price, internal)
+            for tid in ep.fields_by_type:
+                if tid not in (b.lead_types or [default]):
+                    problems.append(
+                        f"{at}.{step}.fields_by_type.{tid}: the buyer does not buy lead type {tid!r}"
+                    )
+        for tid in bought:
+            fields = types[tid][1].fields
+            pii = {name for name, f in fields.items() if f.pii}
+            if b.filter is not None:
+                problems += typed(_rule_problems(b.filter, f"{at}.filter", fields), tid)
+            problems += typed(_pricing_problems(b.pricing, f"{at}.pricing", fields), tid)
+            for step, ep in (("ping", b.ping), ("post", b.post)):
+                if ep is None:
+                    continue
+                label = f"fields_by_type.{tid}" if tid in ep.fields_by_type else "fields"
+                for key, entry in (ep.fields_by_type.get(tid, ep.fields) or {}).items():
+                    where = f"{at}.{step}.{label}.{key}"
+                    if entry.field is not None and entry.field not in fields:
+                        problems += typed([f"{where}: unknown lead field {entry.field!r}"], tid)
+                    if step == "ping" and entry.field in pii:
+                        problems += typed(
+                            [f"{where}: {entry.field!r} is PII and may not be sent in a ping"], tid
+                        )
+                    if step == "ping" and entry.from_ not in (None, "lead_id"):
+                        problems.append(f"{where}: `from: {entry.from_}` exists only for the post")
+            problems += buyer_problems(b, at, fields, c.max_price, internal[tid], tid)
 
     for i, flow in enumerate(c.flows):
         at = f"flows[{i}]"
+        tid = flow.lead_type or default
+        if tid not in types:
+            problems.append(f"{at}.lead_type: unknown lead type {tid!r}")
+            continue
+        lead = types[tid][1]
+        fields = lead.fields
         if flow.post_reserve_ms >= flow.deadline_ms:
             problems.append(f"{at}.post_reserve_ms: must be shorter than deadline_ms ({flow.deadline_ms})")
         for j, s in enumerate(flow.sources or []):
             if s not in sources:
                 problems.append(f"{at}.sources[{j}]: unknown source {s!r}")
+            elif tid not in sold_by.get(s, ()):
+                problems.append(f"{at}.sources[{j}]: source {s!r} does not sell lead type {tid!r}")
         problems += _unique(f"{at}.tiers", [t.name for t in flow.tiers], what="tier")
         if flow.consent_field is not None and flow.consent_field not in fields:
             problems.append(f"{at}.consent_field: unknown lead field {flow.consent_field!r}")
@@ -230,6 +290,11 @@ def check(c: m.ConfigModel) -> list[str]:
                 if buyer is None:
                     problems.append(f"{where}: unknown buyer {buyer_id!r}")
                     continue
+                if tid not in bought_by.get(buyer_id, ()):
+                    buys = ", ".join(buyer.lead_types or [default])
+                    problems.append(
+                        f"{where}: buyer {buyer_id!r} does not buy lead type {tid!r} (it buys {buys})"
+                    )
                 bi = c.buyers.index(buyer)
                 for step, ep in (("ping", buyer.ping), ("post", buyer.post)):
                     if ep is not None and ep.timeout_ms > flow.deadline_ms:
@@ -237,10 +302,16 @@ def check(c: m.ConfigModel) -> list[str]:
                             f"buyers[{bi}].{step}.timeout_ms: {ep.timeout_ms} ms exceeds the "
                             f"{flow.deadline_ms} ms deadline of flow {flow.id!r}"
                         )
-        for j, name in enumerate(flow.dedupe.fields if flow.dedupe else []):
+        if flow.dedupe is not None and flow.dedupe.fields is None and not lead.identity_fields:
+            problems.append(
+                f"{at}.dedupe.fields: name the identity fields here, or as `identity_fields` of "
+                f"lead type {tid!r}"
+            )
+        for j, name in enumerate(flow.dedupe.fields or [] if flow.dedupe else []):
             if name not in fields:
                 problems.append(f"{at}.dedupe.fields[{j}]: unknown lead field {name!r}")
-    return problems
+    # A buyer of several types may repeat a problem of what its types share: each once.
+    return list(dict.fromkeys(problems))
 
 
 def _rule_problems(spec: object, path: str, fields: Mapping[str, m.FieldModel]) -> list[str]:
@@ -301,7 +372,7 @@ def _unique(at: str, ids: list[str], what: str = "id") -> list[str]:
     return out
 
 
-def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
+def _schema(lead: m.LeadModel) -> LeadSchema:
     specs = {
         name: FieldSpec(
             name=name,
@@ -312,41 +383,29 @@ def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
             enum=frozenset(f.enum) if f.enum is not None else None,
             max_length=f.max_length,
         )
-        for name, f in c.lead.fields.items()
+        for name, f in lead.fields.items()
     }
-    schema = LeadSchema(
+    return LeadSchema(
         specs,
-        c.lead.unknown_fields,
-        Limits(c.lead.max_fields, c.lead.max_value_length),
-        created_at_field=c.lead.created_at_field,
+        lead.unknown_fields,
+        Limits(lead.max_fields, lead.max_value_length),
+        created_at_field=lead.created_at_field,
     )
-    kinds: dict[str, FieldKind] = {
-        n: ("bool" if s.type == "bool" else "int" if s.type == "int" else "string") for n, s in specs.items()
-    }
-    public, every = default_fields(c.lead.fields, internal_fields(c))
-    types = {n: str(s.type) for n, s in specs.items()}
-    buyers = {
-        b.id: _buyer(b, kinds, types, (public, every), c.max_price, c.lead.fields)
-        for b in c.buyers
-        if b.enabled
-    }
+
+
+def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
+    types = c.types()
+    default = c.default_type
+    schemas = {tid: _schema(lead) for tid, (_, lead) in types.items()}
+    buyers = {b.id: _buyer(b, c, c.max_price) for b in c.buyers if b.enabled}
     paused = {b.id: _paused(b) for b in c.buyers if not b.enabled}
-    flows = {f.id: _flow(f, buyers, c.lead.fields, paused) for f in c.flows}
-    sources = {
-        s.id: Source(
-            s.id,
-            s.cost,
-            s.pay_on,
-            SourcePricing(s.cost, _price_book(s.pricing, c.lead.fields), s.price_field, s.revenue_share),
-            s.refund_cost_on_return,
-        )
-        for s in c.sources
-    }
+    flows = {f.id: _flow(f, buyers, types[f.lead_type or default][1], paused, default) for f in c.flows}
+    sources = {s.id: _source(s, types, default) for s in c.sources}
     returns = {
         b.id: (b.returns.days, b.returns.max_rate_percent / 100) for b in c.buyers if b.returns is not None
     }
     return RuntimeConfig(
-        schema,
+        schemas[default],
         sources,
         buyers,
         flows,
@@ -354,6 +413,30 @@ def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
         c.server.verify_buyer_tls,
         version,
         returns,
+        schemas,
+    )
+
+
+def _source(s: m.SourceModel, types: Mapping[str, tuple[str, m.LeadModel]], default: str) -> Source:
+    sold = s.lead_types or [default]
+    fields = types[sold[0]][1].fields
+    by_type = {
+        tid: SourcePricing(
+            costs.cost if costs.cost is not None else s.cost,
+            _price_book(costs.pricing if costs.pricing is not None else s.pricing, types[tid][1].fields),
+            s.price_field,
+            s.revenue_share,
+        )
+        for tid, costs in s.cost_by_type.items()
+    }
+    return Source(
+        s.id,
+        s.cost,
+        s.pay_on,
+        SourcePricing(s.cost, _price_book(s.pricing, fields), s.price_field, s.revenue_share),
+        s.refund_cost_on_return,
+        frozenset(sold),
+        by_type,
     )
 
 
@@ -372,9 +455,11 @@ def _paused(b: m.BuyerModel) -> str:
 def _flow(
     f: m.FlowModel,
     buyers: Mapping[str, Buyer],
-    fields: Mapping[str, m.FieldModel],
+    lead: m.LeadModel,
     paused: Mapping[str, str],
+    default: str,
 ) -> Flow:
+    fields = lead.fields
     d = f.dynamic_floor
     hours = d.business_hours
     floors = FloorPolicy(
@@ -392,7 +477,7 @@ def _flow(
         floor=f.floor,
         sources=frozenset(f.sources) if f.sources is not None else None,
         tiers=tuple(_tier(t, buyers, paused) for t in f.tiers),
-        dedupe_fields=tuple(f.dedupe.fields) if f.dedupe else (),
+        dedupe_fields=tuple(f.dedupe.fields or lead.identity_fields) if f.dedupe else (),
         dedupe_ttl_s=(f.dedupe.days * 86400.0) if f.dedupe else 0.0,
         floors=floors,
         ping_strategy=f.ping_strategy,
@@ -402,6 +487,7 @@ def _flow(
         consent_field=f.consent_field,
         fee=f.fee,
         min_margin=f.min_margin,
+        lead_type=f.lead_type or default,
     )
 
 
@@ -415,21 +501,30 @@ def _tier(t: m.TierModel, buyers: Mapping[str, Buyer], paused: Mapping[str, str]
     return Tier(t.name, members, t.mode, order, t.floor, sequence, held)
 
 
-def _buyer(
-    b: m.BuyerModel,
-    kinds: dict[str, FieldKind],
-    types: dict[str, str],
-    defaults: tuple[list[str], list[str]],
-    max_price: Any,
-    fields: Mapping[str, m.FieldModel],
-) -> Buyer:
+def _buyer(b: m.BuyerModel, c: m.ConfigModel, max_price: Any) -> Buyer:
     p = Problems(f"buyers.{b.id}")
-    ping = ping_parser = None
-    if b.ping is not None:
-        ping, ping_parser = compile_ping(b.ping, kinds, defaults[0], max_price, p, types)
-    post, post_parser = compile_post(b.post, kinds, defaults[1], max_price, p, types, b.ping)
-    if p.found:  # check() has already reported these; compiling an unchecked model is a bug
+    types = c.types()
+    by_type: dict[str, tuple[Endpoint | None, Endpoint]] = {}
+    parsers: tuple[PingParser | None, PostParser] | None = None
+    for tid in b.lead_types or [c.default_type]:
+        lead = types[tid][1]
+        names = {n: str(f.type) for n, f in lead.fields.items()}
+        kinds = kinds_of(names)
+        public, every = default_fields(lead.fields, internal_fields(c, lead.fields))
+        ping = ping_parser = None
+        if b.ping is not None:
+            ping, ping_parser = compile_ping(for_type(b.ping, tid), kinds, public, max_price, p, names, tid)
+        post, post_parser = compile_post(
+            for_type(b.post, tid), kinds, every, max_price, p, names, b.ping, tid
+        )
+        by_type[tid] = (ping, post)
+        parsers = parsers or (ping_parser, post_parser)
+    if p.found or parsers is None:  # check() has reported these; compiling an unchecked model is a bug
         raise ValueError("; ".join(p.found))
+    first = next(iter(by_type))
+    fields = types[first][1].fields
+    ping, post = by_type[first]
+    ping_parser, post_parser = parsers
     scoped_caps = {f"flow={k}": v for k, v in b.caps.flows.items()} | {
         f"source={k}": v for k, v in b.caps.sources.items()
     }
@@ -466,6 +561,7 @@ def _buyer(
         breaker_cooldown_s=b.breaker.cooldown_s,
         trace_context=b.trace_context,
         price_on_post=b.post.price_on_post,
+        by_type=by_type,
     )
 
 

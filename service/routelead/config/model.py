@@ -51,6 +51,18 @@ class LeadModel(Strict):
     unknown_fields: Literal["reject", "drop"] = "reject"
     max_fields: int = Field(default=200, ge=1, le=10_000)
     max_value_length: int = Field(default=4096, ge=1, le=1_048_576)
+    # The fields that identify a consumer of this type: a flow's `dedupe.fields` default to them.
+    identity_fields: list[str] = []
+
+
+# The id of the type the `lead:` block describes.
+DEFAULT_LEAD_TYPE = "default"
+
+
+class LeadTypeModel(LeadModel):
+    """One vertical (solar, auto insurance…): its own fields, identity and created-at field."""
+
+    id: Id
 
 
 class PriceRuleModel(Strict):
@@ -67,6 +79,13 @@ class PriceRuleModel(Strict):
         return self
 
 
+class SourceTypeCostModel(Strict):
+    """What a source charges for one lead type, where it differs from its `cost` and `pricing`."""
+
+    cost: Money | None = None
+    pricing: list[PriceRuleModel] | None = None
+
+
 class SourceModel(Strict):
     id: Id
     name: str = ""
@@ -80,6 +99,9 @@ class SourceModel(Strict):
     revenue_share: Money = Field(default=Decimal("0"), le=100)
     # Whether this source refunds its cost when a buyer returns the lead (the source agreement).
     refund_cost_on_return: bool = False
+    # The lead types it sells (default: the default type), and its cost where a type differs.
+    lead_types: list[Id] | None = Field(default=None, min_length=1)
+    cost_by_type: dict[Id, SourceTypeCostModel] = {}
 
 
 def _mapping_entry(value: object) -> object:
@@ -173,6 +195,8 @@ class EndpointModel(Strict):
     headers: dict[str, str] = {}
     # Absent: the ping carries every non-PII field, the post every field, under their own names.
     fields: Mapping | None = None
+    # A buyer of several lead types: the mapping for one type, where it is not `fields`.
+    fields_by_type: dict[Id, Mapping] = {}
     max_body_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
 
 
@@ -281,6 +305,8 @@ class BuyerModel(Strict):
     trace_context: bool = False
     # No `returns`: the buyer cannot return leads.
     returns: ReturnsModel | None = None
+    # The lead types it buys (default: the default type).
+    lead_types: list[Id] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _ping_or_fixed(self) -> BuyerModel:
@@ -303,8 +329,9 @@ class TierModel(Strict):
 
 
 class DedupeModel(Strict):
-    # The fields that identify a consumer (hashed, never stored in clear).
-    fields: list[str] = Field(min_length=1)
+    # The fields that identify a consumer (hashed, never stored in clear); default: the lead
+    # type's `identity_fields`.
+    fields: list[str] | None = Field(default=None, min_length=1)
     # Reject a repeat of the same consumer into this flow within this many days; 0 keeps only
     # the per-buyer check (`buyers[].dedupe_days`).
     days: int = Field(default=30, ge=0, le=3650)
@@ -332,6 +359,8 @@ class ScoreWeightsModel(Strict):
 
 class FlowModel(Strict):
     id: Id
+    # The one lead type this flow sells (default: the default type).
+    lead_type: Id | None = None
     deadline_ms: int = Field(default=750, ge=50, le=10_000)
     # The ping window closes this long before the deadline, so the winner can still be posted.
     post_reserve_ms: int = Field(default=150, ge=0, le=5_000)
@@ -364,9 +393,30 @@ class ServerModel(Strict):
 
 
 class ConfigModel(Strict):
-    lead: LeadModel
+    # One lead type (`lead`, whose id is "default"), several (`lead_types`), or both.
+    lead: LeadModel | None = None
+    lead_types: list[LeadTypeModel] = []
     sources: list[SourceModel] = Field(min_length=1)
     buyers: list[BuyerModel] = Field(min_length=1)
     flows: list[FlowModel] = Field(min_length=1)
     max_price: Money = Decimal("10000")
     server: ServerModel = ServerModel()
+
+    @model_validator(mode="after")
+    def _some_lead_type(self) -> ConfigModel:
+        if self.lead is None and not self.lead_types:
+            raise ValueError("give `lead` (the fields of a lead) or `lead_types` (one entry per vertical)")
+        return self
+
+    def types(self) -> dict[str, tuple[str, LeadModel]]:
+        """Every lead type by id, with its path in the file; the first is the default type."""
+        out: dict[str, tuple[str, LeadModel]] = {}
+        if self.lead is not None:
+            out[DEFAULT_LEAD_TYPE] = ("lead", self.lead)
+        for i, t in enumerate(self.lead_types):
+            out.setdefault(t.id, (f"lead_types[{i}]", t))
+        return out
+
+    @property
+    def default_type(self) -> str:
+        return next(iter(self.types()))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Literal
 
@@ -43,6 +43,16 @@ class Buyer:
     trace_context: bool = False
     # The post answer's price is the revenue (at or above the floor), not the bid.
     price_on_post: bool = False
+    # The lead types it buys → its ping and post for that type (each type's own mapping and
+    # default fields); `ping` and `post` above are those of its first type.
+    by_type: Mapping[str, tuple[Endpoint | None, Endpoint]] = field(default_factory=dict)
+
+    def buys(self, lead_type: str) -> bool:
+        return not self.by_type or lead_type in self.by_type
+
+    def endpoints(self, lead_type: str) -> tuple[Endpoint | None, Endpoint]:
+        """The ping and post that carry a lead of this type."""
+        return self.by_type.get(lead_type) or (self.ping, self.post)
 
     @property
     def secret_values(self) -> tuple[str, ...]:
@@ -92,6 +102,8 @@ class Flow:
     consent_field: str | None = None
     fee: Decimal = Decimal(0)
     min_margin: Decimal | None = None
+    # The one lead type this flow sells: its schema validates the flow's leads.
+    lead_type: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +113,17 @@ class Source:
     pay_on: Literal["sold", "accepted"]
     pricing: SourcePricing = field(default_factory=lambda: SourcePricing(Decimal(0)))
     refund_cost_on_return: bool = False
+    # The lead types it sells (None: any), and its pricing for a type where that differs.
+    lead_types: frozenset[str] | None = None
+    pricing_by_type: Mapping[str, SourcePricing] = field(default_factory=dict)
+
+    def sells(self, lead_type: str) -> bool:
+        return self.lead_types is None or lead_type in self.lead_types
+
+    def selling(self, lead_type: str) -> Source:
+        """This source as it prices a lead of this type."""
+        pricing = self.pricing_by_type.get(lead_type)
+        return self if pricing is None else replace(self, cost=pricing.default, pricing=pricing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +138,9 @@ class RuntimeConfig:
     version: str
     # Every buyer's return terms, disabled ones too: (window in days, max return rate 0..1).
     buyer_returns: Mapping[str, tuple[int, Decimal]] = field(default_factory=dict)
+    # Every lead type's schema by id; `schema` is the default type's.
+    lead_types: Mapping[str, LeadSchema] = field(default_factory=dict)
+
+    def schema_of(self, flow: Flow) -> LeadSchema:
+        """The schema a flow's leads are validated against: its lead type's."""
+        return self.lead_types.get(flow.lead_type, self.schema)

@@ -42,6 +42,11 @@ PROFILES = {
     "catchall": Profile(1.0, (12, 12), (10, 40), accept_rate=0.97),
     "sunvalley": Profile(0.7, (28, 52), (40, 160), style="form_xml"),
     "rayleads": Profile(0.7, (18, 42), (30, 140), accept_rate=0.85, style="text"),
+    # Auto insurance buyers, and a marketplace that buys solar and auto alike.
+    "autoshield": Profile(0.7, (18, 38), (40, 160), accept_rate=0.9),
+    "roadwise": Profile(0.65, (10, 26), (50, 220)),
+    "leadmarket": Profile(0.6, (14, 34), (30, 150), accept_rate=0.85),
+    "quotehub": Profile(1.0, (9, 9), (10, 40), accept_rate=0.97),
 }
 
 

@@ -16,7 +16,7 @@ import grpc
 from routelead.api.server import Service
 from routelead.config.loader import load_config
 from routelead.demo.fleet import start_fleet
-from routelead.demo.leads import sample_lead
+from routelead.demo.leads import sample_auto_lead, sample_lead
 from routelead.records.db import database_url
 from routelead.records.ledger import Ledger
 from routelead.settings import Settings, load_settings
@@ -55,17 +55,20 @@ async def run_demo(leads: int, out: TextIO, seed: int = 7, *, settings: Settings
             )
             rng = random.Random(seed)
             for n in range(leads):
-                fields = sample_lead(rng, n)
+                # Two verticals side by side: every third lead is an auto insurance lead.
+                flow, sample = ("auto", sample_auto_lead) if n % 3 == 2 else ("solar", sample_lead)
+                fields = sample(rng, n)
                 if n and n % 7 == 0:
                     fields = sample_lead(random.Random(seed), 0)  # now and then a repeat: the dedupe check
+                    flow = "solar"
                 reply = await stub.RouteLead(
-                    pb.RouteLeadRequest(flow="solar", source_id="aff-sunrise", fields=fields), timeout=5
+                    pb.RouteLeadRequest(flow=flow, source_id="aff-sunrise", fields=fields), timeout=5
                 )
                 outcome = pb.Outcome.Name(reply.outcome)
                 counts[outcome] = counts.get(outcome, 0) + 1
                 revenue += Decimal(reply.revenue)
                 cost += Decimal(reply.cost)
-                print_reply(reply, fields, out)
+                print_reply(reply, fields, out, flow)
                 if reply.sales:
                     sold = reply.lead_id
     finally:
@@ -88,9 +91,11 @@ def demo_books_env(env: Mapping[str, str]) -> dict[str, str]:
     return {"ROUTELEAD_DB": os.path.join(tempfile.mkdtemp(prefix="routelead-demo-"), "routelead.db")}
 
 
-def print_reply(reply: pb.RouteLeadResponse, fields: dict[str, str], out: TextIO) -> None:
+def print_reply(
+    reply: pb.RouteLeadResponse, fields: dict[str, str], out: TextIO, flow: str = "solar"
+) -> None:
     outcome = pb.Outcome.Name(reply.outcome)
-    where = f"{fields.get('state', '?')} {fields.get('zip', '?')[:3]}xx"
+    where = f"{flow} {fields.get('state', '?')} {fields.get('zip', '?')[:3]}xx"
     if reply.sales:
         sale = reply.sales[0]
         head = f"SOLD to {sale.buyer_id} at ${sale.price} (margin {_usd(reply.margin)})"

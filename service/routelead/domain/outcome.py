@@ -106,6 +106,8 @@ class RoutingResult:
     # Keyed digests of the request's fields (domain/request.py): a repeat of the lead_id with other
     # fields is refused, not answered with this result. Never sent to callers.
     request_digest: str = ""
+    # The lead type of the flow that routed it (the books cut stats by it).
+    lead_type: str = ""
 
     @property
     def key(self) -> str:

@@ -110,4 +110,5 @@ def rebuild(
         replayed=True,
         config_version=head["config_version"],
         request_digest=head.get("request_digest") or "",
+        lead_type=head.get("lead_type") or "",
     )

@@ -91,6 +91,7 @@ class LeadRecord:
     attempts: tuple[AttemptRecord, ...] = ()
     sales: tuple[SaleRecord, ...] = field(default=())
     request_digest: str = ""
+    lead_type: str = ""
 
     @property
     def margin(self) -> Decimal:
@@ -180,6 +181,7 @@ def lead_record(
         attempts=attempts,
         sales=tuple(sales),
         request_digest=result.request_digest,
+        lead_type=result.lead_type,
     )
 
 
@@ -245,6 +247,7 @@ def encode(record: Record) -> bytes:
             ],
             "sales": [_sale_dict(s) for s in r.sales],
             "request_digest": r.request_digest,
+            "lead_type": r.lead_type,
         }
     )
 
@@ -330,6 +333,7 @@ def decode(data: bytes) -> Record:
                     ),
                     sales=tuple(_sale(s) for s in d.get("sales", [])),
                     request_digest=str(d.get("request_digest", "")),
+                    lead_type=str(d.get("lead_type", "")),
                 )
             case other:
                 raise BadRecord(f"unknown record kind {other!r}")

@@ -26,8 +26,10 @@ def add_parsers(sub: Any, config_default: str | None) -> None:
     lead = sub.add_parser("lead", help='the books on one lead: "who got it and why"')
     lead.add_argument("lead_id", help=_LEAD_ID_HELP)
 
-    report = sub.add_parser("report", help="gross and net money by source, buyer or flow over a period")
-    report.add_argument("--by", choices=["source", "buyer", "flow"], default="source")
+    report = sub.add_parser(
+        "report", help="gross and net money by source, buyer, flow or lead type over a period"
+    )
+    report.add_argument("--by", choices=["source", "buyer", "flow", "lead_type"], default="source")
     report.add_argument("--since", help="ISO date or time, UTC (default: 24 hours ago)")
     report.add_argument("--until", help="ISO date or time, UTC (default: now)")
 

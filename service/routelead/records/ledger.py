@@ -31,14 +31,26 @@ log = structlog.get_logger("routelead.records")
 ZERO = Decimal("0.00")
 # Leads committed together at most (group commit).
 _GROUP_MAX = 256
-GroupBy = Literal["source", "buyer", "flow"]
+GroupBy = Literal["source", "buyer", "flow", "lead_type"]
 # A lead id prefix shorter than this is not looked up (git's minimum for an abbreviated id).
 MIN_PREFIX = 4
 _AMBIGUOUS_SHOWN = 5
 # What the group-committed writer takes: a lead's record, an intent to post, a withdrawn intent.
 _Item = LeadRecord | Intent | Withdrawal
-_GROUP_COLUMN = {"source": entries.c.source_id, "buyer": entries.c.buyer_id, "flow": entries.c.flow}
-_SALES_COLUMN = {"source": sales.c.source_id, "buyer": sales.c.buyer_id, "flow": sales.c.flow}
+# The journal and the sales carry no lead type: it is the lead's (a lead not yet booked: '').
+_LEAD_TYPE = sa.func.coalesce(leads.c.lead_type, "")
+_GROUP_COLUMN = {
+    "source": entries.c.source_id,
+    "buyer": entries.c.buyer_id,
+    "flow": entries.c.flow,
+    "lead_type": _LEAD_TYPE,
+}
+_SALES_COLUMN = {
+    "source": sales.c.source_id,
+    "buyer": sales.c.buyer_id,
+    "flow": sales.c.flow,
+    "lead_type": _LEAD_TYPE,
+}
 
 
 def _at(epoch: float) -> datetime:
@@ -358,6 +370,7 @@ class Ledger:
                 "trace_id": r.trace_id,
                 "ping_fields": dict(r.ping_fields),
                 "request_digest": r.request_digest or None,
+                "lead_type": r.lead_type,
             }
         )
         rows["attempts"].extend(
@@ -578,8 +591,10 @@ class Ledger:
     async def totals(
         self, by: GroupBy, since: datetime, until: datetime, key: str | None = None
     ) -> list[Totals]:
-        """Gross and net money per source / buyer / flow over [since, until), from the journal."""
+        """Gross and net money per source / buyer / flow / lead type over [since, until), from the
+        journal."""
         col = _GROUP_COLUMN[by]
+        typed = by == "lead_type"
 
         def total(*kinds: str) -> Any:
             amount = sa.case((entries.c.kind.in_(kinds), entries.c.amount), else_=None)
@@ -598,6 +613,7 @@ class Ledger:
                 total("cost"),
                 total("cost", "cost_reversal"),
             )
+            .select_from(entries.outerjoin(leads, leads.c.lead_id == entries.c.lead_id) if typed else entries)
             .where(entries.c.at >= since, entries.c.at < until)
             .group_by(col)
             .order_by(col)
@@ -606,6 +622,7 @@ class Ledger:
             q = q.where(entries.c.buyer_id != "")
         disputed = (
             sa.select(_SALES_COLUMN[by], sa.func.count())
+            .select_from(sales.outerjoin(leads, leads.c.lead_id == sales.c.lead_id) if typed else sales)
             .where(
                 sales.c.sold_at >= since,
                 sales.c.sold_at < until,

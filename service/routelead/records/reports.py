@@ -44,7 +44,7 @@ PINGED = (
 # Pinged, answered with a price.
 _NOT_A_BID = ("NO_BID", "TIMED_OUT", "ERROR")
 POSTED = ("POST_ACCEPTED", "POST_REJECTED", "POST_ERROR")
-By = Literal["flow", "source"]
+By = Literal["flow", "source", "lead_type"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +172,7 @@ class Report:
     buyers: list[BuyerReport] = field(default_factory=list)
     flows: list[MoneyReport] = field(default_factory=list)
     sources: list[MoneyReport] = field(default_factory=list)
+    lead_types: list[MoneyReport] = field(default_factory=list)
 
 
 def _sum_money(expr: Any) -> Any:
@@ -192,6 +193,7 @@ class Reports:
             await self.buyers(window),
             await self.money("flow", window),
             await self.money("source", window),
+            await self.money("lead_type", window),
         )
 
     async def buyers(self, window: Window, buyer_id: str | None = None) -> list[BuyerReport]:
@@ -285,8 +287,16 @@ class Reports:
         return [out[k] for k in sorted(out)]
 
     async def money(self, by: By, window: Window, key: str | None = None) -> list[MoneyReport]:
-        lead_col = leads.c.flow if by == "flow" else leads.c.source_id
-        entry_col = entries.c.flow if by == "flow" else entries.c.source_id
+        typed = by == "lead_type"
+        lead_col = {"flow": leads.c.flow, "source": leads.c.source_id, "lead_type": leads.c.lead_type}[by]
+        # The journal carries no lead type: its lead's (one not yet booked: '').
+        entry_col = (
+            sa.func.coalesce(leads.c.lead_type, "")
+            if typed
+            else entries.c.flow
+            if by == "flow"
+            else entries.c.source_id
+        )
         counts = (
             sa.select(lead_col, sa.func.count(), _count_if(leads.c.outcome == "SOLD"))
             .where(
@@ -302,6 +312,7 @@ class Reports:
 
         money = (
             sa.select(entry_col, kinds("cost", "cost_reversal"), kinds("revenue", "revenue_reversal"))
+            .select_from(entries.outerjoin(leads, leads.c.lead_id == entries.c.lead_id) if typed else entries)
             .where(entries.c.at >= window.since, entries.c.at < window.until)
             .group_by(entry_col)
         )

@@ -71,9 +71,12 @@ leads = sa.Table(
     sa.Column("ping_fields", sa.JSON, nullable=False),
     # Keyed digests of the request's fields: a repeat of the lead_id with other fields is refused.
     sa.Column("request_digest", sa.Text, nullable=True),
+    # The lead type its flow sold (migration 0007; '' for leads booked before it).
+    sa.Column("lead_type", sa.String(64), nullable=False, server_default=""),
     sa.Index("ix_leads_source_time", "source_id", "received_at"),
     sa.Index("ix_leads_flow_time", "flow", "received_at"),
     sa.Index("ix_leads_time", "received_at"),
+    sa.Index("ix_leads_lead_type_time", "lead_type", "received_at"),
 )
 
 attempts = sa.Table(

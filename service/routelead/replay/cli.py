@@ -32,6 +32,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--since", help="ISO date or time, UTC (default: 24 hours ago)")
     p.add_argument("--until", help="ISO date or time, UTC (default: now)")
     p.add_argument("--flow", help="only this flow")
+    p.add_argument("--lead-type", help="only leads of this lead type (vertical)")
 
 
 def _when(text: str) -> datetime:
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) 
     if until <= since:
         print("routelead: --until must be after --since", file=sys.stderr)
         return 2
-    comparison = asyncio.run(_replay(config, since, until, args.flow, settings))
+    lead_type = getattr(args, "lead_type", None)
+    comparison = asyncio.run(_replay(config, since, until, args.flow, settings, lead_type))
     out.write(render(comparison, since, until))
     return 0
 
@@ -72,7 +74,12 @@ def _placeholders(text: str) -> dict[str, str]:
 
 
 async def _replay(
-    config: Any, since: datetime, until: datetime, flow: str | None, settings: Settings
+    config: Any,
+    since: datetime,
+    until: datetime,
+    flow: str | None,
+    settings: Settings,
+    lead_type: str | None = None,
 ) -> Comparison:
     from routelead.records.db import database_url
     from routelead.records.ledger import Ledger
@@ -86,7 +93,7 @@ async def _replay(
         # The same smoothing as the live ranking (a prior of 9 in 10 accepted).
         rates = {b: Decimal(a + 9) / Decimal(n + 10) for b, (a, n) in counts.items()}
         comparison = Comparison()
-        async for lead in recorded_leads(ledger.engine, since, until, flow):
+        async for lead in recorded_leads(ledger.engine, since, until, flow, lead_type):
             compare_into(comparison, config, lead, rates)
         return comparison
     finally:

@@ -104,9 +104,15 @@ def replay_lead(
     unknowns = Unknowns()
     flow = config.flows.get(lead.flow)
     source = config.sources.get(lead.source_id)
-    if flow is None or source is None or (flow.sources is not None and source.id not in flow.sources):
+    if (
+        flow is None
+        or source is None
+        or (flow.sources is not None and source.id not in flow.sources)
+        or not source.sells(flow.lead_type)
+    ):
         unknowns.not_configured += 1
         return ReplayedLead(lead.lead_id, (), ZERO, unknowns)
+    source = source.selling(flow.lead_type)  # its cost for this flow's lead type
     facts = Facts(lead.ping_fields, 0.0, lead.received_at)
     fixed_cost = source.pricing.fixed_cost(facts) + flow.fee
     recorded = {a.buyer_id: a for a in lead.attempts}

@@ -20,7 +20,11 @@ def _utc(t: datetime) -> datetime:
 
 
 async def recorded_leads(
-    engine: AsyncEngine, since: datetime, until: datetime, flow: str | None = None
+    engine: AsyncEngine,
+    since: datetime,
+    until: datetime,
+    flow: str | None = None,
+    lead_type: str | None = None,
 ) -> AsyncIterator[RecordedLead]:
     """Oldest first, a page at a time, so a long range never sits in memory at once."""
     after: tuple[datetime, str] | None = None
@@ -34,6 +38,8 @@ async def recorded_leads(
             )
             if flow is not None:
                 q = q.where(leads.c.flow == flow)
+            if lead_type is not None:
+                q = q.where(leads.c.lead_type == lead_type)
             if after is not None:
                 q = q.where(sa.tuple_(leads.c.received_at, leads.c.lead_id) > sa.tuple_(*after))
             page = (await conn.execute(q)).all()

@@ -33,6 +33,10 @@ class _EntityKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntityKind
     BUYER: _EntityKind.ValueType  # 1
     SOURCE: _EntityKind.ValueType  # 2
     FLOW: _EntityKind.ValueType  # 3
+    LEAD_TYPE: _EntityKind.ValueType  # 4
+    """A lead type: its fields, identity and created-at field (`lead_types` in the file; the `lead`
+    block is the type "default").
+    """
 
 class EntityKind(_EntityKind, metaclass=_EntityKindEnumTypeWrapper): ...
 
@@ -40,6 +44,10 @@ ENTITY_KIND_UNSPECIFIED: EntityKind.ValueType  # 0
 BUYER: EntityKind.ValueType  # 1
 SOURCE: EntityKind.ValueType  # 2
 FLOW: EntityKind.ValueType  # 3
+LEAD_TYPE: EntityKind.ValueType  # 4
+"""A lead type: its fields, identity and created-at field (`lead_types` in the file; the `lead`
+block is the type "default").
+"""
 Global___EntityKind: _TypeAlias = EntityKind  # noqa: Y015
 
 @_typing.final

@@ -33,6 +33,7 @@ class GetStatsRequest(_message.Message):
     BUYER_ID_FIELD_NUMBER: _builtins.int
     FLOW_FIELD_NUMBER: _builtins.int
     SOURCE_ID_FIELD_NUMBER: _builtins.int
+    LEAD_TYPE_FIELD_NUMBER: _builtins.int
     window: _builtins.str
     """One of: "last_hour" (default), "today", "range". With "range", `from_date` and `to_date`
     (YYYY-MM-DD, both days included) are required; with `by_day`, one window per day.
@@ -43,9 +44,10 @@ class GetStatsRequest(_message.Message):
     timezone: _builtins.str
     """IANA timezone for "today" and dates (default UTC)."""
     buyer_id: _builtins.str
-    """Only this buyer / flow / source (empty: all)."""
+    """Only this buyer / flow / source / lead type (empty: all)."""
     flow: _builtins.str
     source_id: _builtins.str
+    lead_type: _builtins.str
     def __init__(
         self,
         *,
@@ -57,10 +59,11 @@ class GetStatsRequest(_message.Message):
         buyer_id: _builtins.str = ...,
         flow: _builtins.str = ...,
         source_id: _builtins.str = ...,
+        lead_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_id", b"buyer_id", "by_day", b"by_day", "flow", b"flow", "from_date", b"from_date", "source_id", b"source_id", "timezone", b"timezone", "to_date", b"to_date", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_id", b"buyer_id", "by_day", b"by_day", "flow", b"flow", "from_date", b"from_date", "lead_type", b"lead_type", "source_id", b"source_id", "timezone", b"timezone", "to_date", b"to_date", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -184,6 +187,7 @@ class WindowStats(_message.Message):
     BUYERS_FIELD_NUMBER: _builtins.int
     FLOWS_FIELD_NUMBER: _builtins.int
     SOURCES_FIELD_NUMBER: _builtins.int
+    LEAD_TYPES_FIELD_NUMBER: _builtins.int
     label: _builtins.str
     since: _builtins.str
     """RFC 3339, UTC"""
@@ -194,6 +198,10 @@ class WindowStats(_message.Message):
     def flows(self) -> _containers.RepeatedCompositeFieldContainer[Global___MoneyStats]: ...
     @_builtins.property
     def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___MoneyStats]: ...
+    @_builtins.property
+    def lead_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___MoneyStats]:
+        """Money by lead type (vertical): a flow sells one lead type."""
+
     def __init__(
         self,
         *,
@@ -203,10 +211,11 @@ class WindowStats(_message.Message):
         buyers: _abc.Iterable[Global___BuyerStats] | None = ...,
         flows: _abc.Iterable[Global___MoneyStats] | None = ...,
         sources: _abc.Iterable[Global___MoneyStats] | None = ...,
+        lead_types: _abc.Iterable[Global___MoneyStats] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyers", b"buyers", "flows", b"flows", "label", b"label", "since", b"since", "sources", b"sources", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyers", b"buyers", "flows", b"flows", "label", b"label", "lead_types", b"lead_types", "since", b"since", "sources", b"sources", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
