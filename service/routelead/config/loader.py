@@ -37,6 +37,7 @@ from routelead.domain.lead import FieldSpec, LeadSchema, Limits
 from routelead.domain.mapping import FieldKind
 from routelead.domain.patterns import PatternError, compile_pattern
 from routelead.domain.pricing import PriceBook, PriceRule, SourcePricing
+from routelead.domain.quote import InboundTerms, MarginRule, QuoteLimits
 from routelead.domain.rules import PASS, RuleError, compile_rule
 from routelead.domain.schedule import Schedule, build_schedule
 from routelead.domain.tree import ScoreWeights, TierOrder, smooth_weighted_sequence
@@ -261,6 +262,14 @@ def _pricing_problems(
     return out
 
 
+def _inbound(i: m.InboundModel | None) -> InboundTerms | None:
+    if i is None:
+        return None
+    margin = MarginRule(i.margin.fixed, i.margin.percent, i.min_margin)
+    limits = QuoteLimits(i.limits.per_second, i.limits.per_day, i.limits.max_ping_post_ratio)
+    return InboundTerms(margin, float(i.ttl_s), limits)
+
+
 def _price_book(rules: list[m.PriceRuleModel], fields: Mapping[str, m.FieldModel]) -> PriceBook:
     return PriceBook(
         tuple(
@@ -339,6 +348,7 @@ def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
             s.pay_on,
             SourcePricing(s.cost, _price_book(s.pricing, c.lead.fields), s.price_field, s.revenue_share),
             s.refund_cost_on_return,
+            _inbound(s.inbound),
         )
         for s in c.sources
     }
