@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from routelead.api.server import Service
+from routelead.api.stats import supplier_pb
 from routelead.records.ledger import Ledger
+from routelead.records.reports import Reports, Window
 from routelead.records.schema import entries, leads, quotes
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
@@ -277,3 +280,30 @@ async def test_quote_limits_answer_resource_exhausted_with_a_retry_after_hint(
     await d.commit(q.quote_id)
     now[0] += 1
     assert (await d.quote()).offered
+
+
+async def test_stats_show_each_suppliers_win_rate_and_ping_post_ratio(
+    buyers: BuyerServer, desk: Open
+) -> None:
+    buyers.on("a", ping=bid("50.00"), post=accept())
+    d = await desk([buyer(buyers.url, "a")])
+    won = await d.quote()
+    await d.commit(won.quote_id)
+    buyers.on("a", ping=bid("50.00"), post=reject())
+    lost = await d.quote()
+    assert (await d.commit(lost.quote_id)).outcome == pb.UNSOLD
+    buyers.on("a", ping=bid("50.00", conditions={"expires_in_s": 0.2}))
+    await d.quote()  # never committed: expired once past its expiry
+    buyers.on("a", ping=bid("50.00"))
+    await d.quote()  # still open
+    buyers.on("a", ping=no_bid())
+    await d.quote()  # no offer
+    await asyncio.sleep(0.4)
+
+    since = datetime.now(UTC) - timedelta(hours=1)
+    window = Window("test", since, since + timedelta(hours=2))
+    [src] = await Reports(d.ledger.engine).suppliers(window)
+
+    assert (src.source_id, src.quotes, src.offers, src.won, src.lost, src.expired) == ("src-1", 5, 4, 1, 1, 1)
+    shown = supplier_pb(src)
+    assert (shown.win_rate, shown.ping_post_ratio) == ("0.2500", "2.50")
