@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +23,8 @@ from routelead.records.reports import Reports, Window
 from routelead.records.schema import entries, leads, quotes
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
+from routelead_client import AsyncRouteLeadClient, FailedPrecondition, RateLimited
+from routelead_client.cli import main as cli_main
 
 from tests.buyers import BuyerServer, accept, bid, no_bid, reject
 from tests.configs import GOOD_LEAD, PII_VALUES, buyer, compile_doc, document
@@ -307,3 +311,38 @@ async def test_stats_show_each_suppliers_win_rate_and_ping_post_ratio(
     assert (src.source_id, src.quotes, src.offers, src.won, src.lost, src.expired) == ("src-1", 5, 4, 1, 1, 1)
     shown = supplier_pb(src)
     assert (shown.win_rate, shown.ping_post_ratio) == ("0.2500", "2.50")
+
+
+async def test_the_python_client_and_cli_quote_and_commit(
+    buyers: BuyerServer, desk: Open, tmp_path: Path
+) -> None:
+    buyers.on("a", ping=bid("25.00"), post=accept("A-5"))
+    inbound = {"margin": {"fixed": "4.00"}, "limits": {"per_day": 2}}
+    d = await desk([buyer(buyers.url, "a")], inbound=inbound)
+    target = f"127.0.0.1:{d.service.port}"
+
+    async with AsyncRouteLeadClient(target, timeout_s=5) as client:
+        q = await client.quote("solar", "src-1", PING)
+        assert q.offered and q.price == Decimal("21.00") and q.expires_at is not None
+        sold = await client.commit(q.quote_id, GOOD_LEAD)
+        assert sold.sold and sold.cost == Decimal("21.00") and sold.margin == Decimal("4.00")
+
+        ping_file, lead_file = tmp_path / "ping.json", tmp_path / "lead.json"
+        ping_file.write_text(json.dumps({"flow": "solar", "source_id": "src-1", "fields": PING}))
+        lead_file.write_text(json.dumps({"flow": "solar", "source_id": "src-1", "fields": GOOD_LEAD}))
+        out, err = io.StringIO(), io.StringIO()
+        code = await asyncio.to_thread(cli_main, ["quote", str(ping_file), "--target", target], out, err)
+        assert code == 0, err.getvalue()
+        assert "→ $21.00, commit by" in out.getvalue()
+        quote_id = out.getvalue().split()[1]
+        code = await asyncio.to_thread(
+            cli_main, ["commit", quote_id, str(lead_file), "--target", target], out, err
+        )
+        assert code == 0, err.getvalue()
+        assert "SOLD to a at $25.00" in out.getvalue() and "cost $21.00" in out.getvalue()
+
+        with pytest.raises(RateLimited) as limited:
+            await client.quote("solar", "src-1", PING)
+        assert limited.value.retry_after_s is not None and limited.value.retry_after_s > 0
+        with pytest.raises(FailedPrecondition):
+            await client.commit(quote_id, {**GOOD_LEAD, "zip": "94105"})
