@@ -18,6 +18,8 @@ import pytest
 import sqlalchemy as sa
 from routelead.api.server import Service
 from routelead.api.stats import supplier_pb
+from routelead.domain.conditions import check_conditions
+from routelead.domain.rules import Facts
 from routelead.records.ledger import Ledger
 from routelead.records.reports import Reports, Window
 from routelead.records.schema import entries, leads, quotes
@@ -346,3 +348,29 @@ async def test_the_python_client_and_cli_quote_and_commit(
         assert limited.value.retry_after_s is not None and limited.value.retry_after_s > 0
         with pytest.raises(FailedPrecondition):
             await client.commit(quote_id, {**GOOD_LEAD, "zip": "94105"})
+
+
+async def test_a_fallback_bid_whose_ping_id_expired_is_not_posted_at_commit(
+    buyers: BuyerServer, desk: Open
+) -> None:
+    buyers.on("a", ping=bid("50.00"), post=reject("capacity"))
+    buyers.on("b", ping=bid("45.00", conditions={"expires_in_s": 0.2}), post=accept())
+    d = await desk([buyer(buyers.url, "a"), buyer(buyers.url, "b")])
+    q = await d.quote()
+    # Only the bids in the first post back the quote (and bound its expiry): a's bid has no bound.
+    assert q.price == "40.00" and q.expires_in_ms > 50_000
+    await asyncio.sleep(0.4)
+
+    result = await d.commit(q.quote_id)
+
+    assert result.outcome == pb.UNSOLD and [p.buyer for p in buyers.got(step="post")] == ["a"]
+    b = next(a for a in result.attempts if a.buyer_id == "b")
+    assert pb.AttemptStatus.Name(b.status) == "CONDITION_FAILED" and "expired" in b.reason
+
+
+def test_a_bid_expiry_must_be_seconds() -> None:
+    facts = Facts({}, 0.0)
+    assert check_conditions({"expires_in_s": 30}, facts, None).failure is None
+    assert check_conditions({"expires_in_s": "12.5"}, facts, None).failure is None
+    for bad in ("soon", True, -1):
+        assert "expires_in_s" in (check_conditions({"expires_in_s": bad}, facts, None).failure or "")
