@@ -24,12 +24,30 @@ from routelead.v1 import routelead_pb2_grpc as pb_grpc
 from benchmarks.scenarios import DEADLINE_MS, PII, POST_RESERVE_MS
 
 
-class Empty(pb_grpc.RouteLeadServicer):
+class RouteLeadOnly(pb_grpc.RouteLeadServicer):
+    """A RouteLead-only stand-in: Quote and Commit are not served."""
+
+    async def Quote(
+        self, request: pb.QuoteRequest, context: grpc.aio.ServicerContext[pb.QuoteRequest, pb.QuoteResponse]
+    ) -> pb.QuoteResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not served here")
+        raise AssertionError("unreachable")
+
+    async def Commit(
+        self,
+        request: pb.CommitRequest,
+        context: grpc.aio.ServicerContext[pb.CommitRequest, pb.RouteLeadResponse],
+    ) -> pb.RouteLeadResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not served here")
+        raise AssertionError("unreachable")
+
+
+class Empty(RouteLeadOnly):
     async def RouteLead(self, request: pb.RouteLeadRequest, context: object) -> pb.RouteLeadResponse:
         return pb.RouteLeadResponse(lead_id=request.lead_id)
 
 
-class FanOut(pb_grpc.RouteLeadServicer):
+class FanOut(RouteLeadOnly):
     def __init__(self, session: aiohttp.ClientSession, buyers_url: str, buyer_ids: list[str]) -> None:
         self._session = session
         self._pings = [(b, f"{buyers_url}/{b}/ping") for b in buyer_ids]

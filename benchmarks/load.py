@@ -20,7 +20,7 @@ from routelead.demo.leads import sample_lead
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
-from benchmarks.scenarios import DEADLINE_MS
+from benchmarks.scenarios import DEADLINE_MS, PII
 
 # Microseconds, 1 µs to 60 s, 3 significant digits.
 _LOWEST, _HIGHEST, _DIGITS = 1, 60_000_000, 3
@@ -136,6 +136,67 @@ async def closed_loop(
         async def worker(stub: pb_grpc.RouteLeadStub) -> None:
             while time.perf_counter() < stop_at and tally.sent < max_leads:
                 await _one(stub, leads.next(), time.perf_counter(), tally)
+
+        stubs = conns.stubs
+        await asyncio.gather(*(worker(stubs[i % len(stubs)]) for i in range(concurrency)))
+        return tally, time.perf_counter() - start
+
+
+@dataclass
+class Inbound:
+    """The quote-then-commit phase: each pair end to end in `pairs` (the commit's answer), and
+    each call on its own."""
+
+    pairs: Tally = field(default_factory=Tally)
+    quote: HdrHistogram = field(default_factory=histogram)
+    commit: HdrHistogram = field(default_factory=histogram)
+
+
+def _us(seconds: float) -> int:
+    return min(max(1, int(seconds * 1e6)), _HIGHEST)
+
+
+async def _quote_then_commit(stub: pb_grpc.RouteLeadStub, req: pb.RouteLeadRequest, t: Inbound) -> None:
+    """A supplier's ping-post: its ping fields for a quote, then the full lead for the offer."""
+    t.pairs.sent += 1
+    ping = {k: v for k, v in req.fields.items() if k not in PII}
+    start = time.perf_counter()
+    try:
+        q = await stub.Quote(
+            pb.QuoteRequest(source_id=req.source_id, flow=req.flow, fields=ping), timeout=CALL_TIMEOUT_S
+        )
+        quoted = time.perf_counter()
+        t.quote.record_value(_us(quoted - start))
+        if not q.offered:
+            t.pairs.ok += 1
+            t.pairs.outcomes["NO_OFFER"] += 1
+            t.pairs.e2e.record_value(_us(quoted - start))
+            return
+        reply = await stub.Commit(
+            pb.CommitRequest(quote_id=q.quote_id, fields=req.fields), timeout=CALL_TIMEOUT_S
+        )
+    except grpc.aio.AioRpcError as exc:
+        t.pairs.errors[exc.code().name] += 1
+        t.pairs.record(time.perf_counter() - start, None)
+        return
+    done = time.perf_counter()
+    t.commit.record_value(_us(done - quoted))
+    t.pairs.record(done - start, reply)
+
+
+async def quote_commit_loop(
+    target: str, concurrency: int, duration_s: float, max_leads: int, connections: int = 1
+) -> tuple[Inbound, float]:
+    """Closed loop of quote-then-commit pairs: N suppliers, each quoting its next lead when the last
+    one is committed. Returns (tallies, seconds)."""
+    tally, leads = Inbound(), Leads()
+    async with Connections(target, connections) as conns:
+        start = time.perf_counter()
+        stop_at = start + duration_s
+
+        async def worker(stub: pb_grpc.RouteLeadStub) -> None:
+            while time.perf_counter() < stop_at and tally.pairs.sent < max_leads:
+                await _quote_then_commit(stub, leads.next(), tally)
 
         stubs = conns.stubs
         await asyncio.gather(*(worker(stubs[i % len(stubs)]) for i in range(concurrency)))

@@ -23,7 +23,7 @@ import yaml
 
 from benchmarks import load
 from benchmarks.procs import Child, Usage, cpu_layout, free_port, python, wait_listening
-from benchmarks.report import phase_summary, plot
+from benchmarks.report import percentiles_ms, phase_summary, plot
 from benchmarks.scenarios import SCENARIOS, Scenario, fleet_spec, service_config
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -205,6 +205,23 @@ async def run_scenario(
             tally, summary = await _open(target, closed_rate * s.open_share, service, s.duration_s, conns)
             tallies["open"] = tally
             report["phases"]["open"] = summary
+        if "quote" in s.phases:
+            # Inbound ping-post: quote from the ping fields, then commit the full lead.
+            before = service.usage()
+            inbound, took = await load.quote_commit_loop(
+                target, s.concurrency, s.duration_s, MAX_LEADS, conns
+            )
+            tallies["quote+commit"] = inbound.pairs
+            report["phases"]["quote_commit"] = phase_summary(
+                "quote_commit",
+                inbound.pairs,
+                took,
+                before,
+                service.usage(),
+                concurrency=s.concurrency,
+                quote_ms=percentiles_ms(inbound.quote),
+                commit_ms=percentiles_ms(inbound.commit),
+            )
         if "soak" in s.phases and closed_rate:
             rate = closed_rate * s.open_share
             report["phases"]["soak"] = await _soak(target, rate, service, s.duration_s, conns)

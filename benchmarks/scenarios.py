@@ -61,6 +61,7 @@ class Scenario:
     # Open loop runs at this share of the closed-loop throughput (the targets speak of half).
     open_share: float = 0.5
     duration_s: float = 8.0
+    # closed, open, empty, fanout; quote (quote-then-commit pairs); soak, soak-closed.
     phases: tuple[str, ...] = ("closed", "open", "empty", "fanout")
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -124,11 +125,20 @@ SCENARIOS: dict[str, Scenario] = {
             phases=("soak",),
         ),
         Scenario(
+            "quote-10",
+            "inbound ping-post on fast-10: each supplier quotes a lead from its ping fields, then "
+            "commits the full lead",
+            _fast(10),
+            concurrency=32,
+            phases=("quote",),
+        ),
+        Scenario(
             "smoke",
             "tiny and short: checks the suite itself (used by the test suite)",
             (BuyerSim("b00"), BuyerSim("b01", median_ms=5, fail_rate=0.2), BuyerSim("b02", hang_rate=1.0)),
             concurrency=4,
             duration_s=1.0,
+            phases=("closed", "open", "empty", "fanout", "quote"),
         ),
     )
 }
@@ -138,7 +148,8 @@ def service_config(s: Scenario, buyers_url: str) -> dict[str, Any]:
     """The routelead YAML document: one flow, one tier ranked by bid, every buyer a JSON ping-post."""
     return {
         "lead": {"fields": LEAD_FIELDS, "unknown_fields": "reject"},
-        "sources": [{"id": "bench", "cost": "10.00"}],
+        # Inbound terms too, for the quote-then-commit phase (no limits: the load is the point).
+        "sources": [{"id": "bench", "cost": "10.00", "inbound": {"margin": {"percent": "20"}, "ttl_s": 60}}],
         "buyers": [
             {
                 "id": b.id,

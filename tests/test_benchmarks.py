@@ -74,6 +74,15 @@ def test_a_smoke_run_writes_a_sane_report_and_plot(tmp_path: Path) -> None:
     ratios = report["throughput_ratio"]
     assert ratios["vs_empty_grpc_handler"] > 0 and ratios["vs_bare_aiohttp_fanout"] > 0
     assert report["fleet_cpu_s"] > 0
+    # Quote then commit: every pair answered, each call timed on its own, within the pair's time.
+    qc = phases["quote_commit"]
+    assert qc["answered"] > 0 and qc["errors"] == {}, qc["errors"]
+    assert (
+        set(qc["outcomes"]) <= {"SOLD", "UNSOLD", "NO_OFFER"}
+        and sum(qc["outcomes"].values()) == qc["answered"]
+    )
+    assert _ordered(qc["quote_ms"]) and _ordered(qc["commit_ms"])
+    assert qc["quote_ms"]["p50"] <= qc["e2e_ms"]["max"]
 
 
 def test_with_redis_the_service_runs_on_a_throwaway_redis_server(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from routelead_client import (
 )
 from routelead_client.cli import main as cli_main
 
+from benchmarks.ceilings import RouteLeadOnly
 from tests.buyers import BuyerServer, accept, bid, hang
 from tests.configs import GOOD_LEAD, buyer, compile_doc, document
 from tests.conftest import Start
@@ -85,7 +86,7 @@ async def test_sync_client_routes_and_maps_errors_without_retrying_them(
     assert len(buyers.got("a", "post")) == 1
 
 
-class LossyFront(pb_grpc.RouteLeadServicer):
+class LossyFront(RouteLeadOnly):
     """A real gRPC hop in front of the service that routes the first call, then loses its answer."""
 
     def __init__(self, backend: pb_grpc.RouteLeadStub, lose: int) -> None:

@@ -34,6 +34,9 @@ async def test_the_demo_routes_sample_leads_and_explains_each() -> None:
     assert counts.get("DUPLICATE", 0) >= 1
     assert "SOLD to" in text and "POST_ACCEPTED" in text and "OUTBID" in text
     assert "revenue" in text.splitlines()[-1]
+    # A supplier's inbound ping-post: a quote from its ping fields, then the commit sells it.
+    assert "exch-solarhub asks for a quote" in text and "we pay $" in text
+    assert "commits the full lead (cost booked at the quoted $" in text
 
 
 def _tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:

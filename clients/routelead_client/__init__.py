@@ -7,14 +7,16 @@ from routelead_client.aio import AsyncRouteLeadClient
 from routelead_client.errors import (
     Conflict,
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidArgument,
     InvalidLead,
     NotFound,
+    RateLimited,
     RouteLeadError,
     Unauthenticated,
     Unavailable,
 )
-from routelead_client.models import AttemptInfo, Outcome, RouteResult, SaleInfo
+from routelead_client.models import AttemptInfo, Outcome, QuoteResult, RouteResult, SaleInfo
 from routelead_client.policy import RetryPolicy
 from routelead_client.stats import BuyerStats, MoneyStats, WindowStats
 from routelead_client.sync import RouteLeadClient
@@ -27,11 +29,14 @@ __all__ = [
     "ConfigVersion",
     "Conflict",
     "DeadlineExceeded",
+    "FailedPrecondition",
     "InvalidArgument",
     "InvalidLead",
     "MoneyStats",
     "NotFound",
     "Outcome",
+    "QuoteResult",
+    "RateLimited",
     "RetryPolicy",
     "RouteLeadAdmin",
     "RouteLeadClient",

@@ -1,9 +1,11 @@
-"""`routelead-client`: route a lead from a JSON file, list and edit buyers, print stats.
+"""`routelead-client`: route a lead from a JSON file, quote and commit it (inbound ping-post),
+list and edit buyers, print stats.
 
-`route lead.json` shows who won and why (routing token: ROUTELEAD_TOKEN). `buyers …` and `stats`
-drive routelead.v1.Admin and routelead.v1.Stats with the admin token (ROUTELEAD_ADMIN_TOKEN or
---token-file); see cli_buyers and cli_stats. Exit 0 on success, 1 when the service refused or
-failed the call, 2 for a usage or local error (a bad file, no token).
+`route lead.json` shows who won and why (routing token: ROUTELEAD_TOKEN); `quote ping.json` asks
+what RouteLead pays for a lead from its ping fields, `commit QUOTE_ID lead.json` sells it.
+`buyers …` and `stats` drive routelead.v1.Admin and routelead.v1.Stats with the admin token
+(ROUTELEAD_ADMIN_TOKEN or --token-file); see cli_buyers and cli_stats. Exit 0 on success, 1 when
+the service refused or failed the call, 2 for a usage or local error (a bad file, no token).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from routelead_client.cli_common import (
     token,
 )
 from routelead_client.errors import InvalidLead, NotFound, RouteLeadError
-from routelead_client.models import RouteResult
+from routelead_client.models import QuoteResult, RouteResult
 from routelead_client.sync import RouteLeadClient
 
 
@@ -102,6 +104,18 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
     route.add_argument(
         "--token-file", help="file holding the bearer token (else ROUTELEAD_TOKEN, else no token)"
     )
+    for name, helps in (
+        ("quote", "ask for a quote: the lead's ping fields (no PII) from a JSON file"),
+        ("commit", "sell a quoted lead: the quote id and the full lead from a JSON file"),
+    ):
+        inbound = sub.add_parser(name, parents=[connection_options(timeout_s=2.0)], help=helps)
+        if name == "commit":
+            inbound.add_argument("quote_id")
+        inbound.add_argument("file")
+        inbound.add_argument("--json", action="store_true", help="print the result as JSON")
+        inbound.add_argument(
+            "--token-file", help="file holding the bearer token (else ROUTELEAD_TOKEN, else no token)"
+        )
     admin_connection = connection_options(timeout_s=DEFAULT_ADMIN_TIMEOUT_S)
     cli_buyers.add_parser(sub, admin_connection)
     cli_stats.add_parser(sub, admin_connection)
@@ -111,7 +125,57 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
             return cli_buyers.run(args, out, err)
         case "stats":
             return cli_stats.run(args, out, err)
+        case "quote" | "commit":
+            return _inbound(args, out, err)
     return _route(args, out, err)
+
+
+def render_quote(q: QuoteResult, out: TextIO) -> None:
+    if not q.offered:
+        print(f"quote {q.quote_id} → no offer: {q.reason}", file=out)
+        return
+    assert q.expires_at is not None
+    print(
+        f"quote {q.quote_id} → ${q.price}, commit by {q.expires_at.isoformat()} "
+        f"(in {q.expires_in_ms} ms) [{q.flow}, config {q.config_version}]",
+        file=out,
+    )
+
+
+def _inbound(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        lead = parse_lead_file(read_text(args.file))
+        routing_token = token(args, "ROUTELEAD_TOKEN")
+        creds = credentials(args)
+    except BadFile as exc:
+        print(f"{PROG}: {args.file}: {exc}", file=err)
+        return 2
+    except LocalError as exc:
+        print(f"{PROG}: {exc}", file=err)
+        return 2
+    with RouteLeadClient(
+        args.target, timeout_s=args.timeout, token=routing_token, credentials=creds
+    ) as client:
+        try:
+            if args.command == "quote":
+                result: QuoteResult | RouteResult = client.quote(
+                    lead["flow"], lead["source_id"], lead["fields"]
+                )
+            else:
+                result = client.commit(args.quote_id, lead["fields"])
+        except (InvalidLead, NotFound) as exc:
+            print(f"{PROG}: {exc}", file=err)
+            return 2
+        except RouteLeadError as exc:
+            print(f"{PROG}: {exc}", file=err)
+            return 1
+    if args.json:
+        print(to_json(result), file=out)
+    elif isinstance(result, QuoteResult):
+        render_quote(result, out)
+    else:
+        render(result, out)
+    return 0
 
 
 def _route(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

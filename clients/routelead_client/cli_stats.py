@@ -17,6 +17,7 @@ _BUYER_COLUMNS = (
     "buyer", "pings", "bids", "bid%", "avg bid", "wins", "win%", "posts", "accept%",
     "p50 ms", "p95 ms", "p99 ms", "timeouts", "errors", "revenue",
 )  # fmt: skip
+_SUPPLIER_COLUMNS = ("supplier", "quotes", "offers", "won", "lost", "expired", "win%", "ping:post")
 _MONEY_COLUMNS = ("leads", "sold", "rev/ping", "cost", "revenue", "margin", "margin %")
 
 
@@ -126,5 +127,12 @@ def render(windows: Sequence[WindowStats]) -> str:
         for name, money in cuts:
             rows = _money_rows(money)
             parts.append("\n" + (table((name, *_MONEY_COLUMNS), rows) if rows else f"(no {name} activity)\n"))
+        quoted = [
+            (q.source_id, str(q.quotes), str(q.offers), str(q.won), str(q.lost), str(q.expired),
+             _pct(q.win_rate), str(q.ping_post_ratio))
+            for q in w.suppliers
+        ]  # fmt: skip
+        if quoted:  # inbound ping-post: only when a supplier asked for quotes
+            parts.append("\n" + table(_SUPPLIER_COLUMNS, quoted))
         parts.append("\n")
     return "".join(parts)

@@ -45,6 +45,18 @@ class DeadlineExceeded(RouteLeadError):
     """The caller's deadline ran out. The lead may have been routed: retry with the same lead_id to learn."""
 
 
+class FailedPrecondition(RouteLeadError):
+    """FAILED_PRECONDITION: a quote expired, a committed lead differs from its quote, or the source
+    does not quote. The details say which."""
+
+
+class RateLimited(RouteLeadError):
+    """RESOURCE_EXHAUSTED: a source's quote limit, or the server's admission limit. `retry_after_s`:
+    the server's hint (trailing metadata `retry-after-ms`), None when it gave none."""
+
+    retry_after_s: float | None = None
+
+
 _BY_CODE: dict[grpc.StatusCode, type[RouteLeadError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
@@ -52,6 +64,8 @@ _BY_CODE: dict[grpc.StatusCode, type[RouteLeadError]] = {
     grpc.StatusCode.ABORTED: Conflict,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimited,
 }
 
 
@@ -59,6 +73,16 @@ def error_for(code: grpc.StatusCode, details: str, lead_id: str, rpc_attempts: i
     """The error of a RouteLead call: INVALID_ARGUMENT there is always about the lead."""
     cls = InvalidLead if code is grpc.StatusCode.INVALID_ARGUMENT else _BY_CODE.get(code, RouteLeadError)
     return cls(code, details, lead_id, rpc_attempts)
+
+
+def inbound_error_for(exc: grpc.RpcError, key: str, rpc_attempts: int) -> RouteLeadError:
+    """The error of a Quote or Commit call, with the retry-after hint of a refused quote."""
+    code: grpc.StatusCode = exc.code()
+    err = error_for(code, exc.details() or "", key, rpc_attempts)
+    if isinstance(err, RateLimited):
+        hint = dict(exc.trailing_metadata() or ()).get("retry-after-ms")
+        err.retry_after_s = int(hint) / 1000 if isinstance(hint, str) and hint.isdigit() else None
+    return err
 
 
 def admin_error_for(code: grpc.StatusCode, details: str) -> RouteLeadError:

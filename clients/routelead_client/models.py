@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from routelead.v1 import routelead_pb2 as pb
@@ -110,4 +111,37 @@ def from_proto(reply: pb.RouteLeadResponse, rpc_attempts: int = 1) -> RouteResul
         source_id=reply.source_id,
         elapsed_ms=reply.elapsed_ms,
         rpc_attempts=rpc_attempts,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteResult:
+    """An inbound quote: commit `quote_id` before `expires_at` to sell at `price`."""
+
+    quote_id: str
+    offered: bool
+    # What the source is paid if the committed lead sells; None without an offer.
+    price: Decimal | None
+    expires_at: datetime | None
+    expires_in_ms: int
+    # Why there is no offer.
+    reason: str
+    flow: str
+    source_id: str
+    config_version: str
+    elapsed_ms: float
+
+
+def quote_from_proto(reply: pb.QuoteResponse) -> QuoteResult:
+    return QuoteResult(
+        quote_id=reply.quote_id,
+        offered=reply.offered,
+        price=_money(reply.price) if reply.price else None,
+        expires_at=datetime.fromisoformat(reply.expires_at) if reply.expires_at else None,
+        expires_in_ms=reply.expires_in_ms,
+        reason=reply.reason,
+        flow=reply.flow,
+        source_id=reply.source_id,
+        config_version=reply.config_version,
+        elapsed_ms=reply.elapsed_ms,
     )

@@ -47,6 +47,21 @@ class MoneyStats:
 
 
 @dataclass(frozen=True, slots=True)
+class SupplierStats:
+    """One source's inbound quotes (Quote / Commit) made in the window."""
+
+    source_id: str
+    quotes: int
+    offers: int
+    won: int
+    lost: int
+    expired: int
+    win_rate: Decimal
+    # Quotes per commit; 0 while nothing was committed.
+    ping_post_ratio: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class WindowStats:
     label: str
     since: datetime
@@ -57,6 +72,7 @@ class WindowStats:
     sources: tuple[MoneyStats, ...]
     # By lead type (vertical).
     lead_types: tuple[MoneyStats, ...] = ()
+    suppliers: tuple[SupplierStats, ...] = ()
 
 
 def _dec(text: str) -> Decimal:
@@ -108,6 +124,19 @@ def windows_from_proto(reply: pb.GetStatsResponse) -> list[WindowStats]:
             flows=tuple(_money(m) for m in w.flows),
             sources=tuple(_money(m) for m in w.sources),
             lead_types=tuple(_money(m) for m in w.lead_types),
+            suppliers=tuple(
+                SupplierStats(
+                    q.source_id,
+                    q.quotes,
+                    q.offers,
+                    q.won,
+                    q.lost,
+                    q.expired,
+                    _dec(q.win_rate),
+                    _dec(q.ping_post_ratio),
+                )
+                for q in w.suppliers
+            ),
         )
         for w in reply.windows
     ]

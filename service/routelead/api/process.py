@@ -123,6 +123,8 @@ def run_worker(opts: ServeOptions, *, reuse_port: bool) -> int:
             idempotency=state.idempotency,
             rotation=state.rotation,
             volume=state.volume,
+            quotes=state.quotes,
+            quote_limits=state.quote_limits,
         )
         try:
             if opts.config_path:

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import grpc
 import structlog
@@ -17,8 +17,8 @@ from grpc_reflection.v1alpha import reflection
 from routelead.api.security import Security
 from routelead.api.servicer import RouteLeadServicer
 from routelead.config.runtime import RuntimeConfig
+from routelead.inbound import Inbound
 from routelead.records.port import LedgerWriter
-from routelead.router import Router
 from routelead.state.memory import (
     MemoryCapStore,
     MemoryDedupeStore,
@@ -34,6 +34,7 @@ from routelead.state.ports import (
     RotationStore,
     VolumeStore,
 )
+from routelead.state.quotes import MemoryQuoteLimiter, MemoryQuoteStore, QuoteLimiter, QuoteStore
 from routelead.telemetry.spans import TracedCapStore
 from routelead.transport import Transport
 from routelead.v1 import routelead_pb2 as pb
@@ -63,6 +64,8 @@ class Service:
         ledger: LedgerWriter | None = None,
         extra_services: Sequence[Callable[[grpc.aio.Server], str]] = (),
         stats: BuyerStats | None = None,
+        quotes: QuoteStore | None = None,
+        quote_limits: QuoteLimiter | None = None,
     ) -> None:
         self.config = config
         self.address = address
@@ -83,6 +86,9 @@ class Service:
         self.idempotency = idempotency if idempotency is not None else MemoryIdempotencyStore()
         self.rotation = rotation if rotation is not None else MemoryRotationStore()
         self.volume = volume if volume is not None else MemoryVolumeStore()
+        # Inbound quotes (Quote / Commit) and each source's quote limits.
+        self.quotes = quotes if quotes is not None else MemoryQuoteStore(clock=clock)
+        self.quote_limits = quote_limits if quote_limits is not None else MemoryQuoteLimiter()
         self.ledger = ledger
         # Where ledger records still refused at shutdown are written for the next start.
         self.books_spool: Path | None = None
@@ -93,7 +99,7 @@ class Service:
         self.transport = Transport(verify_tls=config.verify_buyer_tls)
         self._clock = clock
         self.port = 0
-        self.router: Router | None = None
+        self.router: Inbound | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
 
@@ -110,7 +116,7 @@ class Service:
 
     async def start(self) -> int:
         await self.transport.start()
-        router = self.router = Router(
+        router = self.router = Inbound(
             self.config,
             self.transport,
             TracedCapStore(self.caps),
@@ -121,6 +127,8 @@ class Service:
             clock=self._clock,
             ledger=self.ledger,
             stats=self.stats,
+            quotes=self.quotes,
+            quote_limits=self.quote_limits,
         )
         if router.books is not None:
             router.books.on_writable = self._books_writable
@@ -220,28 +228,33 @@ def _route_lead_handler(servicer: RouteLeadServicer) -> grpc.GenericRpcHandler:
     invalid UTF-8 in a string, sent by a non-Python client) gets INVALID_ARGUMENT saying so,
     instead of gRPC's generic INTERNAL."""
 
-    def decode(data: bytes) -> pb.RouteLeadRequest | None:
-        try:
-            return pb.RouteLeadRequest.FromString(data)
-        except DecodeError:
-            return None
+    def method(name: str, request_type: Any, call: Any, serialize: Any) -> grpc.RpcMethodHandler:
+        def decode(data: bytes) -> Any:
+            try:
+                return request_type.FromString(data)
+            except DecodeError:
+                return None
 
-    async def route(
-        request: pb.RouteLeadRequest | None,
-        context: grpc.aio.ServicerContext[pb.RouteLeadRequest, pb.RouteLeadResponse],
-    ) -> pb.RouteLeadResponse:
-        if request is None:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "request is not a valid routelead.v1.RouteLeadRequest (strings must be UTF-8)",
-            )
-        assert request is not None
-        return await servicer.RouteLead(request, context)
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if request is None:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"request is not a valid {request_type.DESCRIPTOR.full_name} (strings must be UTF-8)",
+                )
+            return await call(request, context)
 
-    handler = grpc.unary_unary_rpc_method_handler(
-        route, request_deserializer=decode, response_serializer=pb.RouteLeadResponse.SerializeToString
-    )
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, {"RouteLead": handler})
+        return grpc.unary_unary_rpc_method_handler(
+            handle, request_deserializer=decode, response_serializer=serialize
+        )
+
+    handlers = {
+        "RouteLead": method(
+            "RouteLead", pb.RouteLeadRequest, servicer.RouteLead, pb.RouteLeadResponse.SerializeToString
+        ),
+        "Quote": method("Quote", pb.QuoteRequest, servicer.Quote, pb.QuoteResponse.SerializeToString),
+        "Commit": method("Commit", pb.CommitRequest, servicer.Commit, pb.RouteLeadResponse.SerializeToString),
+    }
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
 async def serve_until_signalled(service: Service) -> None:

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import grpc
 
 from routelead.api.admin import require_admin
-from routelead.records.reports import BuyerReport, MoneyReport, Reports, Window, windows
+from routelead.records.reports import BuyerReport, MoneyReport, Reports, SupplierReport, Window, windows
 from routelead.v1 import stats_pb2 as pb
 from routelead.v1 import stats_pb2_grpc as pb_grpc
 
@@ -52,6 +52,19 @@ def money_pb(m: MoneyReport) -> pb.MoneyStats:
     )
 
 
+def supplier_pb(s: SupplierReport) -> pb.SupplierStats:
+    return pb.SupplierStats(
+        source_id=s.source_id,
+        quotes=s.quotes,
+        offers=s.offers,
+        won=s.won,
+        lost=s.lost,
+        expired=s.expired,
+        win_rate=str(s.win_rate),
+        ping_post_ratio=str(s.ping_post_ratio),
+    )
+
+
 class StatsServicer(pb_grpc.StatsServicer):
     def __init__(self, reports: Reports, token: str) -> None:
         if len(token) < 16:
@@ -84,6 +97,7 @@ class StatsServicer(pb_grpc.StatsServicer):
             flows=[money_pb(m) for m in await r.money("flow", w, request.flow or None)],
             sources=[money_pb(m) for m in await r.money("source", w, request.source_id or None)],
             lead_types=[money_pb(m) for m in await r.money("lead_type", w, request.lead_type or None)],
+            suppliers=[supplier_pb(s) for s in await r.suppliers(w, request.source_id or None)],
         )
 
 

@@ -19,6 +19,7 @@ _BUYER_COLUMNS = (
     "p50 ms", "p95 ms", "p99 ms", "timeouts", "errors", "revenue", "disputes",
 )  # fmt: skip
 _MONEY_COLUMNS = ("leads", "sold", "rev/ping", "cost", "revenue", "margin", "margin %")
+_SUPPLIER_COLUMNS = ("supplier", "quotes", "offers", "won", "lost", "expired", "win%", "ping:post")
 
 
 def add_parser(sub: Any, settings: Settings) -> None:
@@ -130,5 +131,20 @@ def render(response: pb.GetStatsResponse) -> str:
                 for m in rows
             ]
             parts.append("\n" + (table((name, *_MONEY_COLUMNS), body) if body else f"(no {name} activity)\n"))
+        quoted = [
+            (
+                q.source_id,
+                str(q.quotes),
+                str(q.offers),
+                str(q.won),
+                str(q.lost),
+                str(q.expired),
+                _pct(q.win_rate),
+                q.ping_post_ratio,
+            )
+            for q in w.suppliers
+        ]
+        if quoted:  # inbound ping-post: only when a supplier asked for quotes
+            parts.append("\n" + table(_SUPPLIER_COLUMNS, quoted))
         parts.append("\n")
     return "".join(parts)

@@ -40,6 +40,7 @@ from routelead.domain.floors import FloorPolicy, QualityStep
 from routelead.domain.lead import FieldSpec, LeadSchema, Limits
 from routelead.domain.patterns import PatternError, compile_pattern
 from routelead.domain.pricing import PriceBook, PriceRule, SourcePricing
+from routelead.domain.quote import InboundTerms, MarginRule, QuoteLimits
 from routelead.domain.rules import PASS, RuleError, compile_rule
 from routelead.domain.schedule import Schedule, build_schedule
 from routelead.domain.tree import ScoreWeights, TierOrder, smooth_weighted_sequence
@@ -332,6 +333,14 @@ def _pricing_problems(
     return out
 
 
+def _inbound(i: m.InboundModel | None) -> InboundTerms | None:
+    if i is None:
+        return None
+    margin = MarginRule(i.margin.fixed, i.margin.percent, i.min_margin)
+    limits = QuoteLimits(i.limits.per_second, i.limits.per_day, i.limits.max_ping_post_ratio)
+    return InboundTerms(margin, float(i.ttl_s), limits)
+
+
 def _price_book(rules: list[m.PriceRuleModel], fields: Mapping[str, m.FieldModel]) -> PriceBook:
     return PriceBook(
         tuple(
@@ -435,6 +444,7 @@ def _source(s: m.SourceModel, types: Mapping[str, tuple[str, m.LeadModel]], defa
         s.pay_on,
         SourcePricing(s.cost, _price_book(s.pricing, fields), s.price_field, s.revenue_share),
         s.refund_cost_on_return,
+        _inbound(s.inbound),
         frozenset(sold),
         by_type,
     )

@@ -86,6 +86,37 @@ class SourceTypeCostModel(Strict):
     pricing: list[PriceRuleModel] | None = None
 
 
+class MarginModel(Strict):
+    """What a quote keeps of the bids that back it: a fixed amount or a percentage of them."""
+
+    fixed: Money | None = None
+    percent: Money | None = Field(default=None, le=100)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> MarginModel:
+        if (self.fixed is None) == (self.percent is None):
+            raise ValueError("give exactly one of `fixed` or `percent`")
+        return self
+
+
+class QuoteLimitsModel(Strict):
+    """Per-source quote (inbound ping) limits; absent: no limit."""
+
+    per_second: int | None = Field(default=None, ge=1)
+    per_day: int | None = Field(default=None, ge=1)
+    # Quotes per commit over the UTC day (the first `max_ping_post_ratio` quotes are free).
+    max_ping_post_ratio: int | None = Field(default=None, ge=1)
+
+
+class InboundModel(Strict):
+    margin: MarginModel
+    # The least a quote keeps, whatever the margin rule says.
+    min_margin: Money = Decimal("0")
+    # How long a quote may be committed; buyers' ping ids that expire sooner shorten it.
+    ttl_s: int = Field(default=60, ge=1, le=3600)
+    limits: QuoteLimitsModel = QuoteLimitsModel()
+
+
 class SourceModel(Strict):
     id: Id
     name: str = ""
@@ -102,6 +133,9 @@ class SourceModel(Strict):
     # The lead types it sells (default: the default type), and its cost where a type differs.
     lead_types: list[Id] | None = Field(default=None, min_length=1)
     cost_by_type: dict[Id, SourceTypeCostModel] = {}
+
+    # Inbound ping-post: the source may ask for a quote (Quote) before it posts the lead (Commit).
+    inbound: InboundModel | None = None
 
 
 def _mapping_entry(value: object) -> object:

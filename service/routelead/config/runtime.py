@@ -12,6 +12,7 @@ from routelead.buyers.parsers import PingParser, PostParser
 from routelead.domain.floors import FloorPolicy
 from routelead.domain.lead import LeadSchema
 from routelead.domain.pricing import PriceBook, SourcePricing
+from routelead.domain.quote import InboundTerms
 from routelead.domain.rules import PASS, Rule
 from routelead.domain.schedule import Schedule
 from routelead.domain.tree import Ranking, ScoreWeights, TierMode, TierOrder
@@ -113,6 +114,8 @@ class Source:
     pay_on: Literal["sold", "accepted"]
     pricing: SourcePricing = field(default_factory=lambda: SourcePricing(Decimal(0)))
     refund_cost_on_return: bool = False
+    # Inbound ping-post terms (margin, quote ttl, ping limits); None: the source cannot quote.
+    inbound: InboundTerms | None = None
     # The lead types it sells (None: any), and its pricing for a type where that differs.
     lead_types: frozenset[str] | None = None
     pricing_by_type: Mapping[str, SourcePricing] = field(default_factory=dict)

@@ -71,6 +71,7 @@ async def run_demo(leads: int, out: TextIO, seed: int = 7, *, settings: Settings
                 print_reply(reply, fields, out, flow)
                 if reply.sales:
                     sold = reply.lead_id
+            await inbound_demo(stub, random.Random(seed + 1), leads, out)
     finally:
         await runner.cleanup()
         await ledger.close()
@@ -81,6 +82,29 @@ async def run_demo(leads: int, out: TextIO, seed: int = 7, *, settings: Settings
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     print(f"\n{leads} leads: {summary}; revenue {revenue}, cost {cost}, margin {revenue - cost}", file=out)
     return counts
+
+
+async def inbound_demo(stub: pb_grpc.RouteLeadStub, rng: random.Random, n: int, out: TextIO) -> None:
+    """A supplier's ping-post: its ping fields for a quote, then the full lead for the offer."""
+    source = "exch-solarhub"
+    fields = {**sample_lead(rng, n), "state": "CA", "zip": "90210", "homeowner": "true"}
+    ping = {k: v for k, v in fields.items() if k not in PII_FIELDS}
+    print(f"\ninbound ping-post: {source} asks for a quote with the ping fields only", file=out)
+    quote = await stub.Quote(pb.QuoteRequest(source_id=source, flow="solar", fields=ping), timeout=5)
+    if not quote.offered:
+        print(f"quote {quote.quote_id[:14]} → no offer: {quote.reason}", file=out)
+        return
+    print(
+        f"quote {quote.quote_id[:14]} → we pay ${quote.price} if it sells; commit within "
+        f"{quote.expires_in_ms / 1000:.0f} s",
+        file=out,
+    )
+    reply = await stub.Commit(pb.CommitRequest(quote_id=quote.quote_id, fields=fields), timeout=5)
+    print(f"{source} commits the full lead (cost booked at the quoted ${quote.price}):", file=out)
+    print_reply(reply, fields, out)
+
+
+PII_FIELDS = ("first_name", "last_name", "email", "phone", "address")
 
 
 def demo_books_env(env: Mapping[str, str]) -> dict[str, str]:

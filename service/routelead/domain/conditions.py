@@ -16,7 +16,10 @@ from routelead.domain.rules import Facts
 # Minutes: seed 000 writes the age limit both ways.
 AGE_KEYS = ("max_age", "max_age_minutes")
 FLAG_KEYS = ("require_consent", "exclusive", "exclusive_required")
-KNOWN = frozenset((*AGE_KEYS, *FLAG_KEYS, "states"))
+# How long the buyer's ping id stays valid (seconds): an inbound quote expires no later (the
+# auction itself posts within the lead's deadline, so it never fails a bid).
+EXPIRY_KEY = "expires_in_s"
+KNOWN = frozenset((*AGE_KEYS, *FLAG_KEYS, "states", EXPIRY_KEY))
 _PLAIN = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 
 
@@ -28,7 +31,8 @@ class Verdict:
 
 def check_conditions(conditions: Mapping[str, object], facts: Facts, consent_field: str | None) -> Verdict:
     """`max_age` / `max_age_minutes` (minutes), `states`, `require_consent`, `exclusive`,
-    `exclusive_required`; any other condition (other than null) fails the bid."""
+    `exclusive_required`, `expires_in_s` (read by quotes); any other condition (other than null)
+    fails the bid."""
     unknown = sorted(k for k, v in conditions.items() if k not in KNOWN and v is not None)
     if unknown:
         shown = ", ".join(_name(k) for k in unknown[:5])
@@ -43,6 +47,8 @@ def check_conditions(conditions: Mapping[str, object], facts: Facts, consent_fie
                 return Verdict(f"unreadable bid condition {key}")
             if facts.lead_age_s > float(minutes) * 60:
                 return Verdict(f"bid requires a lead at most {max_age} minutes old ({key})")
+    if (expiry := conditions.get(EXPIRY_KEY)) is not None and not _seconds(expiry):
+        return Verdict(f"unreadable bid condition {EXPIRY_KEY} (seconds)")
     for key in FLAG_KEYS:
         if conditions.get(key) not in (None, True, False):
             return Verdict(f"unreadable bid condition {key} (true or false)")
@@ -57,6 +63,16 @@ def check_conditions(conditions: Mapping[str, object], facts: Facts, consent_fie
         return Verdict("bid requires consent, the lead has none")
     exclusive = conditions.get("exclusive") is True or conditions.get("exclusive_required") is True
     return Verdict(exclusive=exclusive)
+
+
+def _seconds(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        seconds = Decimal(str(value))
+    except InvalidOperation:
+        return False
+    return seconds.is_finite() and seconds >= 0
 
 
 def _name(key: str) -> str:

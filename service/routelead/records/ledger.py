@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from routelead.domain.outcome import RoutingResult
 from routelead.records import intents as offers
+from routelead.records import quotes as quote_rows
 from routelead.records.answers import past_answer
 from routelead.records.codec import LeadRecord, Record, SaleRecord, lead_record
 from routelead.records.db import create_engine, migrate, sqlite_writer
@@ -35,8 +36,9 @@ GroupBy = Literal["source", "buyer", "flow", "lead_type"]
 # A lead id prefix shorter than this is not looked up (git's minimum for an abbreviated id).
 MIN_PREFIX = 4
 _AMBIGUOUS_SHOWN = 5
-# What the group-committed writer takes: a lead's record, an intent to post, a withdrawn intent.
-_Item = LeadRecord | Intent | Withdrawal
+# What the group-committed writer takes: a lead's record, an intent to post, a withdrawn intent,
+# an inbound quote and a quote's outcome.
+_Item = LeadRecord | Intent | Withdrawal | quote_rows.QuoteRecord | quote_rows.QuoteOutcome
 # The journal and the sales carry no lead type: it is the lead's (a lead not yet booked: '').
 _LEAD_TYPE = sa.func.coalesce(leads.c.lead_type, "")
 _GROUP_COLUMN = {
@@ -197,6 +199,14 @@ class Ledger:
         """What the books say about a lead_id: its recorded answer, or what its intents say."""
         return await past_answer(self.engine, lead_id)
 
+    async def quote(self, item: quote_rows.QuoteRecord | quote_rows.QuoteOutcome) -> None:
+        """An inbound quote, or what became of it (records/quotes.py), group-committed."""
+        await self._enqueue(item)
+
+    async def find_quote(self, quote_id: str) -> quote_rows.BookedQuote | None:
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(lambda c: quote_rows.find(c, quote_id))
+
     def _queue_item(self, item: _Item) -> asyncio.Future[bool]:
         # Group commit: items arriving while a transaction commits share the next one (one fsync,
         # one round trip per table), on SQLite and PostgreSQL alike.
@@ -276,6 +286,11 @@ class Ledger:
             if rows[table.name]:
                 conn.execute(self._writes[table.name], rows[table.name])
         offers.close_intents(conn, written)
+        quote_rows.write(
+            conn,
+            [i for i in items if isinstance(i, quote_rows.QuoteRecord)],
+            [i for i in items if isinstance(i, quote_rows.QuoteOutcome)],
+        )
         if extra is not None and self._companion is not None:
             self._companion.write(conn, extra)
         kept = {id(r) for r in written}

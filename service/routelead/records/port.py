@@ -9,6 +9,7 @@ from routelead.domain.outcome import RoutingResult
 
 if TYPE_CHECKING:
     from routelead.records.intents import Intent
+    from routelead.records.quotes import BookedQuote, QuoteOutcome, QuoteRecord
 
 
 class BooksUnavailable(RuntimeError):
@@ -45,6 +46,17 @@ class IntentWriter(Protocol):
 
     async def answer(self, lead_id: str) -> RoutingResult | None:
         """What the books say about a lead_id (None: nothing)."""
+
+
+@runtime_checkable
+class QuoteWriter(Protocol):
+    """Books that record inbound quotes (`records/quotes.py`)."""
+
+    async def quote(self, item: QuoteRecord | QuoteOutcome) -> None:
+        """Keep a quote, or what became of it."""
+
+    async def find_quote(self, quote_id: str) -> BookedQuote | None:
+        """A quote the books hold (None: unknown)."""
 
 
 class AlreadyOffered(RuntimeError):

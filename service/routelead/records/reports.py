@@ -7,7 +7,9 @@ have no common percentile function. Test leads are left out everywhere.
 Which rows count:
 - buyer pings, bids, wins, posts, timeouts, errors: the attempts of leads *received* in the window;
 - money (revenue, cost, margin): the journal (`entries`) *booked* in the window, net of returns,
-  so a report agrees to the cent with `Ledger.totals` and with the rows it came from.
+  so a report agrees to the cent with `Ledger.totals` and with the rows it came from;
+- suppliers' quotes (inbound ping-post): the quotes *made* in the window, an offered quote past
+  its expiry with no commit counting as expired.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from routelead.records.schema import Money, attempts, entries, leads, sales
+from routelead.records.schema import Money, attempts, entries, leads, quotes, sales
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -164,6 +166,32 @@ class MoneyReport:
     def revenue_per_ping(self) -> Decimal:
         """Revenue per lead the source sent us (each lead is one inbound ping)."""
         return _money(self.revenue / self.leads) if self.leads else ZERO
+
+
+@dataclass(frozen=True, slots=True)
+class SupplierReport:
+    """A source's inbound quotes: how many were offered, and how they ended."""
+
+    source_id: str
+    quotes: int
+    offers: int
+    won: int
+    lost: int
+    expired: int
+
+    @property
+    def commits(self) -> int:
+        return self.won + self.lost
+
+    @property
+    def win_rate(self) -> Decimal:
+        """Offers that were committed and sold."""
+        return _ratio(self.won, self.offers)
+
+    @property
+    def ping_post_ratio(self) -> Decimal:
+        """Quotes per commit (2 places); 0 while nothing was committed."""
+        return (Decimal(self.quotes) / self.commits).quantize(CENT, ROUND_HALF_UP) if self.commits else ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +353,32 @@ class Reports:
         return [
             MoneyReport(k, *n.get(k, (0, 0)), *m.get(k, (ZERO, ZERO))) for k in sorted(n.keys() | m.keys())
         ]
+
+    async def suppliers(
+        self, window: Window, source_id: str | None = None, now: datetime | None = None
+    ) -> list[SupplierReport]:
+        """Per source, the quotes made in the window (records/quotes.py)."""
+        q = quotes.c
+        now = now or datetime.now(UTC)
+        lapsed = sa.or_(q.state == "expired", sa.and_(q.state == "offered", q.expires_at <= now))
+        query = (
+            sa.select(
+                q.source_id,
+                sa.func.count(),
+                _count_if(q.state != "no_offer"),
+                _count_if(q.state == "won"),
+                _count_if(q.state == "lost"),
+                _count_if(lapsed),
+            )
+            .where(q.quoted_at >= window.since, q.quoted_at < window.until)
+            .group_by(q.source_id)
+            .order_by(q.source_id)
+        )
+        if source_id is not None:
+            query = query.where(q.source_id == source_id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [SupplierReport(str(k), int(n), int(o), int(w), int(lo), int(e)) for k, n, o, w, lo, e in rows]
 
     async def post_accept_rates(self, since: datetime) -> dict[str, tuple[int, int]]:
         """(accepted, posted) per buyer since `since`: what the ranking's BuyerStats is seeded from."""

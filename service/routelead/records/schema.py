@@ -238,3 +238,26 @@ intents = sa.Table(
     sa.Index("ix_intents_state_time", "state", "offered_at"),
     sa.Index("ix_intents_time", "offered_at"),
 )
+
+# Inbound quotes (Quote / Commit): one row per quote, offered or not, so stats show each supplier's
+# win rate and ping:post ratio. `state`: offered (open until `expires_at`; past it, counted as
+# expired) → won (committed and sold) / lost (committed, not sold) / expired (a commit came too
+# late); no_offer: no acceptable bid. `revenue`: what the bids backing the offer pay.
+quotes = sa.Table(
+    "quotes",
+    metadata,
+    sa.Column("quote_id", sa.String(128), primary_key=True),
+    sa.Column("source_id", sa.String(64), nullable=False),
+    sa.Column("flow", sa.String(64), nullable=False),
+    sa.Column("config_version", sa.String(64), nullable=False),
+    sa.Column("quoted_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("price", Money, nullable=True),
+    sa.Column("revenue", Money, nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("committed_at", Time, nullable=True),
+    sa.CheckConstraint("state IN ('offered', 'no_offer', 'won', 'lost', 'expired')", name="ck_quotes_state"),
+    sa.Index("ix_quotes_source_time", "source_id", "quoted_at"),
+    sa.Index("ix_quotes_time", "quoted_at"),
+)

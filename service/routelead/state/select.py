@@ -15,6 +15,7 @@ from routelead.state.memory import (
     MemoryVolumeStore,
 )
 from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore, VolumeStore
+from routelead.state.quotes import MemoryQuoteLimiter, MemoryQuoteStore, QuoteLimiter, QuoteStore
 
 
 class StateConfigError(ValueError):
@@ -30,6 +31,8 @@ class HotState:
     backend: str
     closer: Callable[[], Awaitable[None]] | None = None
     volume: VolumeStore | None = None
+    quotes: QuoteStore | None = None
+    quote_limits: QuoteLimiter | None = None
 
     async def close(self) -> None:
         if self.closer is not None:
@@ -102,6 +105,8 @@ def hot_state(settings: Settings) -> HotState:
             MemoryRotationStore(),
             "memory",
             volume=MemoryVolumeStore(),
+            quotes=MemoryQuoteStore(),
+            quote_limits=MemoryQuoteLimiter(),
         )
     assert secret is not None  # checked above
     from routelead.state.redis import connect
@@ -110,5 +115,13 @@ def hot_state(settings: Settings) -> HotState:
         url, secret, op_timeout_s=settings.redis_timeout_ms / 1000, answer_ttl_s=answer_ttl_s(settings)
     )
     return HotState(
-        shared.caps, shared.dedupe, shared.idempotency, shared.rotation, "redis", shared.close, shared.volume
+        shared.caps,
+        shared.dedupe,
+        shared.idempotency,
+        shared.rotation,
+        "redis",
+        shared.close,
+        shared.volume,
+        shared.quotes,
+        shared.quote_limits,
     )

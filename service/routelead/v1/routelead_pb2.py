@@ -24,29 +24,43 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1croutelead/v1/routelead.proto\x12\x0croutelead.v1\"\xbd\x01\n\x10RouteLeadRequest\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66low\x18\x02 \x01(\t\x12\x11\n\tsource_id\x18\x03 \x01(\t\x12:\n\x06\x66ields\x18\x04 \x03(\x0b\x32*.routelead.v1.RouteLeadRequest.FieldsEntry\x12\x0c\n\x04test\x18\x05 \x01(\x08\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x93\x01\n\x04Sale\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\r\n\x05price\x18\x02 \x01(\t\x12\x15\n\rbuyer_lead_id\x18\x03 \x01(\t\x12\x11\n\texclusive\x18\x04 \x01(\x08\x12\x0c\n\x04tier\x18\x05 \x01(\t\x12\x0c\n\x04\x63ost\x18\x06 \x01(\t\x12\x0e\n\x06margin\x18\x07 \x01(\t\x12\x14\n\x0cstated_price\x18\x08 \x01(\t\"\xbf\x01\n\x07\x41ttempt\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.routelead.v1.AttemptStatus\x12\r\n\x05price\x18\x04 \x01(\t\x12\x0f\n\x07ping_ms\x18\x05 \x01(\x01\x12\x0f\n\x07post_ms\x18\x06 \x01(\x01\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x13\n\x0bhttp_status\x18\x08 \x01(\x05\x12\x11\n\tunsettled\x18\t \x01(\x08\"\xc7\x02\n\x11RouteLeadResponse\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12&\n\x07outcome\x18\x02 \x01(\x0e\x32\x15.routelead.v1.Outcome\x12!\n\x05sales\x18\x03 \x03(\x0b\x32\x12.routelead.v1.Sale\x12\x0c\n\x04\x63ost\x18\x04 \x01(\t\x12\x0f\n\x07revenue\x18\x05 \x01(\t\x12\x0e\n\x06margin\x18\x06 \x01(\t\x12\'\n\x08\x61ttempts\x18\x07 \x03(\x0b\x32\x15.routelead.v1.Attempt\x12\x10\n\x08trace_id\x18\x08 \x01(\t\x12\x0c\n\x04test\x18\t \x01(\x08\x12\x10\n\x08replayed\x18\n \x01(\x08\x12\x0c\n\x04\x66low\x18\x0b \x01(\t\x12\x11\n\tsource_id\x18\x0c \x01(\t\x12\x12\n\nelapsed_ms\x18\r \x01(\x01\x12\x17\n\x0fnegative_margin\x18\x0e \x01(\x08*V\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x08\n\x04SOLD\x10\x01\x12\n\n\x06UNSOLD\x10\x02\x12\r\n\tDUPLICATE\x10\x03\x12\r\n\tUNSETTLED\x10\x04*\xcd\x02\n\rAttemptStatus\x12\x1e\n\x1a\x41TTEMPT_STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eSKIPPED_FILTER\x10\x01\x12\x0f\n\x0bSKIPPED_CAP\x10\x02\x12\x14\n\x10SKIPPED_SCHEDULE\x10\x03\x12\x17\n\x13\x44UPLICATE_FOR_BUYER\x10\x04\x12\n\n\x06NO_BID\x10\x05\x12\x07\n\x03\x42ID\x10\x06\x12\x0f\n\x0b\x42\x45LOW_FLOOR\x10\x07\x12\n\n\x06OUTBID\x10\x08\x12\r\n\tTIMED_OUT\x10\t\x12\t\n\x05\x45RROR\x10\n\x12\x11\n\rPOST_ACCEPTED\x10\x0b\x12\x11\n\rPOST_REJECTED\x10\x0c\x12\x0e\n\nPOST_ERROR\x10\r\x12\x0f\n\x0bNOT_OFFERED\x10\x0e\x12\x14\n\x10\x43ONDITION_FAILED\x10\x0f\x12\x13\n\x0fSKIPPED_CIRCUIT\x10\x10\x12\n\n\x06PAUSED\x10\x11\x32Y\n\tRouteLead\x12L\n\tRouteLead\x12\x1e.routelead.v1.RouteLeadRequest\x1a\x1f.routelead.v1.RouteLeadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1croutelead/v1/routelead.proto\x12\x0croutelead.v1\"\x96\x01\n\x0cQuoteRequest\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66low\x18\x02 \x01(\t\x12\x36\n\x06\x66ields\x18\x03 \x03(\x0b\x32&.routelead.v1.QuoteRequest.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc9\x01\n\rQuoteResponse\x12\x10\n\x08quote_id\x18\x01 \x01(\t\x12\x0f\n\x07offered\x18\x02 \x01(\x08\x12\r\n\x05price\x18\x03 \x01(\t\x12\x12\n\nexpires_at\x18\x04 \x01(\t\x12\x15\n\rexpires_in_ms\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0c\n\x04\x66low\x18\x07 \x01(\t\x12\x11\n\tsource_id\x18\x08 \x01(\t\x12\x16\n\x0e\x63onfig_version\x18\t \x01(\t\x12\x12\n\nelapsed_ms\x18\n \x01(\x01\"\x89\x01\n\rCommitRequest\x12\x10\n\x08quote_id\x18\x01 \x01(\t\x12\x37\n\x06\x66ields\x18\x02 \x03(\x0b\x32\'.routelead.v1.CommitRequest.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbd\x01\n\x10RouteLeadRequest\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66low\x18\x02 \x01(\t\x12\x11\n\tsource_id\x18\x03 \x01(\t\x12:\n\x06\x66ields\x18\x04 \x03(\x0b\x32*.routelead.v1.RouteLeadRequest.FieldsEntry\x12\x0c\n\x04test\x18\x05 \x01(\x08\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x93\x01\n\x04Sale\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\r\n\x05price\x18\x02 \x01(\t\x12\x15\n\rbuyer_lead_id\x18\x03 \x01(\t\x12\x11\n\texclusive\x18\x04 \x01(\x08\x12\x0c\n\x04tier\x18\x05 \x01(\t\x12\x0c\n\x04\x63ost\x18\x06 \x01(\t\x12\x0e\n\x06margin\x18\x07 \x01(\t\x12\x14\n\x0cstated_price\x18\x08 \x01(\t\"\xbf\x01\n\x07\x41ttempt\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.routelead.v1.AttemptStatus\x12\r\n\x05price\x18\x04 \x01(\t\x12\x0f\n\x07ping_ms\x18\x05 \x01(\x01\x12\x0f\n\x07post_ms\x18\x06 \x01(\x01\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x13\n\x0bhttp_status\x18\x08 \x01(\x05\x12\x11\n\tunsettled\x18\t \x01(\x08\"\xc7\x02\n\x11RouteLeadResponse\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12&\n\x07outcome\x18\x02 \x01(\x0e\x32\x15.routelead.v1.Outcome\x12!\n\x05sales\x18\x03 \x03(\x0b\x32\x12.routelead.v1.Sale\x12\x0c\n\x04\x63ost\x18\x04 \x01(\t\x12\x0f\n\x07revenue\x18\x05 \x01(\t\x12\x0e\n\x06margin\x18\x06 \x01(\t\x12\'\n\x08\x61ttempts\x18\x07 \x03(\x0b\x32\x15.routelead.v1.Attempt\x12\x10\n\x08trace_id\x18\x08 \x01(\t\x12\x0c\n\x04test\x18\t \x01(\x08\x12\x10\n\x08replayed\x18\n \x01(\x08\x12\x0c\n\x04\x66low\x18\x0b \x01(\t\x12\x11\n\tsource_id\x18\x0c \x01(\t\x12\x12\n\nelapsed_ms\x18\r \x01(\x01\x12\x17\n\x0fnegative_margin\x18\x0e \x01(\x08*V\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x08\n\x04SOLD\x10\x01\x12\n\n\x06UNSOLD\x10\x02\x12\r\n\tDUPLICATE\x10\x03\x12\r\n\tUNSETTLED\x10\x04*\xcd\x02\n\rAttemptStatus\x12\x1e\n\x1a\x41TTEMPT_STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eSKIPPED_FILTER\x10\x01\x12\x0f\n\x0bSKIPPED_CAP\x10\x02\x12\x14\n\x10SKIPPED_SCHEDULE\x10\x03\x12\x17\n\x13\x44UPLICATE_FOR_BUYER\x10\x04\x12\n\n\x06NO_BID\x10\x05\x12\x07\n\x03\x42ID\x10\x06\x12\x0f\n\x0b\x42\x45LOW_FLOOR\x10\x07\x12\n\n\x06OUTBID\x10\x08\x12\r\n\tTIMED_OUT\x10\t\x12\t\n\x05\x45RROR\x10\n\x12\x11\n\rPOST_ACCEPTED\x10\x0b\x12\x11\n\rPOST_REJECTED\x10\x0c\x12\x0e\n\nPOST_ERROR\x10\r\x12\x0f\n\x0bNOT_OFFERED\x10\x0e\x12\x14\n\x10\x43ONDITION_FAILED\x10\x0f\x12\x13\n\x0fSKIPPED_CIRCUIT\x10\x10\x12\n\n\x06PAUSED\x10\x11\x32\xe3\x01\n\tRouteLead\x12L\n\tRouteLead\x12\x1e.routelead.v1.RouteLeadRequest\x1a\x1f.routelead.v1.RouteLeadResponse\x12@\n\x05Quote\x12\x1a.routelead.v1.QuoteRequest\x1a\x1b.routelead.v1.QuoteResponse\x12\x46\n\x06\x43ommit\x12\x1b.routelead.v1.CommitRequest\x1a\x1f.routelead.v1.RouteLeadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'routelead.v1.routelead_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_QUOTEREQUEST_FIELDSENTRY']._loaded_options = None
+  _globals['_QUOTEREQUEST_FIELDSENTRY']._serialized_options = b'8\001'
+  _globals['_COMMITREQUEST_FIELDSENTRY']._loaded_options = None
+  _globals['_COMMITREQUEST_FIELDSENTRY']._serialized_options = b'8\001'
   _globals['_ROUTELEADREQUEST_FIELDSENTRY']._loaded_options = None
   _globals['_ROUTELEADREQUEST_FIELDSENTRY']._serialized_options = b'8\001'
-  _globals['_OUTCOME']._serialized_start=912
-  _globals['_OUTCOME']._serialized_end=998
-  _globals['_ATTEMPTSTATUS']._serialized_start=1001
-  _globals['_ATTEMPTSTATUS']._serialized_end=1334
-  _globals['_ROUTELEADREQUEST']._serialized_start=47
-  _globals['_ROUTELEADREQUEST']._serialized_end=236
-  _globals['_ROUTELEADREQUEST_FIELDSENTRY']._serialized_start=191
-  _globals['_ROUTELEADREQUEST_FIELDSENTRY']._serialized_end=236
-  _globals['_SALE']._serialized_start=239
-  _globals['_SALE']._serialized_end=386
-  _globals['_ATTEMPT']._serialized_start=389
-  _globals['_ATTEMPT']._serialized_end=580
-  _globals['_ROUTELEADRESPONSE']._serialized_start=583
-  _globals['_ROUTELEADRESPONSE']._serialized_end=910
-  _globals['_ROUTELEAD']._serialized_start=1336
-  _globals['_ROUTELEAD']._serialized_end=1425
+  _globals['_OUTCOME']._serialized_start=1409
+  _globals['_OUTCOME']._serialized_end=1495
+  _globals['_ATTEMPTSTATUS']._serialized_start=1498
+  _globals['_ATTEMPTSTATUS']._serialized_end=1831
+  _globals['_QUOTEREQUEST']._serialized_start=47
+  _globals['_QUOTEREQUEST']._serialized_end=197
+  _globals['_QUOTEREQUEST_FIELDSENTRY']._serialized_start=152
+  _globals['_QUOTEREQUEST_FIELDSENTRY']._serialized_end=197
+  _globals['_QUOTERESPONSE']._serialized_start=200
+  _globals['_QUOTERESPONSE']._serialized_end=401
+  _globals['_COMMITREQUEST']._serialized_start=404
+  _globals['_COMMITREQUEST']._serialized_end=541
+  _globals['_COMMITREQUEST_FIELDSENTRY']._serialized_start=152
+  _globals['_COMMITREQUEST_FIELDSENTRY']._serialized_end=197
+  _globals['_ROUTELEADREQUEST']._serialized_start=544
+  _globals['_ROUTELEADREQUEST']._serialized_end=733
+  _globals['_ROUTELEADREQUEST_FIELDSENTRY']._serialized_start=152
+  _globals['_ROUTELEADREQUEST_FIELDSENTRY']._serialized_end=197
+  _globals['_SALE']._serialized_start=736
+  _globals['_SALE']._serialized_end=883
+  _globals['_ATTEMPT']._serialized_start=886
+  _globals['_ATTEMPT']._serialized_end=1077
+  _globals['_ROUTELEADRESPONSE']._serialized_start=1080
+  _globals['_ROUTELEADRESPONSE']._serialized_end=1407
+  _globals['_ROUTELEAD']._serialized_start=1834
+  _globals['_ROUTELEAD']._serialized_end=2061
 # @@protoc_insertion_point(module_scope)

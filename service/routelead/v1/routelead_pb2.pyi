@@ -113,6 +113,152 @@ PAUSED: AttemptStatus.ValueType  # 17
 Global___AttemptStatus: _TypeAlias = AttemptStatus  # noqa: Y015
 
 @_typing.final
+class QuoteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class FieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    FLOW_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    source_id: _builtins.str
+    """The supplier (a source with `inbound` terms in the configuration)."""
+    flow: _builtins.str
+    @_builtins.property
+    def fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The lead's ping fields: every field the schema does not mark pii."""
+
+    def __init__(
+        self,
+        *,
+        source_id: _builtins.str = ...,
+        flow: _builtins.str = ...,
+        fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "flow", b"flow", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuoteRequest: _TypeAlias = QuoteRequest  # noqa: Y015
+
+@_typing.final
+class QuoteResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUOTE_ID_FIELD_NUMBER: _builtins.int
+    OFFERED_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_IN_MS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FLOW_FIELD_NUMBER: _builtins.int
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    CONFIG_VERSION_FIELD_NUMBER: _builtins.int
+    ELAPSED_MS_FIELD_NUMBER: _builtins.int
+    quote_id: _builtins.str
+    """Commit with this id; set even without an offer (the books record every quote)."""
+    offered: _builtins.bool
+    """False: no offer; `reason` says why (no acceptable bid, or nothing left after the margin)."""
+    price: _builtins.str
+    """What we pay for the lead if it is committed and sold (per the source's pay_on), decimal string."""
+    expires_at: _builtins.str
+    """RFC 3339, UTC: commit before this instant."""
+    expires_in_ms: _builtins.int
+    """The same, as milliseconds from the answer."""
+    reason: _builtins.str
+    flow: _builtins.str
+    source_id: _builtins.str
+    config_version: _builtins.str
+    """Which configuration version decided the quote."""
+    elapsed_ms: _builtins.float
+    def __init__(
+        self,
+        *,
+        quote_id: _builtins.str = ...,
+        offered: _builtins.bool = ...,
+        price: _builtins.str = ...,
+        expires_at: _builtins.str = ...,
+        expires_in_ms: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        flow: _builtins.str = ...,
+        source_id: _builtins.str = ...,
+        config_version: _builtins.str = ...,
+        elapsed_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_version", b"config_version", "elapsed_ms", b"elapsed_ms", "expires_at", b"expires_at", "expires_in_ms", b"expires_in_ms", "flow", b"flow", "offered", b"offered", "price", b"price", "quote_id", b"quote_id", "reason", b"reason", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuoteResponse: _TypeAlias = QuoteResponse  # noqa: Y015
+
+@_typing.final
+class CommitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class FieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    QUOTE_ID_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    quote_id: _builtins.str
+    @_builtins.property
+    def fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The full lead (PII included), as RouteLeadRequest.fields."""
+
+    def __init__(
+        self,
+        *,
+        quote_id: _builtins.str = ...,
+        fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "quote_id", b"quote_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitRequest: _TypeAlias = CommitRequest  # noqa: Y015
+
+@_typing.final
 class RouteLeadRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

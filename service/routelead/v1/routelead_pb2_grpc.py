@@ -39,6 +39,16 @@ class RouteLeadStub:
                 request_serializer=routelead_dot_v1_dot_routelead__pb2.RouteLeadRequest.SerializeToString,
                 response_deserializer=routelead_dot_v1_dot_routelead__pb2.RouteLeadResponse.FromString,
                 _registered_method=True)
+        self.Quote = channel.unary_unary(
+                '/routelead.v1.RouteLead/Quote',
+                request_serializer=routelead_dot_v1_dot_routelead__pb2.QuoteRequest.SerializeToString,
+                response_deserializer=routelead_dot_v1_dot_routelead__pb2.QuoteResponse.FromString,
+                _registered_method=True)
+        self.Commit = channel.unary_unary(
+                '/routelead.v1.RouteLead/Commit',
+                request_serializer=routelead_dot_v1_dot_routelead__pb2.CommitRequest.SerializeToString,
+                response_deserializer=routelead_dot_v1_dot_routelead__pb2.RouteLeadResponse.FromString,
+                _registered_method=True)
 
 
 class RouteLeadServicer:
@@ -52,12 +62,42 @@ class RouteLeadServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Quote(self, request, context):
+        """Inbound ping-post, step 1: the non-PII ping fields of a lead; RouteLead pings its buyers
+        (the same auction, paused before any post) and offers a price until the quote expires.
+        PII fields are refused (INVALID_ARGUMENT naming them). A source over its quote limits gets
+        RESOURCE_EXHAUSTED with trailing metadata `retry-after-ms`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Commit(self, request, context):
+        """Inbound ping-post, step 2: the full lead for a quote. It must agree with the quoted ping
+        fields (else FAILED_PRECONDITION naming them); the bids that backed the quote are posted to,
+        in order with fallback, and the answer is RouteLead's, with the cost at the quoted price.
+        Unknown quote: NOT_FOUND; expired: FAILED_PRECONDITION; a repeat: the first commit's answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouteLeadServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'RouteLead': grpc.unary_unary_rpc_method_handler(
                     servicer.RouteLead,
                     request_deserializer=routelead_dot_v1_dot_routelead__pb2.RouteLeadRequest.FromString,
+                    response_serializer=routelead_dot_v1_dot_routelead__pb2.RouteLeadResponse.SerializeToString,
+            ),
+            'Quote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Quote,
+                    request_deserializer=routelead_dot_v1_dot_routelead__pb2.QuoteRequest.FromString,
+                    response_serializer=routelead_dot_v1_dot_routelead__pb2.QuoteResponse.SerializeToString,
+            ),
+            'Commit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Commit,
+                    request_deserializer=routelead_dot_v1_dot_routelead__pb2.CommitRequest.FromString,
                     response_serializer=routelead_dot_v1_dot_routelead__pb2.RouteLeadResponse.SerializeToString,
             ),
     }
@@ -87,6 +127,60 @@ class RouteLead:
             target,
             '/routelead.v1.RouteLead/RouteLead',
             routelead_dot_v1_dot_routelead__pb2.RouteLeadRequest.SerializeToString,
+            routelead_dot_v1_dot_routelead__pb2.RouteLeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Quote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routelead.v1.RouteLead/Quote',
+            routelead_dot_v1_dot_routelead__pb2.QuoteRequest.SerializeToString,
+            routelead_dot_v1_dot_routelead__pb2.QuoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Commit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routelead.v1.RouteLead/Commit',
+            routelead_dot_v1_dot_routelead__pb2.CommitRequest.SerializeToString,
             routelead_dot_v1_dot_routelead__pb2.RouteLeadResponse.FromString,
             options,
             channel_credentials,

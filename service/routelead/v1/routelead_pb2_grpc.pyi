@@ -38,6 +38,18 @@ class RouteLeadStub:
     """Route one lead: validate, ping eligible buyers in parallel, pick the
     winner, post the full lead, and explain every buyer's attempt.
     """
+    Quote: _grpc.UnaryUnaryMultiCallable[_routelead_pb2.QuoteRequest, _routelead_pb2.QuoteResponse]
+    """Inbound ping-post, step 1: the non-PII ping fields of a lead; RouteLead pings its buyers
+    (the same auction, paused before any post) and offers a price until the quote expires.
+    PII fields are refused (INVALID_ARGUMENT naming them). A source over its quote limits gets
+    RESOURCE_EXHAUSTED with trailing metadata `retry-after-ms`.
+    """
+    Commit: _grpc.UnaryUnaryMultiCallable[_routelead_pb2.CommitRequest, _routelead_pb2.RouteLeadResponse]
+    """Inbound ping-post, step 2: the full lead for a quote. It must agree with the quoted ping
+    fields (else FAILED_PRECONDITION naming them); the bids that backed the quote are posted to,
+    in order with fallback, and the answer is RouteLead's, with the cost at the quoted price.
+    Unknown quote: NOT_FOUND; expired: FAILED_PRECONDITION; a repeat: the first commit's answer.
+    """
 
 @_typing.type_check_only
 class RouteLeadAsyncStub(RouteLeadStub):
@@ -45,6 +57,18 @@ class RouteLeadAsyncStub(RouteLeadStub):
     RouteLead: _aio.UnaryUnaryMultiCallable[_routelead_pb2.RouteLeadRequest, _routelead_pb2.RouteLeadResponse]  # type: ignore[assignment]
     """Route one lead: validate, ping eligible buyers in parallel, pick the
     winner, post the full lead, and explain every buyer's attempt.
+    """
+    Quote: _aio.UnaryUnaryMultiCallable[_routelead_pb2.QuoteRequest, _routelead_pb2.QuoteResponse]  # type: ignore[assignment]
+    """Inbound ping-post, step 1: the non-PII ping fields of a lead; RouteLead pings its buyers
+    (the same auction, paused before any post) and offers a price until the quote expires.
+    PII fields are refused (INVALID_ARGUMENT naming them). A source over its quote limits gets
+    RESOURCE_EXHAUSTED with trailing metadata `retry-after-ms`.
+    """
+    Commit: _aio.UnaryUnaryMultiCallable[_routelead_pb2.CommitRequest, _routelead_pb2.RouteLeadResponse]  # type: ignore[assignment]
+    """Inbound ping-post, step 2: the full lead for a quote. It must agree with the quoted ping
+    fields (else FAILED_PRECONDITION naming them); the bids that backed the quote are posted to,
+    in order with fallback, and the answer is RouteLead's, with the cost at the quoted price.
+    Unknown quote: NOT_FOUND; expired: FAILED_PRECONDITION; a repeat: the first commit's answer.
     """
 
 class RouteLeadServicer(metaclass=_abc_1.ABCMeta):
@@ -56,6 +80,30 @@ class RouteLeadServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_routelead_pb2.RouteLeadResponse, _abc.Awaitable[_routelead_pb2.RouteLeadResponse]]:
         """Route one lead: validate, ping eligible buyers in parallel, pick the
         winner, post the full lead, and explain every buyer's attempt.
+        """
+
+    @_abc_1.abstractmethod
+    def Quote(
+        self,
+        request: _routelead_pb2.QuoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routelead_pb2.QuoteResponse, _abc.Awaitable[_routelead_pb2.QuoteResponse]]:
+        """Inbound ping-post, step 1: the non-PII ping fields of a lead; RouteLead pings its buyers
+        (the same auction, paused before any post) and offers a price until the quote expires.
+        PII fields are refused (INVALID_ARGUMENT naming them). A source over its quote limits gets
+        RESOURCE_EXHAUSTED with trailing metadata `retry-after-ms`.
+        """
+
+    @_abc_1.abstractmethod
+    def Commit(
+        self,
+        request: _routelead_pb2.CommitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routelead_pb2.RouteLeadResponse, _abc.Awaitable[_routelead_pb2.RouteLeadResponse]]:
+        """Inbound ping-post, step 2: the full lead for a quote. It must agree with the quoted ping
+        fields (else FAILED_PRECONDITION naming them); the bids that backed the quote are posted to,
+        in order with fallback, and the answer is RouteLead's, with the cost at the quoted price.
+        Unknown quote: NOT_FOUND; expired: FAILED_PRECONDITION; a repeat: the first commit's answer.
         """
 
 def add_RouteLeadServicer_to_server(servicer: RouteLeadServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

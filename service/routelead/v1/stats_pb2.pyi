@@ -188,6 +188,7 @@ class WindowStats(_message.Message):
     FLOWS_FIELD_NUMBER: _builtins.int
     SOURCES_FIELD_NUMBER: _builtins.int
     LEAD_TYPES_FIELD_NUMBER: _builtins.int
+    SUPPLIERS_FIELD_NUMBER: _builtins.int
     label: _builtins.str
     since: _builtins.str
     """RFC 3339, UTC"""
@@ -202,6 +203,10 @@ class WindowStats(_message.Message):
     def lead_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___MoneyStats]:
         """Money by lead type (vertical): a flow sells one lead type."""
 
+    @_builtins.property
+    def suppliers(self) -> _containers.RepeatedCompositeFieldContainer[Global___SupplierStats]:
+        """Inbound ping-post: each supplier's quotes made in the window."""
+
     def __init__(
         self,
         *,
@@ -212,14 +217,59 @@ class WindowStats(_message.Message):
         flows: _abc.Iterable[Global___MoneyStats] | None = ...,
         sources: _abc.Iterable[Global___MoneyStats] | None = ...,
         lead_types: _abc.Iterable[Global___MoneyStats] | None = ...,
+        suppliers: _abc.Iterable[Global___SupplierStats] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyers", b"buyers", "flows", b"flows", "label", b"label", "lead_types", b"lead_types", "since", b"since", "sources", b"sources", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyers", b"buyers", "flows", b"flows", "label", b"label", "lead_types", b"lead_types", "since", b"since", "sources", b"sources", "suppliers", b"suppliers", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WindowStats: _TypeAlias = WindowStats  # noqa: Y015
+
+@_typing.final
+class SupplierStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    QUOTES_FIELD_NUMBER: _builtins.int
+    OFFERS_FIELD_NUMBER: _builtins.int
+    WON_FIELD_NUMBER: _builtins.int
+    LOST_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
+    WIN_RATE_FIELD_NUMBER: _builtins.int
+    PING_POST_RATIO_FIELD_NUMBER: _builtins.int
+    source_id: _builtins.str
+    quotes: _builtins.int
+    """Quotes asked for, and those that got an offer."""
+    offers: _builtins.int
+    won: _builtins.int
+    """Committed and sold; committed and not sold; offered and never committed in time."""
+    lost: _builtins.int
+    expired: _builtins.int
+    win_rate: _builtins.str
+    """won / offers."""
+    ping_post_ratio: _builtins.str
+    """Quotes per commit ("12.50"); "0.00" while nothing was committed."""
+    def __init__(
+        self,
+        *,
+        source_id: _builtins.str = ...,
+        quotes: _builtins.int = ...,
+        offers: _builtins.int = ...,
+        won: _builtins.int = ...,
+        lost: _builtins.int = ...,
+        expired: _builtins.int = ...,
+        win_rate: _builtins.str = ...,
+        ping_post_ratio: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expired", b"expired", "lost", b"lost", "offers", b"offers", "ping_post_ratio", b"ping_post_ratio", "quotes", b"quotes", "source_id", b"source_id", "win_rate", b"win_rate", "won", b"won"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SupplierStats: _TypeAlias = SupplierStats  # noqa: Y015
 
 @_typing.final
 class GetStatsResponse(_message.Message):

@@ -1,4 +1,4 @@
-"""One Redis connection pool and the four stores built on it."""
+"""One Redis connection pool and the stores built on it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from routelead.state.redis.bounded import Health
 from routelead.state.redis.caps import RedisCapStore
 from routelead.state.redis.dedupe import RedisDedupeStore
 from routelead.state.redis.idempotency import RedisIdempotencyStore
+from routelead.state.redis.quotes import RedisQuoteLimiter, RedisQuoteStore
 from routelead.state.redis.rotation import RedisRotationStore
 from routelead.state.redis.volume import RedisVolumeStore
 
@@ -32,6 +33,8 @@ class RedisState:
     rotation: RedisRotationStore
     metrics: StateMetrics
     volume: RedisVolumeStore
+    quotes: RedisQuoteStore
+    quote_limits: RedisQuoteLimiter
 
     async def close(self) -> None:
         await self.caps.close()
@@ -65,4 +68,6 @@ def connect(
         RedisRotationStore(client, health),
         metrics,
         RedisVolumeStore(client, health),
+        RedisQuoteStore(client, health),
+        RedisQuoteLimiter(client, health),
     )
