@@ -59,4 +59,7 @@ def test_the_demo_writes_nothing_into_the_checkout_and_its_hint_shows_a_sold_lea
     lead_id = shlex.split(hint.group(1))[-1]
     assert len(lead_id) == 12 and f"lead {lead_id}" in shown.stdout
     assert "  SOLD  " in shown.stdout and "POST_ACCEPTED" in shown.stdout
+    # The simulated phone verifier ran before the pings: the demo and the lead's record say so.
+    assert "check lookup phone-verify: passed" in demo.stdout
+    assert "check lookup phone-verify: passed" in shown.stdout
     assert checkout_status() == before

@@ -16,6 +16,8 @@ class Outcome(enum.Enum):
     DUPLICATE = "DUPLICATE"
     # No sale, but a buyer may hold the lead (a post with an unknown outcome): do not resell it.
     UNSETTLED = "UNSETTLED"
+    # A compliance check refused the lead before any buyer was asked.
+    REJECTED = "REJECTED"
 
 
 @dataclass(frozen=True, slots=True)

@@ -444,11 +444,18 @@ class Inbound(Router):
             "their expiry): ask for a new quote"
         )
 
-    async def _spec(self, routed: Routed, identity: str, started: float, budget_s: float) -> AuctionSpec:
+    async def _spec(
+        self,
+        routed: Routed,
+        identity: str,
+        started: float,
+        budget_s: float,
+        looked: Mapping[str, str] | None = None,
+    ) -> AuctionSpec:
         """A commit's auction: the quote's seats and facts; the cost is the quoted price."""
         paused = _resuming.get()
         if paused is None or paused.id != routed.id:
-            return await super()._spec(routed, identity, started, budget_s)
+            return await super()._spec(routed, identity, started, budget_s, looked)
         flow, source, buyers = routed.flow, routed.source, routed.config.buyers
         now = datetime.fromtimestamp(paused.quoted_at, UTC)
         epoch = self._clock()

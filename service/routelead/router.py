@@ -28,6 +28,7 @@ from routelead.domain.money import to_cents
 from routelead.domain.outcome import Attempt, Outcome, RoutingResult, answer_key
 from routelead.domain.request import RequestDigester, differing_fields
 from routelead.domain.rules import Facts
+from routelead.lookups import Lookups
 from routelead.records.guard import BooksGuard
 from routelead.records.intents import Intent
 from routelead.records.port import AlreadyOffered, BooksUnavailable, LedgerWriter
@@ -52,6 +53,8 @@ from routelead.transport import Transport
 _LEAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 # Kept back from a caller's own gRPC deadline so our answer reaches it in time.
 REPLY_MARGIN_S = 0.02
+# Lookups (verifiers) may use at most this share of a lead's deadline; the rest is the buyers'.
+LOOKUP_SHARE = 0.5
 
 log = structlog.get_logger("routelead.router")
 tracer = trace.get_tracer("routelead")
@@ -100,6 +103,7 @@ class Router:
         rotation = rotation if rotation is not None else MemoryRotationStore()
         self._seating = Seating(caps, dedupe, rotation, stats, self._volume, self.breakers, clock)
         self._calls = BuyerCalls(transport, caps, stats, self._volume, self.breakers, clock)
+        self._lookups = Lookups(transport)
         self._clock = clock
         self._offers: dict[str, _Offers] = {}
         # Keyed by the dedupe key, so replicas sharing it compare each other's requests.
@@ -156,8 +160,10 @@ class Router:
                 and await self._seating.seen_in_flow(flow, identity, routed.test)
             ):
                 result.outcome = Outcome.DUPLICATE
+            elif (looked := await self._look(routed, result, started + budget_s * LOOKUP_SHARE)) is None:
+                result.outcome = Outcome.REJECTED  # a compliance check refused it: no buyer asked
             else:
-                spec = await self._spec(routed, identity, started, budget_s)
+                spec = await self._spec(routed, identity, started, budget_s, looked)
                 machine = Auction(spec, started)
                 self._offers[routed.id] = _Offers(
                     lambda price: to_cents(spec.source_pricing.cost(spec.fixed_cost, price))
@@ -189,8 +195,28 @@ class Router:
         record_lead(result, budget_s)
         return result
 
-    async def _spec(self, routed: Routed, identity: str, started: float, budget_s: float) -> AuctionSpec:
-        """What the auction decides from: the lead's facts, its floors and every buyer's seat."""
+    async def _look(self, routed: Routed, result: RoutingResult, until: float) -> dict[str, str] | None:
+        """Run the lead type's lookups; their facts, or None when one refused the lead (the
+        result's checks and reason say which)."""
+        looked = await self._lookups.run(
+            routed.config.lookups_of(routed.flow), routed.lead.fields, routed.id, until
+        )
+        result.checks.extend(looked.checks)
+        if looked.refused:
+            result.reason = looked.refused
+            return None
+        return looked.facts
+
+    async def _spec(
+        self,
+        routed: Routed,
+        identity: str,
+        started: float,
+        budget_s: float,
+        looked: Mapping[str, str] | None = None,
+    ) -> AuctionSpec:
+        """What the auction decides from: the lead's facts (with its lookups'), its floors and
+        every buyer's seat."""
         flow, source = routed.flow, routed.source
         epoch = self._clock()
         now = datetime.fromtimestamp(epoch, UTC)
@@ -198,7 +224,7 @@ class Router:
         counted = source.pricing.book.uses_volume
         counts = counts_of("source", await self._volume.counts(subject, epoch)) if counted else {}
         age = routed.config.schema_of(flow).lead_age_s(routed.lead, now)
-        facts = Facts(routed.lead.fields, age, now, counts)
+        facts = Facts({**routed.lead.fields, **looked} if looked else routed.lead.fields, age, now, counts)
         # Known before any buyer is asked: the fixed part of the cost, so margin protection can
         # turn it into a floor.
         fixed_cost = source.pricing.fixed_cost(facts) + flow.fee

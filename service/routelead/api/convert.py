@@ -51,4 +51,9 @@ def to_proto(r: RoutingResult) -> pb.RouteLeadResponse:
         source_id=r.source_id,
         elapsed_ms=round(r.elapsed_ms, 3),
         negative_margin=r.negative_margin,
+        reason=r.reason,
+        checks=[
+            pb.ComplianceCheck(name=c.name, kind=c.kind, result=c.result, detail=c.detail, ms=round(c.ms, 3))
+            for c in r.checks
+        ],
     )

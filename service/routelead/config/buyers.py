@@ -16,12 +16,14 @@ from routelead.buyers.endpoint import Endpoint, default_headers
 from routelead.buyers.parsers import Match, PingParser, PostParser, StatusRules
 from routelead.buyers.readers import MISSING, READERS, Locator, Reader, TextOptions
 from routelead.config import model as m
+from routelead.config.runtime import Lookup
 from routelead.domain.mapping import FieldKind, Source, check_date_format, passthrough
 
 _STATUS_CLASS = re.compile(r"^([1-5])xx$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 PING_ACTIONS = frozenset({"read", "no_bid", "error"})
 POST_ACTIONS = frozenset({"read", "accepted", "rejected", "error"})
+LOOKUP_ACTIONS = frozenset({"read", "error"})
 
 
 class Problems:
@@ -171,6 +173,34 @@ def compile_post(
     return endpoint, parser
 
 
+def compile_lookup(
+    lk: m.LookupModel, at: str, fields: Mapping[str, m.FieldModel]
+) -> tuple[Lookup, list[str]]:
+    """One lookup step, with every problem under `at`: the buyers' request and answer machinery."""
+    types = {name: f.type for name, f in fields.items()}
+    p = Problems(at)
+    if lk.fields is None:
+        p.add("fields", "name what the lookup sends, e.g. {phone: {field: phone}}")
+    for key, entry in (lk.fields or {}).items():
+        if entry.field is not None and entry.field not in fields:
+            p.add(f"fields.{key}", f"unknown lead field {entry.field!r}")
+        if entry.from_ not in (None, "lead_id"):
+            p.add(f"fields.{key}", f"`from: {entry.from_}` exists only for a buyer's post")
+    for header, value in lk.headers.items():
+        if "\n" in value or "\r" in value or "\n" in header:
+            p.add(f"headers.{header}", "line breaks are not allowed")
+    mapping = _sources(lk.fields or {}, "lookup", p, types, None)
+    reader = _reader(lk.answer, "answer", p)
+    loc = _Locate(reader, lk.answer, "answer", p)
+    facts = tuple((name, loc.required(path, f"facts.{name}")) for name, path in lk.answer.facts.items())
+    endpoint = _endpoint(lk, mapping, kinds_of(types), "lookup", p)
+    statuses = _statuses(lk.answer, LOOKUP_ACTIONS, "answer", p)
+    # The shared helpers say `lookup.fields.x`; the lookup's own path is `at`: drop the step word.
+    found = [f.replace(f"{at}.lookup.", f"{at}.") for f in p.found]
+    step = Lookup(lk.id, endpoint, reader, facts, lk.on_failure, statuses, lk.max_body_bytes)
+    return step, list(dict.fromkeys(found))
+
+
 def _fields_at(ep: m.EndpointModel, lead_type: str | None) -> str:
     """Where the mapping in use sits in the file: `fields`, or `fields_by_type.<type>`."""
     typed = lead_type is not None and lead_type in ep.fields_by_type
@@ -199,7 +229,7 @@ def _endpoint(
     except ValueError:
         # Already reported above; compile a placeholder so checking can go on.
         encoder = ENCODERS["json"]({}, kinds, XmlOptions())
-    answer = ep.answer.format if isinstance(ep, m.PingModel | m.PostModel) else "json"
+    answer = ep.answer.format if isinstance(ep, m.PingModel | m.PostModel | m.LookupModel) else "json"
     headers = default_headers(list(ep.headers.items()), encoder.content_type, answer)
     return Endpoint(ep.url, ep.method, headers, encoder, ep.timeout_ms / 1000)
 

@@ -26,6 +26,7 @@ from routelead.config import yamltext
 from routelead.config.buyers import (
     Problems,
     buyer_problems,
+    compile_lookup,
     compile_ping,
     compile_post,
     default_fields,
@@ -163,6 +164,9 @@ def check(c: m.ConfigModel) -> list[str]:
         for j, name in enumerate(lead.identity_fields):
             if name not in fields:
                 problems.append(f"{at}.identity_fields[{j}]: unknown lead field {name!r}")
+        problems += _unique(f"{at}.lookups", [lk.id for lk in lead.lookups])
+        for j, lk in enumerate(lead.lookups):
+            problems += compile_lookup(lk, f"{at}.lookups[{j}]", fields)[1]
 
     def known(at: str, named: list[str] | None) -> list[str]:
         """The lead types an entity names (default: the default type); unknown ones reported."""
@@ -176,7 +180,9 @@ def check(c: m.ConfigModel) -> list[str]:
         sold = sold_by[src.id] = known(f"sources[{i}]", src.lead_types)
         for tid in sold:
             fields = types[tid][1].fields
-            problems += typed(_pricing_problems(src.pricing, f"sources[{i}].pricing", fields), tid)
+            problems += typed(
+                _pricing_problems(src.pricing, f"sources[{i}].pricing", rule_fields(types[tid][1])), tid
+            )
             if src.price_field is not None and (
                 src.price_field not in fields or fields[src.price_field].type != "decimal"
             ):
@@ -190,7 +196,7 @@ def check(c: m.ConfigModel) -> list[str]:
                 problems.append(f"{where}: the source does not sell lead type {tid!r}")
             elif costs.pricing:
                 at = f"sources[{i}].cost_by_type.{tid}.pricing"
-                problems += _pricing_problems(costs.pricing, at, types[tid][1].fields)
+                problems += _pricing_problems(costs.pricing, at, rule_fields(types[tid][1]))
 
     problems += _unique("sources", [s.id for s in c.sources])
     problems += _unique("buyers", [b.id for b in c.buyers])
@@ -231,9 +237,10 @@ def check(c: m.ConfigModel) -> list[str]:
         for tid in bought:
             fields = types[tid][1].fields
             pii = {name for name, f in fields.items() if f.pii}
+            facts = rule_fields(types[tid][1])
             if b.filter is not None:
-                problems += typed(_rule_problems(b.filter, f"{at}.filter", fields), tid)
-            problems += typed(_pricing_problems(b.pricing, f"{at}.pricing", fields), tid)
+                problems += typed(_rule_problems(b.filter, f"{at}.filter", facts), tid)
+            problems += typed(_pricing_problems(b.pricing, f"{at}.pricing", facts), tid)
             for step, ep in (("ping", b.ping), ("post", b.post)):
                 if ep is None:
                     continue
@@ -269,7 +276,9 @@ def check(c: m.ConfigModel) -> list[str]:
         if flow.consent_field is not None and flow.consent_field not in fields:
             problems.append(f"{at}.consent_field: unknown lead field {flow.consent_field!r}")
         for j, quality in enumerate(flow.dynamic_floor.quality):
-            problems += _rule_problems(quality.when, f"{at}.dynamic_floor.quality[{j}].when", fields)
+            problems += _rule_problems(
+                quality.when, f"{at}.dynamic_floor.quality[{j}].when", rule_fields(lead)
+            )
         if flow.dynamic_floor.business_hours is not None:
             problems += _schedule_problems(
                 flow.dynamic_floor.business_hours, "UTC", f"{at}.dynamic_floor.business_hours"
@@ -313,6 +322,12 @@ def check(c: m.ConfigModel) -> list[str]:
                 problems.append(f"{at}.dedupe.fields[{j}]: unknown lead field {name!r}")
     # A buyer of several types may repeat a problem of what its types share: each once.
     return list(dict.fromkeys(problems))
+
+
+def rule_fields(lead: m.LeadModel) -> dict[str, m.FieldModel]:
+    """What filters, conditions and pricing rules may read: the lead's fields and its lookups' facts."""
+    facts = {name: m.FieldModel() for lk in lead.lookups for name in lk.answer.facts}
+    return {**lead.fields, **facts}
 
 
 def _rule_problems(spec: object, path: str, fields: Mapping[str, m.FieldModel]) -> list[str]:
@@ -413,6 +428,10 @@ def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
     returns = {
         b.id: (b.returns.days, b.returns.max_rate_percent / 100) for b in c.buyers if b.returns is not None
     }
+    lookups = {
+        tid: tuple(compile_lookup(lk, at, lead.fields)[0] for lk in lead.lookups)
+        for tid, (at, lead) in types.items()
+    }
     return RuntimeConfig(
         schemas[default],
         sources,
@@ -423,16 +442,19 @@ def compile_config(c: m.ConfigModel, version: str) -> RuntimeConfig:
         version,
         returns,
         schemas,
+        lookups,
     )
 
 
 def _source(s: m.SourceModel, types: Mapping[str, tuple[str, m.LeadModel]], default: str) -> Source:
     sold = s.lead_types or [default]
-    fields = types[sold[0]][1].fields
+    fields = rule_fields(types[sold[0]][1])
     by_type = {
         tid: SourcePricing(
             costs.cost if costs.cost is not None else s.cost,
-            _price_book(costs.pricing if costs.pricing is not None else s.pricing, types[tid][1].fields),
+            _price_book(
+                costs.pricing if costs.pricing is not None else s.pricing, rule_fields(types[tid][1])
+            ),
             s.price_field,
             s.revenue_share,
         )
@@ -469,7 +491,7 @@ def _flow(
     paused: Mapping[str, str],
     default: str,
 ) -> Flow:
-    fields = lead.fields
+    fields = rule_fields(lead)
     d = f.dynamic_floor
     hours = d.business_hours
     floors = FloorPolicy(
@@ -532,7 +554,7 @@ def _buyer(b: m.BuyerModel, c: m.ConfigModel, max_price: Any) -> Buyer:
     if p.found or parsers is None:  # check() has reported these; compiling an unchecked model is a bug
         raise ValueError("; ".join(p.found))
     first = next(iter(by_type))
-    fields = types[first][1].fields
+    fields = rule_fields(types[first][1])
     ping, post = by_type[first]
     ping_parser, post_parser = parsers
     scoped_caps = {f"flow={k}": v for k, v in b.caps.flows.items()} | {

@@ -53,6 +53,8 @@ class LeadModel(Strict):
     max_value_length: int = Field(default=4096, ge=1, le=1_048_576)
     # The fields that identify a consumer of this type: a flow's `dedupe.fields` default to them.
     identity_fields: list[str] = []
+    # HTTP verification / enrichment steps run before any ping; their answers become lead facts.
+    lookups: list[LookupModel] = []
 
 
 # The id of the type the `lead:` block describes.
@@ -244,6 +246,24 @@ class PostModel(EndpointModel):
     # that price is the revenue, unless it is below the floor (then a price dispute, booked at the
     # bid). Off: a bidding buyer pays its bid, and a different price in its answer is a dispute.
     price_on_post: bool = False
+
+
+# A fact a lookup adds (`phone.valid`): dotted, so it can never be a lead field a seller sends.
+FACT_PATTERN = r"^[a-z][a-z0-9_]{0,31}(\.[a-z0-9_]{1,31}){1,3}$"
+
+
+class LookupAnswerModel(AnswerModel):
+    # Fact name → where its value is in the answer (a JSON path, an XML path, a text group).
+    facts: dict[Annotated[str, Field(pattern=FACT_PATTERN)], str] = Field(min_length=1)
+
+
+class LookupModel(EndpointModel):
+    """A verification or enrichment call made before any ping (phone, e-mail, consent checks)."""
+
+    id: Id
+    answer: LookupAnswerModel
+    # When the step fails or times out: refuse the lead, go on without its facts, or set them "false".
+    on_failure: Literal["reject", "continue", "false"] = "continue"
 
 
 class PeriodCapsModel(Strict):
@@ -454,3 +474,8 @@ class ConfigModel(Strict):
     @property
     def default_type(self) -> str:
         return next(iter(self.types()))
+
+
+LeadModel.model_rebuild()
+LeadTypeModel.model_rebuild()
+ConfigModel.model_rebuild()

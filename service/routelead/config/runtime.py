@@ -8,7 +8,8 @@ from decimal import Decimal
 from typing import Literal
 
 from routelead.buyers.endpoint import Endpoint
-from routelead.buyers.parsers import PingParser, PostParser
+from routelead.buyers.parsers import PingParser, PostParser, StatusRules, scalar
+from routelead.buyers.readers import MISSING, Locator, Reader
 from routelead.domain.floors import FloorPolicy
 from routelead.domain.lead import LeadSchema
 from routelead.domain.pricing import PriceBook, SourcePricing
@@ -130,6 +131,29 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class Lookup:
+    """A compiled lookup step: its request (the buyers' request machinery) and how to read its facts."""
+
+    id: str
+    endpoint: Endpoint
+    reader: Reader
+    facts: tuple[tuple[str, Locator], ...]
+    on_failure: Literal["reject", "continue", "false"]
+    statuses: StatusRules
+    max_body: int
+
+    def read(self, doc: object) -> dict[str, str]:
+        """The facts the answer carries ("true"/"false" for booleans); a missing one is left out."""
+        out = {}
+        for name, where in self.facts:
+            value = scalar(where.get(doc))
+            if value is MISSING or value is None:
+                continue
+            out[name] = ("true" if value else "false") if isinstance(value, bool) else str(value).strip()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class RuntimeConfig:
     schema: LeadSchema
     sources: Mapping[str, Source]
@@ -143,7 +167,12 @@ class RuntimeConfig:
     buyer_returns: Mapping[str, tuple[int, Decimal]] = field(default_factory=dict)
     # Every lead type's schema by id; `schema` is the default type's.
     lead_types: Mapping[str, LeadSchema] = field(default_factory=dict)
+    # Every lead type's lookup steps by id, run before any ping of its leads.
+    lookups: Mapping[str, tuple[Lookup, ...]] = field(default_factory=dict)
 
     def schema_of(self, flow: Flow) -> LeadSchema:
         """The schema a flow's leads are validated against: its lead type's."""
         return self.lead_types.get(flow.lead_type, self.schema)
+
+    def lookups_of(self, flow: Flow) -> tuple[Lookup, ...]:
+        return self.lookups.get(flow.lead_type, ())

@@ -142,7 +142,19 @@ def build_app(seed: int = 7) -> web.Application:
             return _json({"status": "accepted", "lead_id": lead_id})
         return _json({"status": "rejected", "reason": "failed internal validation"})
 
+    async def verify_phone(request: web.Request) -> web.StreamResponse:
+        """A simulated phone verifier (a lookup step): about one phone in ten is invalid."""
+        doc = orjson.loads(await request.read() or b"{}")
+        phone = str(doc.get("phone", "")) if isinstance(doc, dict) else ""
+        await asyncio.sleep(rng.uniform(5, 30) / 1000)
+        if not phone:
+            return _json({"error": "phone required"}, 400)
+        valid = rng.random() >= 0.1
+        line = "mobile" if rng.random() < 0.7 else "landline"
+        return _json({"valid": valid, "line_type": line if valid else "unknown"})
+
     app = web.Application()
+    app.router.add_post("/verify/phone", verify_phone)
     app.router.add_post("/{buyer}/ping", ping)
     app.router.add_route("GET", "/{buyer}/ping", ping)
     app.router.add_post("/{buyer}/post", post)

@@ -126,6 +126,11 @@ def print_reply(
     else:
         head = outcome
     print(f"\nlead {reply.lead_id[:12]} [{where}] → {head} in {reply.elapsed_ms:.0f} ms", file=out)
+    if reply.reason:
+        print(f"    refused: {reply.reason}", file=out)
+    for c in reply.checks:
+        said = f"  {c.detail}" if c.detail else ""
+        print(f"    check {c.kind} {c.name}: {c.result} in {c.ms:.0f} ms{said}", file=out)
     for a in reply.attempts:
         price = f"${a.price}" if a.price else ""
         ms = f"{a.ping_ms:.0f}ms" if a.ping_ms else ""

@@ -23,6 +23,8 @@ class Outcome(enum.Enum):
     # No sale, but a post's outcome is unknown: the buyer may hold the lead (an attempt is marked
     # unsettled). Not to be sold elsewhere until `routelead settle` says which.
     UNSETTLED = "UNSETTLED"
+    # A compliance check refused the lead before any buyer was asked (`RoutingResult.reason` says which).
+    REJECTED = "REJECTED"
 
 
 class Status(enum.Enum):
@@ -72,6 +74,21 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class Check:
+    """One compliance check run on a lead before any ping (a lookup step, a list, a certificate):
+    what ran and what came of it, never a value the check looked at."""
+
+    name: str
+    kind: str  # "lookup"
+    # "passed" | "failed" | "timed_out" | "rejected"
+    result: str
+    detail: str = ""
+    ms: float = 0.0
+    # The facts it added (`phone.valid` → "true"); verification answers, not the lead's data.
+    facts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Sale:
     buyer_id: str
     price: Decimal  # the revenue from this buyer
@@ -108,6 +125,9 @@ class RoutingResult:
     request_digest: str = ""
     # The lead type of the flow that routed it (the books cut stats by it).
     lead_type: str = ""
+    # The compliance checks run before any ping, in order; and why a REJECTED lead was refused.
+    checks: list[Check] = field(default_factory=list)
+    reason: str = ""
 
     @property
     def key(self) -> str:

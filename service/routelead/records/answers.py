@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from routelead.domain.outcome import TEST_KEY_PREFIX, Attempt, Outcome, RoutingResult, Sale, Status
+from routelead.records.codec import checks_from
 from routelead.records.intents import answer_from_intents
 from routelead.records.schema import attempts, intents, leads, sales
 
@@ -70,6 +71,7 @@ def rebuild(
     """The answer as the books give it: a post whose outcome was unknown is a sale once
     reconciliation confirmed it (the lead's row says SOLD then), and unsettled until then."""
     unsettled = {s["buyer_id"] for s in sold if s["settlement"] == "unsettled"}
+    checks, reason = checks_from(head.get("compliance"))
     return RoutingResult(
         lead_id=head["lead_id"].removeprefix(TEST_KEY_PREFIX),
         flow=head["flow"],
@@ -111,4 +113,6 @@ def rebuild(
         config_version=head["config_version"],
         request_digest=head.get("request_digest") or "",
         lead_type=head.get("lead_type") or "",
+        checks=checks,
+        reason=reason,
     )

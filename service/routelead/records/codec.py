@@ -24,7 +24,7 @@ from typing import Any, Literal
 import orjson
 
 from routelead.domain.money import fmt
-from routelead.domain.outcome import RoutingResult, Status, answer_key
+from routelead.domain.outcome import Check, RoutingResult, Status, answer_key
 
 FORMAT_VERSION = 1
 Settlement = Literal["sold", "unsettled", "rejected"]
@@ -92,6 +92,8 @@ class LeadRecord:
     sales: tuple[SaleRecord, ...] = field(default=())
     request_digest: str = ""
     lead_type: str = ""
+    # The compliance checks run before any ping and a refusal's reason: {"reason", "checks"}.
+    compliance: Mapping[str, Any] | None = None
 
     @property
     def margin(self) -> Decimal:
@@ -182,7 +184,45 @@ def lead_record(
         sales=tuple(sales),
         request_digest=result.request_digest,
         lead_type=result.lead_type,
+        compliance=compliance_of(result),
     )
+
+
+def compliance_of(result: RoutingResult) -> dict[str, Any] | None:
+    """What the books keep of a lead's compliance checks (None when none ran)."""
+    if not result.checks and not result.reason:
+        return None
+    return {
+        "reason": result.reason,
+        "checks": [
+            {
+                "name": c.name,
+                "kind": c.kind,
+                "result": c.result,
+                "detail": c.detail,
+                "ms": round(c.ms, 3),
+                "facts": dict(c.facts),
+            }
+            for c in result.checks
+        ],
+    }
+
+
+def checks_from(compliance: Mapping[str, Any] | None) -> tuple[list[Check], str]:
+    if not compliance:
+        return [], ""
+    checks = [
+        Check(
+            str(c["name"]),
+            str(c["kind"]),
+            str(c["result"]),
+            str(c.get("detail", "")),
+            float(c.get("ms", 0.0)),
+            {str(k): str(v) for k, v in dict(c.get("facts", {})).items()},
+        )
+        for c in compliance.get("checks", [])
+    ]
+    return checks, str(compliance.get("reason", ""))
 
 
 def _money(v: Decimal | None) -> str | None:
@@ -248,6 +288,7 @@ def encode(record: Record) -> bytes:
             "sales": [_sale_dict(s) for s in r.sales],
             "request_digest": r.request_digest,
             "lead_type": r.lead_type,
+            "compliance": r.compliance,
         }
     )
 
@@ -334,6 +375,7 @@ def decode(data: bytes) -> Record:
                     sales=tuple(_sale(s) for s in d.get("sales", [])),
                     request_digest=str(d.get("request_digest", "")),
                     lead_type=str(d.get("lead_type", "")),
+                    compliance=d.get("compliance"),
                 )
             case other:
                 raise BadRecord(f"unknown record kind {other!r}")

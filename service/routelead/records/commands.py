@@ -199,6 +199,20 @@ def print_story(story: LeadStory, out: TextIO) -> None:
             file=out,
         )
         print(f"  ping fields: {r['ping_fields']}", file=out)
+        compliance = r.get("compliance") or {}
+        if compliance.get("reason"):
+            print(f"  refused: {compliance['reason']}", file=out)
+        checks = compliance.get("checks") or []
+        if not checks:
+            print("  compliance checks: none ran", file=out)
+        for c in checks:
+            facts = ", ".join(f"{k}={v}" for k, v in (c.get("facts") or {}).items())
+            print(
+                f"  check {c['kind']} {c['name']}: {c['result']} ({c.get('ms', 0):.0f} ms)"
+                + (f"  {c['detail']}" if c.get("detail") else "")
+                + (f"  [{facts}]" if facts else ""),
+                file=out,
+            )
     for a in story.attempts:
         bid = fmt(a["bid"]) if a["bid"] is not None else ""
         print(f"    {a['buyer_id']:<12} {a['tier']:<10} {a['status']:<19} {bid:>8}  {a['reason']}", file=out)

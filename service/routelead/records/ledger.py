@@ -386,6 +386,7 @@ class Ledger:
                 "ping_fields": dict(r.ping_fields),
                 "request_digest": r.request_digest or None,
                 "lead_type": r.lead_type,
+                "compliance": dict(r.compliance) if r.compliance else None,
             }
         )
         rows["attempts"].extend(

@@ -73,6 +73,8 @@ leads = sa.Table(
     sa.Column("request_digest", sa.Text, nullable=True),
     # The lead type its flow sold (migration 0007; '' for leads booked before it).
     sa.Column("lead_type", sa.String(64), nullable=False, server_default=""),
+    # The compliance checks run before any ping, and a refusal's reason (migration 0010).
+    sa.Column("compliance", sa.JSON, nullable=True),
     sa.Index("ix_leads_source_time", "source_id", "received_at"),
     sa.Index("ix_leads_flow_time", "flow", "received_at"),
     sa.Index("ix_leads_time", "received_at"),

@@ -37,6 +37,10 @@ class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.Value
     """No sale, but a post's outcome is unknown (an attempt with `unsettled`): the buyer may hold
     the lead, so it was offered to nobody else. Do not sell it elsewhere; `routelead settle` decides.
     """
+    REJECTED: _Outcome.ValueType  # 5
+    """A compliance check (a lookup step with `on_failure: reject`) refused the lead before any
+    buyer was asked; `reason` says which check, never a value.
+    """
 
 class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper): ...
 
@@ -48,6 +52,10 @@ DUPLICATE: Outcome.ValueType  # 3
 UNSETTLED: Outcome.ValueType  # 4
 """No sale, but a post's outcome is unknown (an attempt with `unsettled`): the buyer may hold
 the lead, so it was offered to nobody else. Do not sell it elsewhere; `routelead settle` decides.
+"""
+REJECTED: Outcome.ValueType  # 5
+"""A compliance check (a lookup step with `on_failure: reject`) refused the lead before any
+buyer was asked; `reason` says which check, never a value.
 """
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
@@ -319,6 +327,41 @@ class RouteLeadRequest(_message.Message):
 Global___RouteLeadRequest: _TypeAlias = RouteLeadRequest  # noqa: Y015
 
 @_typing.final
+class ComplianceCheck(_message.Message):
+    """One compliance check run before any ping: a lookup step (verification or enrichment)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    MS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    kind: _builtins.str
+    """"lookup"."""
+    result: _builtins.str
+    """passed | failed | timed_out | rejected."""
+    detail: _builtins.str
+    ms: _builtins.float
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        result: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "kind", b"kind", "ms", b"ms", "name", b"name", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComplianceCheck: _TypeAlias = ComplianceCheck  # noqa: Y015
+
+@_typing.final
 class Sale(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -429,6 +472,8 @@ class RouteLeadResponse(_message.Message):
     SOURCE_ID_FIELD_NUMBER: _builtins.int
     ELAPSED_MS_FIELD_NUMBER: _builtins.int
     NEGATIVE_MARGIN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
     lead_id: _builtins.str
     outcome: Global___Outcome.ValueType
     cost: _builtins.str
@@ -447,10 +492,16 @@ class RouteLeadResponse(_message.Message):
     elapsed_ms: _builtins.float
     negative_margin: _builtins.bool
     """The lead loses money (margin < 0): flagged for the books and alerts."""
+    reason: _builtins.str
+    """Why a REJECTED lead was refused (which check); empty otherwise."""
     @_builtins.property
     def sales(self) -> _containers.RepeatedCompositeFieldContainer[Global___Sale]: ...
     @_builtins.property
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]: ...
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComplianceCheck]:
+        """The compliance checks run before any ping, in order."""
+
     def __init__(
         self,
         *,
@@ -468,10 +519,12 @@ class RouteLeadResponse(_message.Message):
         source_id: _builtins.str = ...,
         elapsed_ms: _builtins.float = ...,
         negative_margin: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        checks: _abc.Iterable[Global___ComplianceCheck] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cost", b"cost", "elapsed_ms", b"elapsed_ms", "flow", b"flow", "lead_id", b"lead_id", "margin", b"margin", "negative_margin", b"negative_margin", "outcome", b"outcome", "replayed", b"replayed", "revenue", b"revenue", "sales", b"sales", "source_id", b"source_id", "test", b"test", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "checks", b"checks", "cost", b"cost", "elapsed_ms", b"elapsed_ms", "flow", b"flow", "lead_id", b"lead_id", "margin", b"margin", "negative_margin", b"negative_margin", "outcome", b"outcome", "reason", b"reason", "replayed", b"replayed", "revenue", b"revenue", "sales", b"sales", "source_id", b"source_id", "test", b"test", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
