@@ -65,6 +65,7 @@ from routelead.state.ports import (
     DedupeStore,
     IdempotencyStore,
     RotationStore,
+    SuppressionStore,
     VolumeStore,
 )
 from routelead.state.quotes import MemoryQuoteLimiter, MemoryQuoteStore, QuoteLimiter, QuoteStore
@@ -175,6 +176,7 @@ class Inbound(Router):
         *,
         quotes: QuoteStore | None = None,
         quote_limits: QuoteLimiter | None = None,
+        suppression: SuppressionStore | None = None,
     ) -> None:
         super().__init__(
             config,
@@ -187,6 +189,7 @@ class Inbound(Router):
             volume,
             clock,
             ledger,
+            suppression,
         )
         self._quotes = quotes if quotes is not None else MemoryQuoteStore(clock=clock)
         self._limits = quote_limits if quote_limits is not None else MemoryQuoteLimiter()

@@ -25,9 +25,10 @@ from routelead.domain.auction import Auction, AuctionSpec, Done, Ping
 from routelead.domain.breaker import Breakers
 from routelead.domain.lead import Lead, LeadInvalid
 from routelead.domain.money import to_cents
-from routelead.domain.outcome import Attempt, Outcome, RoutingResult, answer_key
+from routelead.domain.outcome import Attempt, Check, Outcome, RoutingResult, Status, answer_key
 from routelead.domain.request import RequestDigester, differing_fields
 from routelead.domain.rules import Facts
+from routelead.domain.suppression import lead_values
 from routelead.lookups import Lookups
 from routelead.records.guard import BooksGuard
 from routelead.records.intents import Intent
@@ -42,6 +43,8 @@ from routelead.state.ports import (
     LeadInFlight,
     Reservation,
     RotationStore,
+    StateUnavailable,
+    SuppressionStore,
     VolumeStore,
     lead_deadline,
 )
@@ -92,8 +95,11 @@ class Router:
         volume: VolumeStore | None = None,
         clock: Callable[[], float] = time.time,
         ledger: LedgerWriter | None = None,
+        suppression: SuppressionStore | None = None,
     ) -> None:
         self.config = config
+        self._suppression = suppression
+        self._fingerprint = dedupe.fingerprint
         self._idempotency = idempotency
         # The books fail closed: see records/guard.py.
         self.books = BooksGuard(ledger, on_booked=idempotency.remember) if ledger is not None else None
@@ -163,7 +169,9 @@ class Router:
             elif (looked := await self._look(routed, result, started + budget_s * LOOKUP_SHARE)) is None:
                 result.outcome = Outcome.REJECTED  # a compliance check refused it: no buyer asked
             else:
-                spec = await self._spec(routed, identity, started, budget_s, looked)
+                spec = await self._spec(routed, identity, started, budget_s, looked.facts)
+                if looked.blocked:
+                    spec = _suppress(spec, looked.blocked)
                 machine = Auction(spec, started)
                 self._offers[routed.id] = _Offers(
                     lambda price: to_cents(spec.source_pricing.cost(spec.fixed_cost, price))
@@ -195,9 +203,38 @@ class Router:
         record_lead(result, budget_s)
         return result
 
-    async def _look(self, routed: Routed, result: RoutingResult, until: float) -> dict[str, str] | None:
-        """Run the lead type's lookups; their facts, or None when one refused the lead (the
-        result's checks and reason say which)."""
+    async def _look(self, routed: Routed, result: RoutingResult, until: float) -> _Checked | None:
+        """The compliance checks before any ping: the suppression lists, then the lead type's
+        lookups. Their facts and the buyers whose own lists hold the lead, or None when a check
+        refused the lead (the result's checks and reason say which)."""
+        blocked: dict[str, list[str]] = {}
+        if self._suppression is not None:
+            types = {n: f.type for n, f in routed.config.schema_of(routed.flow).fields.items()}
+            digests = [
+                self._fingerprint(["suppress", k, v]) for k, v in lead_values(routed.lead.fields, types)
+            ]
+            t0 = time.perf_counter()
+            try:
+                hits = await self._suppression.hits(digests)
+            except StateUnavailable:
+                # Fail closed: a lead is not sold while the do-not-contact lists cannot be read.
+                why = "suppression lists unavailable: not sold while they cannot be checked"
+                result.checks.append(Check("suppression", "list", "rejected", why))
+                result.reason = why
+                return None
+            ms = (time.perf_counter() - t0) * 1000
+            named = sorted({n for n, b in hits if not b})
+            for n, b in sorted(hits):
+                if b:
+                    blocked.setdefault(b, []).append(n)
+            if named:
+                # The list's name, never the value it matched.
+                result.reason = f"suppressed: on list {', '.join(named)}"
+                result.checks.append(Check("suppression", "list", "rejected", result.reason, ms))
+                return None
+            on_buyers = ", ".join(f"{b}: {', '.join(ns)}" for b, ns in blocked.items())
+            detail = f"on buyers' lists ({on_buyers})" if blocked else ""
+            result.checks.append(Check("suppression", "list", "passed", detail, ms))
         looked = await self._lookups.run(
             routed.config.lookups_of(routed.flow), routed.lead.fields, routed.id, until
         )
@@ -205,7 +242,7 @@ class Router:
         if looked.refused:
             result.reason = looked.refused
             return None
-        return looked.facts
+        return _Checked(looked.facts, blocked)
 
     async def _spec(
         self,
@@ -333,6 +370,38 @@ class Router:
             await self.books.offer(replace(intent, seq=claim.seq), wait_s)
 
         return intend
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """What the compliance checks let through: the lookups' facts, and the buyers whose own
+    suppression lists hold the lead (buyer → list names)."""
+
+    facts: dict[str, str]
+    blocked: dict[str, list[str]]
+
+
+def _suppress(spec: AuctionSpec, blocked: Mapping[str, list[str]]) -> AuctionSpec:
+    """Skip, without a ping, every buyer whose own suppression list holds the lead."""
+    tiers = tuple(
+        replace(
+            t,
+            seats=tuple(
+                replace(
+                    s,
+                    skip=(
+                        Status.SKIPPED_FILTER,
+                        f"suppressed: on its list {', '.join(blocked[s.bidder.id])}",
+                    ),
+                )
+                if s.skip is None and s.bidder.id in blocked
+                else s
+                for s in t.seats
+            ),
+        )
+        for t in spec.tiers
+    )
+    return replace(spec, tiers=tiers)
 
 
 @dataclass(slots=True)

@@ -125,6 +125,7 @@ def run_worker(opts: ServeOptions, *, reuse_port: bool) -> int:
             volume=state.volume,
             quotes=state.quotes,
             quote_limits=state.quote_limits,
+            suppression=state.suppression,
         )
         try:
             if opts.config_path:

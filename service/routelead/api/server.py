@@ -24,6 +24,7 @@ from routelead.state.memory import (
     MemoryDedupeStore,
     MemoryIdempotencyStore,
     MemoryRotationStore,
+    MemorySuppressionStore,
     MemoryVolumeStore,
 )
 from routelead.state.ports import (
@@ -32,6 +33,7 @@ from routelead.state.ports import (
     DedupeStore,
     IdempotencyStore,
     RotationStore,
+    SuppressionStore,
     VolumeStore,
 )
 from routelead.state.quotes import MemoryQuoteLimiter, MemoryQuoteStore, QuoteLimiter, QuoteStore
@@ -66,6 +68,7 @@ class Service:
         stats: BuyerStats | None = None,
         quotes: QuoteStore | None = None,
         quote_limits: QuoteLimiter | None = None,
+        suppression: SuppressionStore | None = None,
     ) -> None:
         self.config = config
         self.address = address
@@ -89,6 +92,8 @@ class Service:
         # Inbound quotes (Quote / Commit) and each source's quote limits.
         self.quotes = quotes if quotes is not None else MemoryQuoteStore(clock=clock)
         self.quote_limits = quote_limits if quote_limits is not None else MemoryQuoteLimiter()
+        # Global and per-buyer suppression lists, checked before any ping.
+        self.suppression = suppression if suppression is not None else MemorySuppressionStore()
         self.ledger = ledger
         # Where ledger records still refused at shutdown are written for the next start.
         self.books_spool: Path | None = None
@@ -129,6 +134,7 @@ class Service:
             stats=self.stats,
             quotes=self.quotes,
             quote_limits=self.quote_limits,
+            suppression=self.suppression,
         )
         if router.books is not None:
             router.books.on_writable = self._books_writable

@@ -8,7 +8,7 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
@@ -475,3 +475,27 @@ class Journal:
     async def kept(self) -> None:
         if self.keep is not None:
             await self.keep()
+
+
+class MemorySuppressionStore:
+    """Suppression lists in this process: 16-byte digests in one set per (list, buyer)."""
+
+    def __init__(self) -> None:
+        self._lists: dict[tuple[str, str], set[bytes]] = {}
+
+    async def change(self, name: str, buyer: str, digests: Sequence[str], *, add: bool) -> int:
+        entries = self._lists.setdefault((name, buyer), set())
+        before = len(entries)
+        raw = [bytes.fromhex(d) for d in digests]
+        if add:
+            entries.update(raw)
+        else:
+            entries.difference_update(raw)
+        return abs(len(entries) - before)
+
+    async def hits(self, digests: Sequence[str]) -> list[tuple[str, str]]:
+        raw = [bytes.fromhex(d) for d in digests]
+        return [key for key, entries in self._lists.items() if any(d in entries for d in raw)]
+
+    async def sizes(self) -> dict[tuple[str, str], int]:
+        return {key: len(entries) for key, entries in self._lists.items()}

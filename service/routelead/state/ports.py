@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, Protocol
@@ -174,6 +174,20 @@ class DedupeStore(Protocol):
 
     async def seen_or_add(self, key: str, ttl_s: float, *, add: bool) -> bool:
         """True when `key` was seen within its ttl; records it when `add`."""
+
+
+class SuppressionStore(Protocol):
+    """Suppression lists of keyed digests (`DedupeStore.fingerprint` of kind and normalised value),
+    global (buyer "") or one buyer's; shared by every process using the store."""
+
+    async def change(self, name: str, buyer: str, digests: Sequence[str], *, add: bool) -> int:
+        """Add or remove entries of list `name`; how many were new (add) or removed."""
+
+    async def hits(self, digests: Sequence[str]) -> list[tuple[str, str]]:
+        """Every (list, buyer) holding any of these digests; buyer "" for a global list."""
+
+    async def sizes(self) -> dict[tuple[str, str], int]:
+        """Entries per (list, buyer)."""
 
 
 class RotationStore(Protocol):

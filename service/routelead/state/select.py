@@ -12,9 +12,17 @@ from routelead.state.memory import (
     MemoryDedupeStore,
     MemoryIdempotencyStore,
     MemoryRotationStore,
+    MemorySuppressionStore,
     MemoryVolumeStore,
 )
-from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore, VolumeStore
+from routelead.state.ports import (
+    CapStore,
+    DedupeStore,
+    IdempotencyStore,
+    RotationStore,
+    SuppressionStore,
+    VolumeStore,
+)
 from routelead.state.quotes import MemoryQuoteLimiter, MemoryQuoteStore, QuoteLimiter, QuoteStore
 
 
@@ -33,6 +41,7 @@ class HotState:
     volume: VolumeStore | None = None
     quotes: QuoteStore | None = None
     quote_limits: QuoteLimiter | None = None
+    suppression: SuppressionStore | None = None
 
     async def close(self) -> None:
         if self.closer is not None:
@@ -107,6 +116,7 @@ def hot_state(settings: Settings) -> HotState:
             volume=MemoryVolumeStore(),
             quotes=MemoryQuoteStore(),
             quote_limits=MemoryQuoteLimiter(),
+            suppression=MemorySuppressionStore(),
         )
     assert secret is not None  # checked above
     from routelead.state.redis import connect
@@ -124,4 +134,5 @@ def hot_state(settings: Settings) -> HotState:
         shared.volume,
         shared.quotes,
         shared.quote_limits,
+        shared.suppression,
     )

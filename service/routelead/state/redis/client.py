@@ -15,6 +15,7 @@ from routelead.state.redis.dedupe import RedisDedupeStore
 from routelead.state.redis.idempotency import RedisIdempotencyStore
 from routelead.state.redis.quotes import RedisQuoteLimiter, RedisQuoteStore
 from routelead.state.redis.rotation import RedisRotationStore
+from routelead.state.redis.suppression import RedisSuppressionStore
 from routelead.state.redis.volume import RedisVolumeStore
 
 # Well inside the 750 ms lead deadline: a Redis that takes longer counts as down for this call.
@@ -35,6 +36,7 @@ class RedisState:
     volume: RedisVolumeStore
     quotes: RedisQuoteStore
     quote_limits: RedisQuoteLimiter
+    suppression: RedisSuppressionStore
 
     async def close(self) -> None:
         await self.caps.close()
@@ -70,4 +72,5 @@ def connect(
         RedisVolumeStore(client, health),
         RedisQuoteStore(client, health),
         RedisQuoteLimiter(client, health),
+        RedisSuppressionStore(client, health),
     )

@@ -1,0 +1,74 @@
+"""Suppression lists on Redis: one SET of 16-byte digests per (list, buyer), and a registry SET
+of the lists; every replica reads them per lead, so a change counts from the next lead on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from routelead.state.redis.bounded import Health
+
+_REGISTRY = "rl:sup:lists"
+
+
+def _key(name: str, buyer: str) -> str:
+    return f"rl:sup:{buyer}|{name}"
+
+
+class RedisSuppressionStore:
+    def __init__(self, redis: aioredis.Redis, health: Health) -> None:
+        self._redis = redis
+        self._health = health
+
+    async def change(self, name: str, buyer: str, digests: Sequence[str], *, add: bool) -> int:
+        raw = [bytes.fromhex(d) for d in digests]
+        if not raw:
+            return 0
+        key = _key(name, buyer)
+
+        async def run() -> int:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.sadd(_REGISTRY, f"{buyer}|{name}")
+                pipe.sadd(key, *raw) if add else pipe.srem(key, *raw)
+                done = await pipe.execute()
+            return int(done[1])
+
+        return await self._health.call("suppression.change", run)
+
+    async def _lists(self) -> list[str]:
+        found = await self._health.call("suppression.lists", lambda: self._redis.smembers(_REGISTRY))
+        return sorted(x.decode() if isinstance(x, bytes) else str(x) for x in found)
+
+    async def hits(self, digests: Sequence[str]) -> list[tuple[str, str]]:
+        raw = [bytes.fromhex(d) for d in digests]
+        if not raw:
+            return []
+        lists = await self._lists()
+        if not lists:
+            return []
+
+        async def run() -> list[list[int]]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for scoped in lists:
+                    pipe.smismember(f"rl:sup:{scoped}", raw)
+                return list(await pipe.execute())
+
+        found = await self._health.call("suppression.hits", run)
+        out = []
+        for scoped, flags in zip(lists, found, strict=True):
+            if any(flags):
+                buyer, name = scoped.split("|", 1)
+                out.append((name, buyer))
+        return out
+
+    async def sizes(self) -> dict[tuple[str, str], int]:
+        out = {}
+        for scoped in await self._lists():
+            buyer, name = scoped.split("|", 1)
+
+            async def size(key: str = f"rl:sup:{scoped}") -> int:
+                return int(await self._redis.scard(key))
+
+            out[(name, buyer)] = await self._health.call("suppression.size", size)
+        return out
