@@ -4,8 +4,13 @@ every replica sharing a real Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,6 +30,8 @@ from routelead.v1 import routelead_pb2_grpc as pb_grpc
 from tests.buyers import BuyerServer, accept, bid
 from tests.configs import GOOD_LEAD, PII_VALUES, buyer, compile_doc, document
 from tests.state.conftest import SECRET, start_redis
+
+BIN = Path(sys.executable).parent
 
 
 async def change(
@@ -136,3 +143,79 @@ async def test_a_list_change_counts_from_the_next_lead_on_every_replica(
     finally:
         await a.close()
         await b.close()
+
+
+ADMIN_TOKEN = "suppress-admin-token-0123456789"
+
+
+async def test_lists_are_loaded_and_changed_through_the_admin_api_and_the_cli(
+    buyers: BuyerServer, tmp_path: Path
+) -> None:
+    from routelead.api.state_admin import StateAdminServicer
+    from routelead.v1 import state_admin_pb2 as spb
+    from routelead.v1 import state_admin_pb2_grpc as spb_grpc
+
+    service = Service(compile_doc(two_buyers(buyers)))
+    service.extra_services = [
+        StateAdminServicer(
+            service.caps,
+            dict,
+            ADMIN_TOKEN,
+            suppression=service.suppression,
+            fingerprint=service.dedupe.fingerprint,
+        ).register
+    ]
+    listing = tmp_path / "dnc.txt"
+    listing.write_text("# do not call\n(555) 201-3344\n555-000-1111\n\n90210\n")
+    env = {**os.environ, "ROUTELEAD_ADMIN_TOKEN": ADMIN_TOKEN}
+    target = ["--target"]
+
+    async def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run,
+            [str(BIN / "routelead"), "suppress", *argv, *target],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    await service.start()
+    try:
+        target.append(f"127.0.0.1:{service.port}")
+        loaded = await cli("load", str(listing), "--list", "dnc")
+        assert loaded.returncode == 0, loaded.stderr
+        assert loaded.stdout.strip() == "3 of 3 entries added to global list dnc"
+        assert (await route(service, "cli-1")).reason == "suppressed: on list dnc"
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            admin = spb_grpc.StateAdminStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                await admin.ListSuppression(spb.ListSuppressionRequest())
+            assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            auth = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await admin.ChangeSuppression(
+                    spb.ChangeSuppressionRequest(list="dnc", values=["ok@example.com", "Maria Gonzalez"]),
+                    metadata=auth,
+                )
+            # Which entry is wrong, never its value.
+            assert bad.value.details() == "values[1]: not a phone, e-mail address, ZIP code or domain"
+            await admin.ChangeSuppression(
+                spb.ChangeSuppressionRequest(list="dnc-first", buyer_id="first", values=["5552013344"]),
+                metadata=auth,
+            )
+            listed = await admin.ListSuppression(spb.ListSuppressionRequest(), metadata=auth)
+        assert [(s.list, s.buyer_id, s.entries) for s in listed.lists] == [
+            ("dnc", "", 3),
+            ("dnc-first", "first", 1),
+        ]
+
+        removed = await cli("remove", "5552013344", "90210", "--list", "dnc")
+        assert removed.returncode == 0 and removed.stdout.strip().startswith("2 of 2 entries removed")
+        shown = await cli("list")
+        assert "dnc  (global)  1" in shown.stdout and "5552013344" not in shown.stdout + removed.stdout
+        reply = await route(service, "cli-2")  # the next lead: only `first`'s own list holds it
+        assert reply.outcome == pb.SOLD and reply.sales[0].buyer_id == "second"
+    finally:
+        await service.stop(grace=0.5)

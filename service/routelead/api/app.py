@@ -91,7 +91,9 @@ async def serve_with_books(
 
             service.extra_services = [
                 AdminServicer(store, token, env).register,
-                StateAdminServicer(service.caps, breakers, token, ledger).register,
+                StateAdminServicer(
+                    service.caps, breakers, token, ledger, service.suppression, service.dedupe.fingerprint
+                ).register,
                 StatsServicer(reports, token).register,
             ]
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -10,8 +11,9 @@ import grpc
 
 from routelead.api.admin import require_admin
 from routelead.domain.money import fmt
+from routelead.domain.suppression import KINDS, digest, entry
 from routelead.records.ledger import Ledger
-from routelead.state.ports import CapStore
+from routelead.state.ports import CapStore, SuppressionStore
 from routelead.v1 import state_admin_pb2 as pb
 from routelead.v1 import state_admin_pb2_grpc as pb_grpc
 
@@ -26,7 +28,11 @@ class StateAdminServicer(pb_grpc.StateAdminServicer):
         breakers: Callable[[], dict[str, str]],
         token: str,
         ledger: Ledger | None = None,
+        suppression: SuppressionStore | None = None,
+        fingerprint: Callable[[list[str]], str] | None = None,
     ) -> None:
+        self._suppression = suppression
+        self._fingerprint = fingerprint
         self._caps = caps
         self._breakers = breakers
         self._expected = f"Bearer {token}".encode()
@@ -100,3 +106,46 @@ class StateAdminServicer(pb_grpc.StateAdminServicer):
         return pb.ListBreakersResponse(
             breakers=[pb.BreakerState(buyer_id=b, state=s) for b, s in sorted(self._breakers().items())]
         )
+
+    async def ChangeSuppression(
+        self, request: pb.ChangeSuppressionRequest, context: Context
+    ) -> pb.ChangeSuppressionResponse:
+        await require_admin(context, self._expected)
+        if self._suppression is None or self._fingerprint is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "this service keeps no suppression lists"
+            )
+        assert self._suppression is not None and self._fingerprint is not None
+        problems = []
+        if not _LIST.match(request.list):
+            problems.append("list: 1-64 letters, digits and . _ -")
+        if request.kind and request.kind not in KINDS:
+            problems.append(f"kind: one of {', '.join(KINDS)}")
+        digests = []
+        for i, value in enumerate(request.values):
+            try:
+                digests.append(digest(self._fingerprint, *entry(value, request.kind or None)))
+            except ValueError as exc:
+                # Which entry and why, never the value: list entries are PII.
+                problems.append(f"values[{i}]: {exc}")
+        if problems:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems[:20]))
+        changed = await self._suppression.change(
+            request.list, request.buyer_id, digests, add=not request.remove
+        )
+        return pb.ChangeSuppressionResponse(changed=changed)
+
+    async def ListSuppression(
+        self, request: pb.ListSuppressionRequest, context: Context
+    ) -> pb.ListSuppressionResponse:
+        await require_admin(context, self._expected)
+        sizes = await self._suppression.sizes() if self._suppression is not None else {}
+        return pb.ListSuppressionResponse(
+            lists=[
+                pb.SuppressionList(list=name, buyer_id=buyer, entries=n)
+                for (name, buyer), n in sorted(sizes.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+            ]
+        )
+
+
+_LIST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

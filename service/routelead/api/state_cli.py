@@ -52,10 +52,38 @@ def add_state_commands(sub: Any, settings: Settings) -> None:
     bal.set_defaults(state_command="balance")
     add_connection_options(bal, settings)
 
+    sup = sub.add_parser(
+        "suppress",
+        help="change suppression lists (phones, e-mails, ZIPs, domains) of the running service",
+        description="Entries are hashed by the service (its dedupe key) and never stored or shown "
+        "in clear. A global list refuses a lead; a --buyer list skips that buyer.",
+    )
+    sup.add_argument("action", choices=["add", "remove", "load", "list"])
+    sup.add_argument("values", nargs="*", help="entries (add, remove), or FILE (load: one entry a line)")
+    sup.add_argument("--list", dest="list_name", default="", help="the list's name, e.g. dnc")
+    sup.add_argument("--buyer", default="", help="a buyer's own list (default: a global list)")
+    sup.add_argument("--kind", choices=["phone", "email", "zip", "domain"], help="default: recognised")
+    sup.set_defaults(state_command="suppress")
+    add_connection_options(sup, settings)
+
 
 def run_state_command(args: argparse.Namespace, settings: Settings) -> int:
     from routelead.state.select import StateConfigError, dedupe_secret, redis_url
 
+    if args.state_command == "suppress":
+        if args.action == "load":
+            if len(args.values) != 1:
+                print("routelead: suppress load: give one FILE (one entry a line)", file=sys.stderr)
+                return 2
+            try:
+                with open(args.values[0], encoding="utf-8") as f:
+                    lines = [ln.strip() for ln in f]
+            except OSError as exc:
+                print(f"routelead: suppress load: {args.values[0]}: {exc.strerror}", file=sys.stderr)
+                return 2
+            args.values = [ln for ln in lines if ln and not ln.startswith("#")]
+        # Always through the service: it holds the key that hashes the entries.
+        return _run_over_api(args, None, settings)
     url = redis_url(settings)
     amount: Decimal | None = None
     if getattr(args, "top_up", None) is not None:
@@ -226,4 +254,54 @@ async def _call(args: argparse.Namespace, token: str, amount: Decimal | None) ->
                     shown = await stub.GetBalance(asked, metadata=meta, timeout=30)
                 print(shown.balance)
                 return 0
+            case "suppress":
+                return await _suppress(stub, args, meta)
     return 2
+
+
+# Entries per ChangeSuppression call of `suppress load`: well under the message size limit.
+LOAD_BATCH = 5000
+
+
+async def _suppress(stub: Any, args: argparse.Namespace, meta: tuple[tuple[str, str], ...]) -> int:
+    from routelead.v1 import state_admin_pb2 as pb
+
+    if args.action == "list":
+        listed = await stub.ListSuppression(pb.ListSuppressionRequest(), metadata=meta, timeout=30)
+        for s in listed.lists:
+            print(f"{s.list}  {s.buyer_id or '(global)'}  {s.entries}")
+        return 0
+    if not args.list_name:
+        print("routelead: suppress: --list NAME is required", file=sys.stderr)
+        return 2
+    values = list(args.values)
+    if not values:
+        print("routelead: suppress: no entries given", file=sys.stderr)
+        return 2
+    changed = 0
+    for i in range(0, len(values), LOAD_BATCH):
+        request = pb.ChangeSuppressionRequest(
+            list=args.list_name,
+            buyer_id=args.buyer,
+            values=values[i : i + LOAD_BATCH],
+            remove=args.action == "remove",
+            kind=args.kind or "",
+        )
+        try:
+            done = await stub.ChangeSuppression(request, metadata=meta, timeout=60)
+        except Exception as exc:
+            import grpc
+
+            if isinstance(exc, grpc.aio.AioRpcError) and i:
+                # Say how far it got: the batches before this one are in.
+                print(
+                    f"routelead: entries {i + 1}..: {exc.details()} ({changed} changed before)",
+                    file=sys.stderr,
+                )
+                return 1
+            raise
+        changed += done.changed
+    whose = f"buyer {args.buyer}'s list" if args.buyer else "global list"
+    verb = "removed from" if args.action == "remove" else "added to"
+    print(f"{changed} of {len(values)} entries {verb} {whose} {args.list_name}")
+    return 0

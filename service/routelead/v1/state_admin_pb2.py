@@ -24,35 +24,45 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eroutelead/v1/state_admin.proto\x12\x0croutelead.v1\",\n\x14ListUnsettledRequest\x12\x14\n\x0colder_than_s\x18\x01 \x01(\x01\"\x95\x01\n\x14UnsettledReservation\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\x0f\n\x07lead_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\x13\n\x0breserved_at\x18\x05 \x01(\x01\x12\r\n\x05state\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\"Q\n\x15ListUnsettledResponse\x12\x38\n\x0creservations\x18\x01 \x03(\x0b\x32\".routelead.v1.UnsettledReservation\"J\n\rSettleRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63onfirm\x18\x03 \x01(\x08\"1\n\x0eSettleResponse\x12\x0f\n\x07settled\x18\x01 \x01(\x08\x12\x0e\n\x06ledger\x18\x02 \x01(\t\"\"\n\x0e\x42\x61lanceRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\"0\n\x0cTopUpRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\"4\n\x0f\x42\x61lanceResponse\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\t\"\x15\n\x13ListBreakersRequest\"/\n\x0c\x42reakerState\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"D\n\x14ListBreakersResponse\x12,\n\x08\x62reakers\x18\x01 \x03(\x0b\x32\x1a.routelead.v1.BreakerState2\x91\x03\n\nStateAdmin\x12X\n\rListUnsettled\x12\".routelead.v1.ListUnsettledRequest\x1a#.routelead.v1.ListUnsettledResponse\x12\x43\n\x06Settle\x12\x1b.routelead.v1.SettleRequest\x1a\x1c.routelead.v1.SettleResponse\x12I\n\nGetBalance\x12\x1c.routelead.v1.BalanceRequest\x1a\x1d.routelead.v1.BalanceResponse\x12\x42\n\x05TopUp\x12\x1a.routelead.v1.TopUpRequest\x1a\x1d.routelead.v1.BalanceResponse\x12U\n\x0cListBreakers\x12!.routelead.v1.ListBreakersRequest\x1a\".routelead.v1.ListBreakersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eroutelead/v1/state_admin.proto\x12\x0croutelead.v1\"h\n\x18\x43hangeSuppressionRequest\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x02 \x01(\t\x12\x0e\n\x06values\x18\x03 \x03(\t\x12\x0e\n\x06remove\x18\x04 \x01(\x08\x12\x0c\n\x04kind\x18\x05 \x01(\t\",\n\x19\x43hangeSuppressionResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x05\"\x18\n\x16ListSuppressionRequest\"B\n\x0fSuppressionList\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x02 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x03 \x01(\x03\"G\n\x17ListSuppressionResponse\x12,\n\x05lists\x18\x01 \x03(\x0b\x32\x1d.routelead.v1.SuppressionList\",\n\x14ListUnsettledRequest\x12\x14\n\x0colder_than_s\x18\x01 \x01(\x01\"\x95\x01\n\x14UnsettledReservation\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\x0f\n\x07lead_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\x13\n\x0breserved_at\x18\x05 \x01(\x01\x12\r\n\x05state\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\"Q\n\x15ListUnsettledResponse\x12\x38\n\x0creservations\x18\x01 \x03(\x0b\x32\".routelead.v1.UnsettledReservation\"J\n\rSettleRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63onfirm\x18\x03 \x01(\x08\"1\n\x0eSettleResponse\x12\x0f\n\x07settled\x18\x01 \x01(\x08\x12\x0e\n\x06ledger\x18\x02 \x01(\t\"\"\n\x0e\x42\x61lanceRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\"0\n\x0cTopUpRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\"4\n\x0f\x42\x61lanceResponse\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\t\"\x15\n\x13ListBreakersRequest\"/\n\x0c\x42reakerState\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"D\n\x14ListBreakersResponse\x12,\n\x08\x62reakers\x18\x01 \x03(\x0b\x32\x1a.routelead.v1.BreakerState2\xd7\x04\n\nStateAdmin\x12X\n\rListUnsettled\x12\".routelead.v1.ListUnsettledRequest\x1a#.routelead.v1.ListUnsettledResponse\x12\x43\n\x06Settle\x12\x1b.routelead.v1.SettleRequest\x1a\x1c.routelead.v1.SettleResponse\x12I\n\nGetBalance\x12\x1c.routelead.v1.BalanceRequest\x1a\x1d.routelead.v1.BalanceResponse\x12\x42\n\x05TopUp\x12\x1a.routelead.v1.TopUpRequest\x1a\x1d.routelead.v1.BalanceResponse\x12U\n\x0cListBreakers\x12!.routelead.v1.ListBreakersRequest\x1a\".routelead.v1.ListBreakersResponse\x12\x64\n\x11\x43hangeSuppression\x12&.routelead.v1.ChangeSuppressionRequest\x1a\'.routelead.v1.ChangeSuppressionResponse\x12^\n\x0fListSuppression\x12$.routelead.v1.ListSuppressionRequest\x1a%.routelead.v1.ListSuppressionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'routelead.v1.state_admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTUNSETTLEDREQUEST']._serialized_start=48
-  _globals['_LISTUNSETTLEDREQUEST']._serialized_end=92
-  _globals['_UNSETTLEDRESERVATION']._serialized_start=95
-  _globals['_UNSETTLEDRESERVATION']._serialized_end=244
-  _globals['_LISTUNSETTLEDRESPONSE']._serialized_start=246
-  _globals['_LISTUNSETTLEDRESPONSE']._serialized_end=327
-  _globals['_SETTLEREQUEST']._serialized_start=329
-  _globals['_SETTLEREQUEST']._serialized_end=403
-  _globals['_SETTLERESPONSE']._serialized_start=405
-  _globals['_SETTLERESPONSE']._serialized_end=454
-  _globals['_BALANCEREQUEST']._serialized_start=456
-  _globals['_BALANCEREQUEST']._serialized_end=490
-  _globals['_TOPUPREQUEST']._serialized_start=492
-  _globals['_TOPUPREQUEST']._serialized_end=540
-  _globals['_BALANCERESPONSE']._serialized_start=542
-  _globals['_BALANCERESPONSE']._serialized_end=594
-  _globals['_LISTBREAKERSREQUEST']._serialized_start=596
-  _globals['_LISTBREAKERSREQUEST']._serialized_end=617
-  _globals['_BREAKERSTATE']._serialized_start=619
-  _globals['_BREAKERSTATE']._serialized_end=666
-  _globals['_LISTBREAKERSRESPONSE']._serialized_start=668
-  _globals['_LISTBREAKERSRESPONSE']._serialized_end=736
-  _globals['_STATEADMIN']._serialized_start=739
-  _globals['_STATEADMIN']._serialized_end=1140
+  _globals['_CHANGESUPPRESSIONREQUEST']._serialized_start=48
+  _globals['_CHANGESUPPRESSIONREQUEST']._serialized_end=152
+  _globals['_CHANGESUPPRESSIONRESPONSE']._serialized_start=154
+  _globals['_CHANGESUPPRESSIONRESPONSE']._serialized_end=198
+  _globals['_LISTSUPPRESSIONREQUEST']._serialized_start=200
+  _globals['_LISTSUPPRESSIONREQUEST']._serialized_end=224
+  _globals['_SUPPRESSIONLIST']._serialized_start=226
+  _globals['_SUPPRESSIONLIST']._serialized_end=292
+  _globals['_LISTSUPPRESSIONRESPONSE']._serialized_start=294
+  _globals['_LISTSUPPRESSIONRESPONSE']._serialized_end=365
+  _globals['_LISTUNSETTLEDREQUEST']._serialized_start=367
+  _globals['_LISTUNSETTLEDREQUEST']._serialized_end=411
+  _globals['_UNSETTLEDRESERVATION']._serialized_start=414
+  _globals['_UNSETTLEDRESERVATION']._serialized_end=563
+  _globals['_LISTUNSETTLEDRESPONSE']._serialized_start=565
+  _globals['_LISTUNSETTLEDRESPONSE']._serialized_end=646
+  _globals['_SETTLEREQUEST']._serialized_start=648
+  _globals['_SETTLEREQUEST']._serialized_end=722
+  _globals['_SETTLERESPONSE']._serialized_start=724
+  _globals['_SETTLERESPONSE']._serialized_end=773
+  _globals['_BALANCEREQUEST']._serialized_start=775
+  _globals['_BALANCEREQUEST']._serialized_end=809
+  _globals['_TOPUPREQUEST']._serialized_start=811
+  _globals['_TOPUPREQUEST']._serialized_end=859
+  _globals['_BALANCERESPONSE']._serialized_start=861
+  _globals['_BALANCERESPONSE']._serialized_end=913
+  _globals['_LISTBREAKERSREQUEST']._serialized_start=915
+  _globals['_LISTBREAKERSREQUEST']._serialized_end=936
+  _globals['_BREAKERSTATE']._serialized_start=938
+  _globals['_BREAKERSTATE']._serialized_end=985
+  _globals['_LISTBREAKERSRESPONSE']._serialized_start=987
+  _globals['_LISTBREAKERSRESPONSE']._serialized_end=1055
+  _globals['_STATEADMIN']._serialized_start=1058
+  _globals['_STATEADMIN']._serialized_end=1657
 # @@protoc_insertion_point(module_scope)

@@ -59,6 +59,16 @@ class StateAdminStub:
                 request_serializer=routelead_dot_v1_dot_state__admin__pb2.ListBreakersRequest.SerializeToString,
                 response_deserializer=routelead_dot_v1_dot_state__admin__pb2.ListBreakersResponse.FromString,
                 _registered_method=True)
+        self.ChangeSuppression = channel.unary_unary(
+                '/routelead.v1.StateAdmin/ChangeSuppression',
+                request_serializer=routelead_dot_v1_dot_state__admin__pb2.ChangeSuppressionRequest.SerializeToString,
+                response_deserializer=routelead_dot_v1_dot_state__admin__pb2.ChangeSuppressionResponse.FromString,
+                _registered_method=True)
+        self.ListSuppression = channel.unary_unary(
+                '/routelead.v1.StateAdmin/ListSuppression',
+                request_serializer=routelead_dot_v1_dot_state__admin__pb2.ListSuppressionRequest.SerializeToString,
+                response_deserializer=routelead_dot_v1_dot_state__admin__pb2.ListSuppressionResponse.FromString,
+                _registered_method=True)
 
 
 class StateAdminServicer:
@@ -99,6 +109,21 @@ class StateAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangeSuppression(self, request, context):
+        """Add or remove suppression list entries (phones, e-mails, ZIPs, domains); stored as keyed
+        digests, never the values. Counts from the next lead on every replica sharing the store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSuppression(self, request, context):
+        """Every list with its number of entries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StateAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +151,16 @@ def add_StateAdminServicer_to_server(servicer, server):
                     servicer.ListBreakers,
                     request_deserializer=routelead_dot_v1_dot_state__admin__pb2.ListBreakersRequest.FromString,
                     response_serializer=routelead_dot_v1_dot_state__admin__pb2.ListBreakersResponse.SerializeToString,
+            ),
+            'ChangeSuppression': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeSuppression,
+                    request_deserializer=routelead_dot_v1_dot_state__admin__pb2.ChangeSuppressionRequest.FromString,
+                    response_serializer=routelead_dot_v1_dot_state__admin__pb2.ChangeSuppressionResponse.SerializeToString,
+            ),
+            'ListSuppression': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSuppression,
+                    request_deserializer=routelead_dot_v1_dot_state__admin__pb2.ListSuppressionRequest.FromString,
+                    response_serializer=routelead_dot_v1_dot_state__admin__pb2.ListSuppressionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +298,60 @@ class StateAdmin:
             '/routelead.v1.StateAdmin/ListBreakers',
             routelead_dot_v1_dot_state__admin__pb2.ListBreakersRequest.SerializeToString,
             routelead_dot_v1_dot_state__admin__pb2.ListBreakersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeSuppression(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routelead.v1.StateAdmin/ChangeSuppression',
+            routelead_dot_v1_dot_state__admin__pb2.ChangeSuppressionRequest.SerializeToString,
+            routelead_dot_v1_dot_state__admin__pb2.ChangeSuppressionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSuppression(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routelead.v1.StateAdmin/ListSuppression',
+            routelead_dot_v1_dot_state__admin__pb2.ListSuppressionRequest.SerializeToString,
+            routelead_dot_v1_dot_state__admin__pb2.ListSuppressionResponse.FromString,
             options,
             channel_credentials,
             insecure,

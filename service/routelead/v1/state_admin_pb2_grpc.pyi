@@ -46,6 +46,12 @@ class StateAdminStub:
     """Takes effect at once for the next lead on this replica; others see it within their mirror refresh."""
     ListBreakers: _grpc.UnaryUnaryMultiCallable[_state_admin_pb2.ListBreakersRequest, _state_admin_pb2.ListBreakersResponse]
     """Per-buyer circuit breakers of the replica that answers (closed, open, half_open)."""
+    ChangeSuppression: _grpc.UnaryUnaryMultiCallable[_state_admin_pb2.ChangeSuppressionRequest, _state_admin_pb2.ChangeSuppressionResponse]
+    """Add or remove suppression list entries (phones, e-mails, ZIPs, domains); stored as keyed
+    digests, never the values. Counts from the next lead on every replica sharing the store.
+    """
+    ListSuppression: _grpc.UnaryUnaryMultiCallable[_state_admin_pb2.ListSuppressionRequest, _state_admin_pb2.ListSuppressionResponse]
+    """Every list with its number of entries."""
 
 @_typing.type_check_only
 class StateAdminAsyncStub(StateAdminStub):
@@ -61,6 +67,12 @@ class StateAdminAsyncStub(StateAdminStub):
     """Takes effect at once for the next lead on this replica; others see it within their mirror refresh."""
     ListBreakers: _aio.UnaryUnaryMultiCallable[_state_admin_pb2.ListBreakersRequest, _state_admin_pb2.ListBreakersResponse]  # type: ignore[assignment]
     """Per-buyer circuit breakers of the replica that answers (closed, open, half_open)."""
+    ChangeSuppression: _aio.UnaryUnaryMultiCallable[_state_admin_pb2.ChangeSuppressionRequest, _state_admin_pb2.ChangeSuppressionResponse]  # type: ignore[assignment]
+    """Add or remove suppression list entries (phones, e-mails, ZIPs, domains); stored as keyed
+    digests, never the values. Counts from the next lead on every replica sharing the store.
+    """
+    ListSuppression: _aio.UnaryUnaryMultiCallable[_state_admin_pb2.ListSuppressionRequest, _state_admin_pb2.ListSuppressionResponse]  # type: ignore[assignment]
+    """Every list with its number of entries."""
 
 class StateAdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -103,5 +115,23 @@ class StateAdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_state_admin_pb2.ListBreakersResponse, _abc.Awaitable[_state_admin_pb2.ListBreakersResponse]]:
         """Per-buyer circuit breakers of the replica that answers (closed, open, half_open)."""
+
+    @_abc_1.abstractmethod
+    def ChangeSuppression(
+        self,
+        request: _state_admin_pb2.ChangeSuppressionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_state_admin_pb2.ChangeSuppressionResponse, _abc.Awaitable[_state_admin_pb2.ChangeSuppressionResponse]]:
+        """Add or remove suppression list entries (phones, e-mails, ZIPs, domains); stored as keyed
+        digests, never the values. Counts from the next lead on every replica sharing the store.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSuppression(
+        self,
+        request: _state_admin_pb2.ListSuppressionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_state_admin_pb2.ListSuppressionResponse, _abc.Awaitable[_state_admin_pb2.ListSuppressionResponse]]:
+        """Every list with its number of entries."""
 
 def add_StateAdminServicer_to_server(servicer: StateAdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
