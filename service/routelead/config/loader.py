@@ -240,6 +240,11 @@ def check(c: m.ConfigModel) -> list[str]:
             facts = rule_fields(types[tid][1])
             if b.filter is not None:
                 problems += typed(_rule_problems(b.filter, f"{at}.filter", facts), tid)
+            if b.requires is not None and b.requires.certificate and not _certificate_field(types[tid][1]):
+                problems += typed(
+                    [f"{at}.requires.certificate: the lead type has no field of type consent_certificate"],
+                    tid,
+                )
             problems += typed(_pricing_problems(b.pricing, f"{at}.pricing", facts), tid)
             for step, ep in (("ping", b.ping), ("post", b.post)):
                 if ep is None:
@@ -322,6 +327,21 @@ def check(c: m.ConfigModel) -> list[str]:
                 problems.append(f"{at}.dedupe.fields[{j}]: unknown lead field {name!r}")
     # A buyer of several types may repeat a problem of what its types share: each once.
     return list(dict.fromkeys(problems))
+
+
+def _certificate_field(lead: m.LeadModel) -> str | None:
+    return next((n for n, f in lead.fields.items() if f.type == "consent_certificate"), None)
+
+
+def buyer_filter(b: m.BuyerModel, lead: m.LeadModel) -> dict[str, Any] | None:
+    """The buyer's filter with its requirements (consent evidence) added."""
+    cert = _certificate_field(lead)
+    if b.requires is None or not b.requires.certificate or cert is None:
+        return b.filter
+    need: dict[str, Any] = {"certificate": cert}
+    if b.requires.max_age_minutes is not None:
+        need["max_age_minutes"] = b.requires.max_age_minutes
+    return {"all": [b.filter, need]} if b.filter is not None else need
 
 
 def rule_fields(lead: m.LeadModel) -> dict[str, m.FieldModel]:
@@ -585,7 +605,9 @@ def _buyer(b: m.BuyerModel, c: m.ConfigModel, max_price: Any) -> Buyer:
         ),
         priority=b.priority,
         dedupe_ttl_s=b.dedupe_days * 86400.0,
-        filter=compile_rule(b.filter, "", fields) if b.filter is not None else PASS,
+        filter=compile_rule(spec, "", fields)
+        if (spec := buyer_filter(b, types[first][1])) is not None
+        else PASS,
         schedule=_schedule(b.schedule, b.timezone) if b.schedule is not None else None,
         payment_days=b.payment_days,
         pricing=_price_book(b.pricing, fields),

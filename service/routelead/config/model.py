@@ -43,6 +43,24 @@ class FieldModel(Strict):
     enum: list[str] | None = None
     max_length: int = Field(default=1024, ge=1, le=65536)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _certificates_are_pii(cls, data: Any) -> Any:
+        """A consent certificate identifies the consumer's session: PII, so never in a ping."""
+        if isinstance(data, dict) and data.get("type") == "consent_certificate":
+            if data.get("pii") is False:
+                raise ValueError("a consent_certificate is PII (sent in the post, never in a ping)")
+            return {**data, "pii": True}
+        return data
+
+
+class RequiresModel(Strict):
+    """What a buyer requires of every lead it is offered."""
+
+    # Consent evidence present (the lead type's consent_certificate field), and at most this old.
+    certificate: bool = False
+    max_age_minutes: int | None = Field(default=None, ge=1, le=525_600)
+
 
 class LeadModel(Strict):
     fields: dict[str, FieldModel] = Field(min_length=1)
@@ -349,6 +367,8 @@ class BuyerModel(Strict):
     dedupe_days: int = Field(default=0, ge=0, le=3650)
     # Acceptance criteria in the rule language; a filtered buyer is not pinged.
     filter: dict[str, Any] | None = None
+    # Requirements on top of the filter (consent evidence): a lead that fails one is not pinged.
+    requires: RequiresModel | None = None
     schedule: ScheduleModel | None = None
     # How fast the buyer pays, for the `score` ranking.
     payment_days: int = Field(default=30, ge=0, le=365)

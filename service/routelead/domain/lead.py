@@ -11,7 +11,24 @@ from typing import Literal
 
 from routelead.domain.patterns import Pattern
 
-FieldType = Literal["string", "int", "decimal", "bool", "email", "phone", "zip", "state", "date", "datetime"]
+FieldType = Literal[
+    "string",
+    "int",
+    "decimal",
+    "bool",
+    "email",
+    "phone",
+    "zip",
+    "state",
+    "date",
+    "datetime",
+    # Consent evidence: a TrustedForm certificate URL or a Jornaya LeadiD token. Always PII: it
+    # goes to the buyer in the post, never in a ping.
+    "consent_certificate",
+]
+# A TrustedForm certificate (https://cert.trustedform.com/<40 hex>) or a Jornaya LeadiD token.
+_TRUSTEDFORM = re.compile(r"^https://cert\.trustedform\.com/[0-9a-f]{40}$")
+_LEADID = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$")
 
 US_STATES = frozenset(
     [
@@ -213,6 +230,13 @@ def normalise(spec: FieldSpec, value: str) -> str:
             if not _EMAIL.match(value):
                 raise ValueError("must be an email address")
             out = value.lower()
+        case "consent_certificate":
+            if _TRUSTEDFORM.match(value.lower()):
+                out = value.lower()
+            elif _LEADID.match(value.upper()):
+                out = value.upper()
+            else:
+                raise ValueError("must be a TrustedForm certificate URL or a Jornaya LeadiD token")
         case "phone":
             digits = re.sub(r"[\s().+-]", "", value)
             if len(digits) == 11 and digits.startswith("1"):

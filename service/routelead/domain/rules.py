@@ -92,6 +92,24 @@ class LeadAge:
 
 
 @dataclass(frozen=True, slots=True)
+class Certificate:
+    """Consent evidence: the certificate field is present (its format is checked at intake) and,
+    with `max_age_s`, the lead is no older (the lead's created-at: neither TrustedForm URLs nor
+    LeadiD tokens carry their own time)."""
+
+    name: str
+    max_age_s: float | None
+    minutes: str = ""
+
+    def failure(self, facts: Facts) -> str | None:
+        if not facts.fields.get(self.name):
+            return f"no consent certificate ({self.name})"
+        if self.max_age_s is not None and facts.lead_age_s > self.max_age_s:
+            return f"consent certificate older than {self.minutes} minutes"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class All:
     rules: tuple[Rule, ...]
 
@@ -280,6 +298,14 @@ def compile_rule(spec: object, path: str, fields: Mapping[str, object]) -> Rule:
     if keys == {"consent"}:
         name = _known(spec["consent"], f"{path}.consent", fields)
         return FieldTest(name, f"no consent ({name})", lambda v: v == "true")
+    if "certificate" in keys and keys <= {"certificate", "max_age_minutes"}:
+        name = _known(spec["certificate"], f"{path}.certificate", fields)
+        if getattr(fields[name], "type", "consent_certificate") != "consent_certificate":
+            raise RuleError(f"{path}.certificate", f"{name!r} is not a field of type consent_certificate")
+        if "max_age_minutes" not in spec:
+            return Certificate(name, None)
+        minutes = _number(spec["max_age_minutes"], f"{path}.max_age_minutes")
+        return Certificate(name, float(minutes) * 60, str(minutes))
     if keys == {"max_lead_age_minutes"}:
         minutes = _number(spec["max_lead_age_minutes"], f"{path}.max_lead_age_minutes")
         return LeadAge(float(minutes) * 60, f"lead older than {minutes} minutes")
