@@ -313,3 +313,29 @@ def test_postgresql_books_without_redis_or_a_dedupe_key_refuse_to_start(tmp_path
 
     assert refused.returncode == 2, refused.stderr
     assert "ROUTELEAD_DEDUPE_KEY" in refused.stderr and "REDIS_URL" in refused.stderr
+
+
+async def test_suppression_lists_survive_a_restart_of_the_embedded_default(
+    buyers: BuyerServer, serve: Any, tmp_path: Path
+) -> None:
+    buyers.on("a", ping=bid("30.00"), post=accept("A-1"))
+    buyers.on("b", ping=bid("20.00"), post=accept("B-1"))
+    first = serve(document([buyer(buyers.url, "a"), buyer(buyers.url, "b")], dedupe=None), **ADMIN)
+    await first.ready()
+    dnc = tmp_path / "dnc.txt"
+    dnc.write_text("".join(f"(555) 301-{1000 + n}\n" for n in range(500)) + "(555) 201-1001\n")
+    loaded = await cli(first, "suppress", "load", str(dnc), "--list", "dnc")
+    own = await cli(first, "suppress", "add", "c2@example.com", "--list", "mine", "--buyer", "a")
+    second = await restart(first, serve)  # SIGKILL: nothing but what is on disk survives
+    refused = await route(second, consumer(1))  # its phone is on the global list
+    skipped = await route(second, consumer(2))  # its e-mail is on a's own list
+    removed = await cli(second, "suppress", "remove", "(555) 201-1001", "--list", "dnc")
+    third = await restart(second, serve)
+    sold = await route(third, consumer(1), lead_id="after-removal")
+
+    assert loaded[0] == 0 and own[0] == 0 and removed[0] == 0, (loaded, own, removed)
+    assert refused.outcome == pb.REJECTED and refused.reason == "suppressed: on list dnc"
+    assert sold_to(skipped) == ["b"] and status(skipped, "a") == "SKIPPED_FILTER"
+    assert sold_to(sold) == ["a"]  # the removal was kept too
+    # The refused lead reached no buyer; the skipped one reached only b.
+    assert len(buyers.got("a", "ping")) == 1 and len(buyers.got("b", "ping")) == 2

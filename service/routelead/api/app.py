@@ -29,6 +29,7 @@ from routelead.state.memory import (
     MemoryDedupeStore,
     MemoryIdempotencyStore,
     MemoryRotationStore,
+    MemorySuppressionStore,
 )
 
 log = structlog.get_logger("routelead.app")
@@ -79,7 +80,9 @@ async def serve_with_books(
         if isinstance(service.caps, MemoryCapStore) and isinstance(service.dedupe, MemoryDedupeStore):
             # No Redis: caps, budgets, balances, dedupe windows and rotation are kept beside the books.
             rotation = service.rotation if isinstance(service.rotation, MemoryRotationStore) else None
-            keeper = await ControlKeeper.open(ledger, service.caps, service.dedupe, rotation, settings)
+            # And the suppression lists: an operator's do-not-contact entries outlive the process.
+            kept = service.suppression if isinstance(service.suppression, MemorySuppressionStore) else None
+            keeper = await ControlKeeper.open(ledger, service.caps, service.dedupe, rotation, settings, kept)
         reports = Reports(ledger.engine)
         # The ranking's post-accept rates come from the books (every replica's posts), refreshed.
         stats = service.stats = LedgerBuyerStats()

@@ -22,6 +22,7 @@ import contextlib
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,12 @@ import structlog
 from sqlalchemy.dialects import postgresql, sqlite
 
 from routelead.records.ledger import Ledger
-from routelead.records.schema import control_dedupe, control_reservations, control_values
+from routelead.records.schema import (
+    control_dedupe,
+    control_reservations,
+    control_suppression,
+    control_values,
+)
 from routelead.settings import Settings
 from routelead.state.memory import (
     Changes,
@@ -38,6 +44,7 @@ from routelead.state.memory import (
     MemoryCapStore,
     MemoryDedupeStore,
     MemoryRotationStore,
+    MemorySuppressionStore,
 )
 from routelead.state.ports import Reservation
 from routelead.state.select import StateConfigError, dedupe_secret
@@ -47,6 +54,8 @@ log = structlog.get_logger("routelead.controls")
 # How often changes no lead carried to the disk are written, and expired rows deleted.
 FLUSH_S = 1.0
 PURGE_S = 600.0
+# Suppression entries written per statement in a bulk load.
+_CHUNK = 5_000
 
 
 class ControlKeeper:
@@ -66,6 +75,7 @@ class ControlKeeper:
         dedupe: MemoryDedupeStore,
         rotation: MemoryRotationStore | None,
         settings: Settings,
+        suppression: MemorySuppressionStore | None = None,
     ) -> ControlKeeper:
         """Restore what an earlier process kept into the memory stores, then keep every change."""
         secret = dedupe_secret(settings)
@@ -76,12 +86,39 @@ class ControlKeeper:
         journal = Journal()
         keeper = cls(ledger, journal)
         await keeper._restore(caps, dedupe, rotation)
+        if suppression is not None:
+            await keeper._restore_suppression(suppression)
+            suppression.keep = keeper.keep_suppression
         caps.journal = dedupe.journal = journal
         if rotation is not None:
             rotation.journal = journal
         journal.keep = ledger.write_companion
         ledger.attach(keeper)
         return keeper
+
+    async def _restore_suppression(self, store: MemorySuppressionStore) -> None:
+        async with self._ledger.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(control_suppression))).all()
+        store.restore((str(r.list), str(r.buyer), str(r.digest)) for r in rows)
+        log.info("controls.suppression_restored", entries=len(rows))
+
+    async def keep_suppression(self, name: str, buyer: str, digests: Sequence[str], add: bool) -> None:
+        """A list change, on disk before it is applied and answered (an operator's bulk load: in
+        chunks, one transaction)."""
+        table = control_suppression
+        async with self._ledger.engine.begin() as conn:
+            for start in range(0, len(digests), _CHUNK):
+                chunk = digests[start : start + _CHUNK]
+                if add:
+                    rows = [{"list": name, "buyer": buyer, "digest": d} for d in chunk]
+                    insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+                    await conn.execute(insert(table).on_conflict_do_nothing(), rows)
+                else:
+                    await conn.execute(
+                        sa.delete(table).where(
+                            table.c.list == name, table.c.buyer == buyer, table.c.digest.in_(chunk)
+                        )
+                    )
 
     async def _restore(
         self, caps: MemoryCapStore, dedupe: MemoryDedupeStore, rotation: MemoryRotationStore | None

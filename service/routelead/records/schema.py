@@ -192,6 +192,16 @@ control_dedupe = sa.Table(
     sa.Index("ix_control_dedupe_expiry", "expires_at"),
 )
 
+# Suppression lists of the embedded default (no Redis): keyed digests, never the values, so a
+# restart keeps every do-not-contact entry an operator loaded. `buyer` '' is a global list.
+control_suppression = sa.Table(
+    "control_suppression",
+    metadata,
+    sa.Column("list", sa.String(64), primary_key=True),
+    sa.Column("buyer", sa.String(64), primary_key=True),
+    sa.Column("digest", sa.String(64), primary_key=True),
+)
+
 # Reservations still open: posting now, unsettled (outcome unknown), or left by a stopped process.
 control_reservations = sa.Table(
     "control_reservations",

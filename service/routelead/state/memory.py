@@ -478,12 +478,21 @@ class Journal:
 
 
 class MemorySuppressionStore:
-    """Suppression lists in this process: 16-byte digests in one set per (list, buyer)."""
+    """Suppression lists in this process: 16-byte digests in one set per (list, buyer). With
+    `keep` set (records/controls.py), a change is on disk before it is applied and answered."""
 
     def __init__(self) -> None:
         self._lists: dict[tuple[str, str], set[bytes]] = {}
+        self.keep: Callable[[str, str, Sequence[str], bool], Awaitable[None]] | None = None
+
+    def restore(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        """Entries kept by an earlier process: (list, buyer, hex digest)."""
+        for name, buyer, d in rows:
+            self._lists.setdefault((name, buyer), set()).add(bytes.fromhex(d))
 
     async def change(self, name: str, buyer: str, digests: Sequence[str], *, add: bool) -> int:
+        if self.keep is not None:
+            await self.keep(name, buyer, digests, add)
         entries = self._lists.setdefault((name, buyer), set())
         before = len(entries)
         raw = [bytes.fromhex(d) for d in digests]
