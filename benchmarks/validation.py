@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 from routelead.config.loader import load_config_bytes
-from routelead.router import LeadRequest, _validate
+from routelead.intake import validate as _validate
+from routelead.router import LeadRequest
 
 FIELDS: dict[str, Any] = {
     "first_name": {"type": "string", "required": True, "pii": True, "max_length": 100},

@@ -8,9 +8,7 @@ are the machine's, in `domain/auction.py`; this module does the I/O around them.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -20,15 +18,16 @@ import structlog
 from opentelemetry import trace
 
 from routelead.buyer_calls import BuyerCalls, Intend, Routed
+from routelead.checks import ComplianceChecks, suppress
 from routelead.config.runtime import RuntimeConfig
 from routelead.domain.auction import Auction, AuctionSpec, Done, Ping
 from routelead.domain.breaker import Breakers
-from routelead.domain.lead import Lead, LeadInvalid
+from routelead.domain.lead import LeadInvalid
 from routelead.domain.money import to_cents
-from routelead.domain.outcome import Attempt, Check, Outcome, RoutingResult, Status, answer_key
-from routelead.domain.request import RequestDigester, differing_fields
+from routelead.domain.outcome import Attempt, Outcome, RoutingResult, answer_key
+from routelead.domain.request import RequestDigester
 from routelead.domain.rules import Facts
-from routelead.domain.suppression import lead_values
+from routelead.intake import LeadConflict, LeadRequest, NotFound, same_request, validate
 from routelead.lookups import Lookups
 from routelead.records.guard import BooksGuard
 from routelead.records.intents import Intent
@@ -43,7 +42,6 @@ from routelead.state.ports import (
     LeadInFlight,
     Reservation,
     RotationStore,
-    StateUnavailable,
     SuppressionStore,
     VolumeStore,
     lead_deadline,
@@ -53,7 +51,6 @@ from routelead.telemetry.metrics import record_lead
 from routelead.telemetry.spans import ledger_span
 from routelead.transport import Transport
 
-_LEAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 # Kept back from a caller's own gRPC deadline so our answer reaches it in time.
 REPLY_MARGIN_S = 0.02
 # Lookups (verifiers) may use at most this share of a lead's deadline; the rest is the buyers'.
@@ -61,25 +58,6 @@ LOOKUP_SHARE = 0.5
 
 log = structlog.get_logger("routelead.router")
 tracer = trace.get_tracer("routelead")
-
-
-class NotFound(LookupError):
-    """Unknown flow or source (gRPC NOT_FOUND)."""
-
-
-class LeadConflict(ValueError):
-    """A lead_id repeated with another request (gRPC ALREADY_EXISTS); says what differs, never a value."""
-
-
-@dataclass(frozen=True, slots=True)
-class LeadRequest:
-    lead_id: str
-    flow: str
-    source_id: str
-    fields: Mapping[str, str]
-    test: bool = False
-    # The caller's own remaining gRPC deadline, when it set one.
-    caller_budget_s: float | None = None
 
 
 class Router:
@@ -98,8 +76,6 @@ class Router:
         suppression: SuppressionStore | None = None,
     ) -> None:
         self.config = config
-        self._suppression = suppression
-        self._fingerprint = dedupe.fingerprint
         self._idempotency = idempotency
         # The books fail closed: see records/guard.py.
         self.books = BooksGuard(ledger, on_booked=idempotency.remember) if ledger is not None else None
@@ -109,7 +85,7 @@ class Router:
         rotation = rotation if rotation is not None else MemoryRotationStore()
         self._seating = Seating(caps, dedupe, rotation, stats, self._volume, self.breakers, clock)
         self._calls = BuyerCalls(transport, caps, stats, self._volume, self.breakers, clock)
-        self._lookups = Lookups(transport)
+        self._checks = ComplianceChecks(suppression, dedupe.fingerprint, Lookups(transport))
         self._clock = clock
         self._offers: dict[str, _Offers] = {}
         # Keyed by the dedupe key, so replicas sharing it compare each other's requests.
@@ -118,7 +94,7 @@ class Router:
     async def route(self, req: LeadRequest) -> RoutingResult:
         """Route one lead; raises LeadInvalid (bad request) or NotFound (unknown flow / source)."""
         # One configuration for the whole lead, even if a new version goes live meanwhile.
-        routed = _validate(req, self.config)
+        routed = validate(req, self.config)
         budget = routed.flow.deadline_s
         if req.caller_budget_s is not None:
             # Kept back for the answer's way home: 10 % of the caller's time, at least REPLY_MARGIN_S.
@@ -129,13 +105,13 @@ class Router:
         digest = self._digester.digest(req.fields)
         if self.books is not None and (held := await self.books.answer(key)) is not None:
             # Routed by an earlier call whose answer waited for the books: that answer, never a new route.
-            _same_request(held, routed, digest)
+            same_request(held, routed, digest)
             return replace(held, replayed=True)
         # Every hot-state call made for this lead is bounded by its deadline.
         lead_deadline.set(time.monotonic() + budget)
         result = await self._idempotency.once(key, lambda: self._route(routed, budget, digest))
         if result.replayed:
-            _same_request(result, routed, digest)
+            same_request(result, routed, digest)
         return result
 
     async def _route(self, routed: Routed, budget_s: float, digest: str) -> RoutingResult:
@@ -166,12 +142,14 @@ class Router:
                 and await self._seating.seen_in_flow(flow, identity, routed.test)
             ):
                 result.outcome = Outcome.DUPLICATE
-            elif (looked := await self._look(routed, result, started + budget_s * LOOKUP_SHARE)) is None:
+            elif (
+                looked := await self._checks.run(routed, result, started + budget_s * LOOKUP_SHARE)
+            ) is None:
                 result.outcome = Outcome.REJECTED  # a compliance check refused it: no buyer asked
             else:
                 spec = await self._spec(routed, identity, started, budget_s, looked.facts)
                 if looked.blocked:
-                    spec = _suppress(spec, looked.blocked)
+                    spec = suppress(spec, looked.blocked)
                 machine = Auction(spec, started)
                 self._offers[routed.id] = _Offers(
                     lambda price: to_cents(spec.source_pricing.cost(spec.fixed_cost, price))
@@ -202,47 +180,6 @@ class Router:
                     return await self._books_answer(routed.id)
         record_lead(result, budget_s)
         return result
-
-    async def _look(self, routed: Routed, result: RoutingResult, until: float) -> _Checked | None:
-        """The compliance checks before any ping: the suppression lists, then the lead type's
-        lookups. Their facts and the buyers whose own lists hold the lead, or None when a check
-        refused the lead (the result's checks and reason say which)."""
-        blocked: dict[str, list[str]] = {}
-        if self._suppression is not None:
-            types = {n: f.type for n, f in routed.config.schema_of(routed.flow).fields.items()}
-            digests = [
-                self._fingerprint(["suppress", k, v]) for k, v in lead_values(routed.lead.fields, types)
-            ]
-            t0 = time.perf_counter()
-            try:
-                hits = await self._suppression.hits(digests)
-            except StateUnavailable:
-                # Fail closed: a lead is not sold while the do-not-contact lists cannot be read.
-                why = "suppression lists unavailable: not sold while they cannot be checked"
-                result.checks.append(Check("suppression", "list", "rejected", why))
-                result.reason = why
-                return None
-            ms = (time.perf_counter() - t0) * 1000
-            named = sorted({n for n, b in hits if not b})
-            for n, b in sorted(hits):
-                if b:
-                    blocked.setdefault(b, []).append(n)
-            if named:
-                # The list's name, never the value it matched.
-                result.reason = f"suppressed: on list {', '.join(named)}"
-                result.checks.append(Check("suppression", "list", "rejected", result.reason, ms))
-                return None
-            on_buyers = ", ".join(f"{b}: {', '.join(ns)}" for b, ns in blocked.items())
-            detail = f"on buyers' lists ({on_buyers})" if blocked else ""
-            result.checks.append(Check("suppression", "list", "passed", detail, ms))
-        looked = await self._lookups.run(
-            routed.config.lookups_of(routed.flow), routed.lead.fields, routed.id, until
-        )
-        result.checks.extend(looked.checks)
-        if looked.refused:
-            result.reason = looked.refused
-            return None
-        return _Checked(looked.facts, blocked)
 
     async def _spec(
         self,
@@ -372,38 +309,6 @@ class Router:
         return intend
 
 
-@dataclass(frozen=True, slots=True)
-class _Checked:
-    """What the compliance checks let through: the lookups' facts, and the buyers whose own
-    suppression lists hold the lead (buyer → list names)."""
-
-    facts: dict[str, str]
-    blocked: dict[str, list[str]]
-
-
-def _suppress(spec: AuctionSpec, blocked: Mapping[str, list[str]]) -> AuctionSpec:
-    """Skip, without a ping, every buyer whose own suppression list holds the lead."""
-    tiers = tuple(
-        replace(
-            t,
-            seats=tuple(
-                replace(
-                    s,
-                    skip=(
-                        Status.SKIPPED_FILTER,
-                        f"suppressed: on its list {', '.join(blocked[s.bidder.id])}",
-                    ),
-                )
-                if s.skip is None and s.bidder.id in blocked
-                else s
-                for s in t.seats
-            ),
-        )
-        for t in spec.tiers
-    )
-    return replace(spec, tiers=tiers)
-
-
 @dataclass(slots=True)
 class _Offers:
     """One lead's intents (`records/intents.py`): the first post's committed intent guards the
@@ -415,57 +320,6 @@ class _Offers:
     seq: int = 0
     # The books did not confirm an offer of this lead: it is posted to nobody more.
     failed: str = ""
-
-
-def _same_request(first: RoutingResult, routed: Routed, digest: str) -> None:
-    """A repeat of a lead_id gets the first answer only if it is the same request."""
-    differs = [
-        f"{what} differs"
-        for what, a, b in (
-            ("flow", first.flow, routed.flow.id),
-            ("source_id", first.source_id, routed.source.id),
-        )
-        if a != b
-    ]
-    if fields := differing_fields(first.request_digest, digest):
-        shown = ", ".join(fields[:10]) + (f" and {len(fields) - 10} more" if len(fields) > 10 else "")
-        differs.append(f"fields differ: {shown}")
-    if differs:
-        raise LeadConflict(
-            f"lead_id {first.lead_id} was already used for another request ({'; '.join(differs)}): "
-            "a lead_id names one request; send this one under a new lead_id"
-        )
-
-
-def _validate(req: LeadRequest, config: RuntimeConfig) -> Routed:
-    """The request and the lead against the schema: every problem at once, each naming its field."""
-    problems = []
-    if req.lead_id and not _LEAD_ID.match(req.lead_id):
-        problems.append("lead_id: 1-128 characters of letters, digits and . _ : -")
-    if not req.flow:
-        problems.append("flow: required")
-    if not req.source_id:
-        problems.append("source_id: required")
-    flow = config.flows.get(req.flow)
-    lead: Lead | None = None
-    try:
-        # The flow's lead type decides the fields (an unknown flow: the default type's, to say all).
-        lead = (config.schema_of(flow) if flow is not None else config.schema).validate(req.fields)
-    except LeadInvalid as exc:
-        problems.extend(exc.problems)
-    if problems or lead is None:
-        raise LeadInvalid(problems)
-    if flow is None:
-        raise NotFound(f"flow {req.flow!r} is not configured")
-    source = config.sources.get(req.source_id)
-    if source is None:
-        raise NotFound(f"source {req.source_id!r} is not configured")
-    if flow.sources is not None and source.id not in flow.sources:
-        raise NotFound(f"source {source.id!r} does not sell into flow {flow.id!r}")
-    if not source.sells(flow.lead_type):
-        raise NotFound(f"source {source.id!r} does not sell lead type {flow.lead_type!r} (flow {flow.id!r})")
-    source = source.selling(flow.lead_type)
-    return Routed(req.lead_id or uuid.uuid4().hex, flow, source, lead, req.test, config)
 
 
 __all__ = ["LeadConflict", "LeadInvalid", "LeadRequest", "NotFound", "Router"]
