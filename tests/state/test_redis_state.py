@@ -14,8 +14,8 @@ import pytest
 import redis
 import yaml
 from routelead.domain.outcome import Outcome, RoutingResult
+from routelead.domain.periods import period_end
 from routelead.settings import SettingsError, load_settings
-from routelead.state.periods import period_end
 from routelead.state.plan import GRACE_S
 from routelead.state.ports import CapLimits, LeadInFlight, StateUnavailable, lead_deadline
 from routelead.state.redis import connect

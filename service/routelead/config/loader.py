@@ -37,16 +37,16 @@ from routelead.config.buyers import (
 from routelead.config.runtime import Buyer, Flow, RuntimeConfig, Source, Tier
 from routelead.config.secrets import REF as _REF
 from routelead.config.secrets import service_files, service_refusal
+from routelead.domain.caps import PERIODS, CapLimits, Period
 from routelead.domain.floors import FloorPolicy, QualityStep
 from routelead.domain.lead import FieldSpec, LeadSchema, Limits
 from routelead.domain.patterns import PatternError, compile_pattern
+from routelead.domain.periods import zone
 from routelead.domain.pricing import PriceBook, PriceRule, SourcePricing
 from routelead.domain.quote import InboundTerms, MarginRule, QuoteLimits
 from routelead.domain.rules import PASS, RuleError, compile_rule
 from routelead.domain.schedule import Schedule, build_schedule
 from routelead.domain.tree import ScoreWeights, TierOrder, smooth_weighted_sequence
-from routelead.state.periods import zone
-from routelead.state.ports import PERIODS, CapLimits, Period
 
 
 class ConfigError(Exception):

@@ -10,6 +10,7 @@ from typing import Literal
 from routelead.buyers.endpoint import Endpoint
 from routelead.buyers.parsers import PingParser, PostParser, StatusRules, scalar
 from routelead.buyers.readers import MISSING, Locator, Reader
+from routelead.domain.caps import CapLimits
 from routelead.domain.floors import FloorPolicy
 from routelead.domain.lead import LeadSchema
 from routelead.domain.pricing import PriceBook, SourcePricing
@@ -17,7 +18,6 @@ from routelead.domain.quote import InboundTerms
 from routelead.domain.rules import PASS, Rule
 from routelead.domain.schedule import Schedule
 from routelead.domain.tree import Ranking, ScoreWeights, TierMode, TierOrder
-from routelead.state.ports import CapLimits
 
 
 @dataclass(frozen=True, slots=True)

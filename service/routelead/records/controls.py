@@ -30,6 +30,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects import postgresql, sqlite
 
+from routelead.domain.caps import Reservation
 from routelead.records.ledger import Ledger
 from routelead.records.schema import (
     control_dedupe,
@@ -46,7 +47,6 @@ from routelead.state.memory import (
     MemoryRotationStore,
     MemorySuppressionStore,
 )
-from routelead.state.ports import Reservation
 from routelead.state.select import StateConfigError, dedupe_secret
 
 log = structlog.get_logger("routelead.controls")

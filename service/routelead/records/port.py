@@ -5,20 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+# The books' answers to a router, shared with the hot state (domain/books.py).
+from routelead.domain.books import AlreadyOffered as AlreadyOffered
+from routelead.domain.books import BooksUnavailable as BooksUnavailable
+from routelead.domain.books import Unbooked as Unbooked
 from routelead.domain.outcome import RoutingResult
 
 if TYPE_CHECKING:
     from routelead.records.intents import Intent
     from routelead.records.quotes import BookedQuote, QuoteOutcome, QuoteRecord
-
-
-class BooksUnavailable(RuntimeError):
-    """The books refuse writes: nothing was routed (gRPC UNAVAILABLE; retry later)."""
-
-
-class Unbooked(BooksUnavailable):
-    """The lead was routed but its record is not written yet. It is held and retried; a retry with
-    the same lead_id gets the lead's answer once it is booked, and never routes it again."""
 
 
 class LedgerWriter(Protocol):
@@ -57,8 +52,3 @@ class QuoteWriter(Protocol):
 
     async def find_quote(self, quote_id: str) -> BookedQuote | None:
         """A quote the books hold (None: unknown)."""
-
-
-class AlreadyOffered(RuntimeError):
-    """The books say another call (any process, any replica) offered or answered this lead_id:
-    it is answered from the books, never posted again."""

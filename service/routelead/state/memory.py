@@ -15,7 +15,7 @@ from typing import Literal
 
 from routelead.domain.identity import fingerprint
 from routelead.domain.outcome import RoutingResult
-from routelead.state.periods import period_key
+from routelead.domain.periods import period_key
 from routelead.state.plan import UNLIMITED, Counter, counters, floor_cents, from_cents, to_cents
 from routelead.state.ports import CapLimits, Period, Reservation, StateMetrics, UnsettledSale
 from routelead.state.result_codec import decode, encode

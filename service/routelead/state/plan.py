@@ -6,7 +6,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import NamedTuple
 
-from routelead.state.periods import period_end, period_key
+from routelead.domain.periods import period_end, period_key
 from routelead.state.ports import PERIODS, CapLimits, Period
 
 # Counters outlive their period a little, so a late release still finds the key it counted in.

@@ -7,12 +7,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
+# The cap values live below every adapter (domain/caps.py), shared with config and telemetry.
+from routelead.domain.caps import PERIODS as PERIODS
+from routelead.domain.caps import CapLimits as CapLimits
+from routelead.domain.caps import Period as Period
+from routelead.domain.caps import Reservation as Reservation
+from routelead.domain.caps import UnsettledSale as UnsettledSale
 from routelead.domain.outcome import RoutingResult
-
-Period = Literal["hour", "day", "week", "month"]
-PERIODS: tuple[Period, ...] = ("hour", "day", "week", "month")
 
 # The monotonic instant by which the current lead must be answered: every hot-state call made
 # on its behalf is bounded by it (set by the router, read by the Redis adapters).
@@ -26,51 +29,6 @@ def remaining_s() -> float | None:
 
 class StateUnavailable(RuntimeError):
     """The shared state could not be reached in time; the caller applies the Redis-down policy."""
-
-
-@dataclass(frozen=True, slots=True)
-class CapLimits:
-    """A buyer's lead-count caps, dollar budgets and prepaid balance, counted in its own timezone."""
-
-    buyer_id: str
-    timezone: str
-    limits: tuple[tuple[Period, int], ...]
-    budgets: tuple[tuple[Period, Decimal], ...] = ()
-    # Prepaid: a sale draws the balance down; it may go as low as −credit_limit.
-    prepaid: bool = False
-    credit_limit: Decimal = Decimal("0")
-    # Caps and budgets of this buyer for leads of one flow or source ("flow=solar", "source=aff").
-    scoped_limits: tuple[tuple[str, Period, int], ...] = ()
-    scoped_budgets: tuple[tuple[str, Period, Decimal], ...] = ()
-
-    @property
-    def active(self) -> bool:
-        return bool(self.limits or self.budgets or self.prepaid or self.scoped_limits or self.scoped_budgets)
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    buyer_id: str
-    keys: tuple[str, ...]
-    lead_id: str
-    # Identifies the reservation for settlement (unique per buyer).
-    id: str = ""
-    cents: int = 0
-    budget_keys: tuple[str, ...] = ()
-    prepaid: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class UnsettledSale:
-    """A reservation whose outcome nobody recorded: still counted until settled."""
-
-    buyer_id: str
-    reservation_id: str
-    lead_id: str
-    amount: Decimal
-    reserved_at: float
-    state: Literal["unsettled", "orphaned"]
-    reason: str
 
 
 def _prometheus() -> Any:

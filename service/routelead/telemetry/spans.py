@@ -14,7 +14,8 @@ from decimal import Decimal
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from routelead.state.ports import CapLimits, CapStore, Reservation, UnsettledSale
+from routelead.domain.caps import CapLimits, Reservation, UnsettledSale
+from routelead.state.ports import CapStore
 
 tracer = trace.get_tracer("routelead")
 

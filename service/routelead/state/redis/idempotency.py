@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 import structlog
 
+from routelead.domain.books import Unbooked
 from routelead.domain.outcome import RoutingResult
-from routelead.records.port import Unbooked
 from routelead.state.memory import MemoryIdempotencyStore
 from routelead.state.ports import LeadInFlight, StateUnavailable, remaining_s
 from routelead.state.redis.bounded import Health

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from routelead.domain.periods import period_key
 from routelead.state.memory import MemoryVolumeStore
-from routelead.state.periods import period_key
 from routelead.state.ports import StateUnavailable
 from routelead.state.redis.bounded import Health
 

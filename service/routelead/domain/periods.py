@@ -7,7 +7,7 @@ from datetime import time as dtime
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from routelead.state.ports import Period
+from routelead.domain.caps import Period
 
 
 @lru_cache(maxsize=256)
