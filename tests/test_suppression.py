@@ -219,3 +219,30 @@ async def test_lists_are_loaded_and_changed_through_the_admin_api_and_the_cli(
         assert reply.outcome == pb.SOLD and reply.sales[0].buyer_id == "second"
     finally:
         await service.stop(grace=0.5)
+
+
+async def test_with_redis_away_a_lead_is_refused_only_if_there_are_lists_to_check(
+    buyers: BuyerServer,
+) -> None:
+    config = compile_doc(two_buyers(buyers))
+    with_lists, without = start_redis(), start_redis()
+    a, b = connect(with_lists.url, SECRET), connect(without.url, SECRET)
+    try:
+        async with (
+            Service(config, dedupe=a.dedupe, suppression=a.suppression) as listed,
+            Service(config, dedupe=b.dedupe, suppression=b.suppression) as unlisted,
+        ):
+            await change(listed.suppression, listed.dedupe, "dnc", ["5550000000"])
+            assert (await route(listed, "l-1")).outcome == pb.SOLD  # not on the list
+            assert (await route(unlisted, "u-1")).outcome == pb.SOLD  # no list at all
+            with_lists.executor.stop()
+            without.executor.stop()
+            refused = await route(listed, "l-2")
+            sold = await route(unlisted, "u-2")
+    finally:
+        await a.close()
+        await b.close()
+    # A do-not-contact list exists but cannot be read: never sold unchecked.
+    assert refused.outcome == pb.REJECTED and "suppression lists unavailable" in refused.reason
+    # No list existed at the last read: an outage does not stop every sale.
+    assert sold.outcome == pb.SOLD

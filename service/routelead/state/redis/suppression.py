@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
+from routelead.state.ports import StateUnavailable
 from routelead.state.redis.bounded import Health
 
 _REGISTRY = "rl:sup:lists"
@@ -20,6 +21,10 @@ class RedisSuppressionStore:
     def __init__(self, redis: aioredis.Redis, health: Health) -> None:
         self._redis = redis
         self._health = health
+        # Whether any list existed at the last read of the registry (None: never read). While
+        # Redis is away, a lead is refused only if there were lists to check it against: with
+        # none, an outage must not stop every sale (caps have their own Redis-down policy).
+        self._any: bool | None = None
 
     async def change(self, name: str, buyer: str, digests: Sequence[str], *, add: bool) -> int:
         raw = [bytes.fromhex(d) for d in digests]
@@ -34,17 +39,26 @@ class RedisSuppressionStore:
                 done = await pipe.execute()
             return int(done[1])
 
-        return await self._health.call("suppression.change", run)
+        changed = await self._health.call("suppression.change", run)
+        self._any = True
+        return changed
 
     async def _lists(self) -> list[str]:
         found = await self._health.call("suppression.lists", lambda: self._redis.smembers(_REGISTRY))
-        return sorted(x.decode() if isinstance(x, bytes) else str(x) for x in found)
+        lists = sorted(x.decode() if isinstance(x, bytes) else str(x) for x in found)
+        self._any = bool(lists)
+        return lists
 
     async def hits(self, digests: Sequence[str]) -> list[tuple[str, str]]:
         raw = [bytes.fromhex(d) for d in digests]
         if not raw:
             return []
-        lists = await self._lists()
+        try:
+            lists = await self._lists()
+        except StateUnavailable:
+            if self._any is False:
+                return []  # there was no list to check against: nothing is unchecked
+            raise  # lists exist (or are unknown): the router refuses the lead
         if not lists:
             return []
 
