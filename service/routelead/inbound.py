@@ -56,6 +56,7 @@ from routelead.domain.pricing import SourcePricing
 from routelead.domain.quote import NoOffer, no_offer_reason, offer, ping_expiry
 from routelead.domain.rules import Facts
 from routelead.domain.tree import TierMode, TierOrder
+from routelead.intake import seller
 from routelead.records.port import LedgerWriter, QuoteWriter
 from routelead.records.quotes import QuoteOutcome, QuoteRecord, QuoteState
 from routelead.router import LeadRequest, NotFound, Router
@@ -202,7 +203,7 @@ class Inbound(Router):
         config = self.config
         flow_id, lead = self._quote_lead(req, config)
         flow = config.flows[flow_id]
-        source = config.sources[req.source_id].selling(flow.lead_type)  # its cost for this type
+        source = seller(config, flow, req.source_id)  # its cost for this flow's lead type
         terms = source.inbound
         if terms is None:
             raise QuoteRefused(
@@ -231,19 +232,13 @@ class Inbound(Router):
             # A quote has no consumer identity (its dedupe fields are PII): per-buyer duplicate
             # checks run at commit.
             tiers = tuple([await self._seating.tier(flow, t, facts, "", routed.scopes) for t in flow.tiers])
-            spec = AuctionSpec(
-                tiers=tiers,
-                facts=facts,
-                now=now,
+            spec = flow.auction(
+                tiers,
+                facts,
+                now,
                 ping_end=started + budget,
                 deadline=started + budget,
-                max_buyers=flow.max_buyers,
-                ping_all_at_once=flow.ping_strategy == "all_at_once",
-                ranking=flow.ranking,
-                score_weights=flow.score_weights,
-                consent_field=flow.consent_field,
-                floors=flow.floors,
-                source_pricing=SourcePricing(ZERO),
+                pricing=SourcePricing(ZERO),
                 fixed_cost=flow.fee,
                 pay_on=source.pay_on,
             )
@@ -338,15 +333,7 @@ class Inbound(Router):
             raise LeadInvalid(problems)
         if flow is None:
             raise NotFound(f"flow {req.flow!r} is not configured")
-        source = config.sources.get(req.source_id)
-        if source is None:
-            raise NotFound(f"source {req.source_id!r} is not configured")
-        if flow.sources is not None and req.source_id not in flow.sources:
-            raise NotFound(f"source {req.source_id!r} does not sell into flow {flow.id!r}")
-        if not source.sells(flow.lead_type):
-            raise NotFound(
-                f"source {source.id!r} does not sell lead type {flow.lead_type!r} (flow {flow.id!r})"
-            )
+        seller(config, flow, req.source_id)
         return flow.id, lead
 
     def _ping_schema(self, config: RuntimeConfig, schema: LeadSchema) -> LeadSchema:
@@ -501,24 +488,18 @@ class Inbound(Router):
                 seats.append(Seat(bidder, skip))
                 index += 1
             tiers.append(replace(tier, seats=tuple(seats)))
-        return AuctionSpec(
-            tiers=tuple(tiers),
-            facts=Facts(paused.fields, paused.lead_age_s, now),
-            now=now,
+        return flow.auction(
+            tiers,
+            Facts(paused.fields, paused.lead_age_s, now),
+            now,
             ping_end=started,
             deadline=started + budget_s,
-            max_buyers=flow.max_buyers,
-            ping_all_at_once=flow.ping_strategy == "all_at_once",
-            ranking=flow.ranking,
-            score_weights=flow.score_weights,
-            consent_field=flow.consent_field,
-            floors=flow.floors,
+            pricing=SourcePricing(paused.price),
+            fixed_cost=paused.price + paused.fee,
+            pay_on=source.pay_on,
             # A fallback may not sell below what the source is owed plus the margin (one buyer).
             margin_floor=paused.price + paused.fee + paused.min_margin if flow.max_buyers == 1 else None,
             test=routed.test,
-            source_pricing=SourcePricing(paused.price),
-            fixed_cost=paused.price + paused.fee,
-            pay_on=source.pay_on,
         )
 
     async def _drive(self, machine: Auction, routed: Routed) -> Done:

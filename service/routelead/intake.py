@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from routelead.buyer_calls import Routed
-from routelead.config.runtime import RuntimeConfig
+from routelead.config.runtime import Flow, RuntimeConfig, Source
 from routelead.domain.lead import Lead, LeadInvalid
 from routelead.domain.outcome import RoutingResult
 from routelead.domain.request import differing_fields
@@ -76,12 +76,17 @@ def validate(req: LeadRequest, config: RuntimeConfig) -> Routed:
         raise LeadInvalid(problems)
     if flow is None:
         raise NotFound(f"flow {req.flow!r} is not configured")
-    source = config.sources.get(req.source_id)
+    source = seller(config, flow, req.source_id)
+    return Routed(req.lead_id or uuid.uuid4().hex, flow, source, lead, req.test, config)
+
+
+def seller(config: RuntimeConfig, flow: Flow, source_id: str) -> Source:
+    """The source selling into `flow`, as it prices the flow's lead type; NotFound says why not."""
+    source = config.sources.get(source_id)
     if source is None:
-        raise NotFound(f"source {req.source_id!r} is not configured")
+        raise NotFound(f"source {source_id!r} is not configured")
     if flow.sources is not None and source.id not in flow.sources:
         raise NotFound(f"source {source.id!r} does not sell into flow {flow.id!r}")
     if not source.sells(flow.lead_type):
         raise NotFound(f"source {source.id!r} does not sell lead type {flow.lead_type!r} (flow {flow.id!r})")
-    source = source.selling(flow.lead_type)
-    return Routed(req.lead_id or uuid.uuid4().hex, flow, source, lead, req.test, config)
+    return source.selling(flow.lead_type)

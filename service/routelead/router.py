@@ -205,28 +205,18 @@ class Router:
         if counted and not routed.test:
             await self._volume.add(subject, epoch)
         tiers = [await self._seating.tier(flow, t, facts, identity, routed.scopes) for t in flow.tiers]
-        return AuctionSpec(
-            tiers=tuple(tiers),
-            facts=facts,
-            now=now,
+        return flow.auction(
+            tiers,
+            facts,
+            now,
             # The ping window leaves time to post; on a short budget, at least 60 % goes to pings.
             ping_end=started + max(budget_s - flow.post_reserve_s, budget_s * 0.6),
             deadline=started + budget_s,
-            max_buyers=flow.max_buyers,
-            ping_all_at_once=flow.ping_strategy == "all_at_once",
-            ranking=flow.ranking,
-            score_weights=flow.score_weights,
-            consent_field=flow.consent_field,
-            floors=flow.floors,
-            margin_floor=(
-                source.pricing.margin_floor(fixed_cost - flow.fee, flow.fee, flow.min_margin)
-                if flow.min_margin is not None
-                else None
-            ),
-            test=routed.test,
-            source_pricing=source.pricing,
+            pricing=source.pricing,
             fixed_cost=fixed_cost,
             pay_on=source.pay_on,
+            margin_floor=flow.margin_floor(source, fixed_cost),
+            test=routed.test,
         )
 
     async def _drive(self, machine: Auction, routed: Routed) -> Done:

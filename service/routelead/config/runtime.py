@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
 from routelead.buyers.endpoint import Endpoint
 from routelead.buyers.parsers import PingParser, PostParser, StatusRules, scalar
 from routelead.buyers.readers import MISSING, Locator, Reader
+from routelead.domain.auction import AuctionSpec, TierSpec
 from routelead.domain.caps import CapLimits
 from routelead.domain.floors import FloorPolicy
 from routelead.domain.lead import LeadSchema
 from routelead.domain.pricing import PriceBook, SourcePricing
 from routelead.domain.quote import InboundTerms
-from routelead.domain.rules import PASS, Rule
+from routelead.domain.rules import PASS, Facts, Rule
 from routelead.domain.schedule import Schedule
 from routelead.domain.tree import Ranking, ScoreWeights, TierMode, TierOrder
 
@@ -106,6 +108,47 @@ class Flow:
     min_margin: Decimal | None = None
     # The one lead type this flow sells: its schema validates the flow's leads.
     lead_type: str = "default"
+
+    def margin_floor(self, source: Source, fixed_cost: Decimal) -> Decimal | None:
+        """Margin protection as a floor for a single buyer (None: no minimum margin)."""
+        if self.min_margin is None:
+            return None
+        return source.pricing.margin_floor(fixed_cost - self.fee, self.fee, self.min_margin)
+
+    def auction(
+        self,
+        tiers: Sequence[TierSpec],
+        facts: Facts,
+        now: datetime,
+        *,
+        ping_end: float,
+        deadline: float,
+        pricing: SourcePricing,
+        fixed_cost: Decimal,
+        pay_on: Literal["sold", "accepted"],
+        margin_floor: Decimal | None = None,
+        test: bool = False,
+    ) -> AuctionSpec:
+        """This flow's auction for one lead: the tree as seated, the flow's rules, the lead's money.
+        One place for the live router, a quote, a commit and replay."""
+        return AuctionSpec(
+            tiers=tuple(tiers),
+            facts=facts,
+            now=now,
+            ping_end=ping_end,
+            deadline=deadline,
+            max_buyers=self.max_buyers,
+            ping_all_at_once=self.ping_strategy == "all_at_once",
+            ranking=self.ranking,
+            score_weights=self.score_weights,
+            consent_field=self.consent_field,
+            floors=self.floors,
+            margin_floor=margin_floor,
+            test=test,
+            source_pricing=pricing,
+            fixed_cost=fixed_cost,
+            pay_on=pay_on,
+        )
 
 
 @dataclass(frozen=True, slots=True)

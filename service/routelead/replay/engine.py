@@ -29,7 +29,6 @@ from routelead.config.runtime import Buyer, RuntimeConfig
 from routelead.domain.auction import (
     DEFAULT_ACCEPT_RATE,
     Auction,
-    AuctionSpec,
     Bidder,
     Done,
     Ping,
@@ -117,35 +116,27 @@ def replay_lead(
     fixed_cost = source.pricing.fixed_cost(facts) + flow.fee
     recorded = {a.buyer_id: a for a in lead.attempts}
     rates = accept_rates or {}
-    spec = AuctionSpec(
-        # Rotation turns are as of replay, not as of the lead: tiers replay in configured order.
-        tiers=tuple(
-            TierSpec(
-                t.name,
-                tuple(_seat(b, facts, recorded, unknowns, rates) for b in t.buyers),
-                t.mode,
-                t.order,
-                t.floor,
-            )
-            for t in flow.tiers
-        ),
-        facts=facts,
-        now=lead.received_at,
+    # Rotation turns are as of replay, not as of the lead: tiers replay in configured order.
+    tiers = [
+        TierSpec(
+            t.name,
+            tuple(_seat(b, facts, recorded, unknowns, rates) for b in t.buyers),
+            t.mode,
+            t.order,
+            t.floor,
+        )
+        for t in flow.tiers
+    ]
+    spec = flow.auction(
+        tiers,
+        facts,
+        lead.received_at,
         ping_end=math.inf,
         deadline=math.inf,
-        max_buyers=flow.max_buyers,
-        ranking=flow.ranking,
-        score_weights=flow.score_weights,
-        consent_field=flow.consent_field,
-        floors=flow.floors,
-        margin_floor=(
-            source.pricing.margin_floor(fixed_cost - flow.fee, flow.fee, flow.min_margin)
-            if flow.min_margin is not None
-            else None
-        ),
-        source_pricing=source.pricing,
+        pricing=source.pricing,
         fixed_cost=fixed_cost,
         pay_on=source.pay_on,
+        margin_floor=flow.margin_floor(source, fixed_cost),
     )
     machine = Auction(spec, 0.0)
     action = machine.action
