@@ -269,6 +269,22 @@ def test_admin_upsert_refuses_a_yaml_boolean_meant_as_text_before_sending(tmp_pa
     )
 
 
+def test_admin_upsert_settles_a_lead_type_file_as_it_does_a_buyer(tmp_path: Path) -> None:
+    # Every kind `admin upsert` takes is checked before sending, lead types as well.
+    file = tmp_path / "auto.yaml"
+    file.write_text("id: auto\nfields: {state: {enum: [no, CA]}}\n")  # Norway's code, read as false
+    cmd = [sys.executable, "-m", "routelead.cli", "admin", "--target", "127.0.0.1:1", "upsert", "lead_type",
+           str(file), "--reason", "test"]  # fmt: skip
+    env = {**os.environ, "ROUTELEAD_ADMIN_TOKEN": "t" * 32}
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, check=False)
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"routelead: {file}: fields.state.enum[0]: YAML reads no as a boolean, not text; quote it: 'no'\n"
+    )
+
+
 def test_the_client_cli_refuses_a_yaml_boolean_meant_as_text_too() -> None:
     text = (
         "id: a\nfixed_price: '10.00'\n"

@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from routelead.api.server import Service
+from routelead.cli.books import print_story
 from routelead.config.loader import ConfigError
-from routelead.records.commands import print_story
 from routelead.records.ledger import Ledger
 from routelead.telemetry.logs import configure_logging
 from routelead.v1 import routelead_pb2 as pb

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import yaml
 from routelead.api.server import Service
-from routelead.replay import cli as replay_cli
+from routelead.cli import replay as replay_cli
 from routelead.replay.engine import Comparison, compare_into
 from routelead.replay.recorded import recorded_leads
 from routelead.settings import load_settings

@@ -10,9 +10,9 @@ from decimal import Decimal
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from routelead.api import stats_cli
 from routelead.api.server import Service
 from routelead.api.stats import StatsServicer
+from routelead.cli import stats as stats_cli
 from routelead.records.reports import Reports
 from routelead.settings import load_settings
 from routelead.v1 import stats_pb2 as spb
@@ -57,7 +57,7 @@ async def test_get_stats_needs_the_admin_token_and_matches_the_books(
         settings = load_settings({"ROUTELEAD_ADMIN_TOKEN": TOKEN})
         out = io.StringIO()
         parser = argparse.ArgumentParser()
-        stats_cli.add_parser(parser.add_subparsers(), settings)
+        stats_cli.add_parsers(parser.add_subparsers(), settings)
         args = parser.parse_args(["stats", "--target", f"127.0.0.1:{service.port}"])
         code = await asyncio.to_thread(stats_cli.run, args, settings, out)
 

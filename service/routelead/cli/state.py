@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from routelead.api.admin_channel import add_connection_options
+from routelead.cli.common import fail, over_admin_api
+
 if TYPE_CHECKING:
     from routelead.settings import Settings
 
 
-def add_state_commands(sub: Any, settings: Settings) -> None:
-    from routelead.api.admin_channel import add_connection_options
-
+def add_parsers(sub: Any, settings: Settings) -> None:
     ls = sub.add_parser(
         "unsettled", help="list reservations whose outcome is unknown (they still count against caps)"
     )
@@ -29,7 +30,7 @@ def add_state_commands(sub: Any, settings: Settings) -> None:
         "--older-than", type=float, default=30.0, help="also list never-settled reservations this old (s)"
     )
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
-    ls.set_defaults(state_command="unsettled")
+    ls.set_defaults(state_command="unsettled", run=run)
     add_connection_options(ls, settings)
 
     st = sub.add_parser(
@@ -43,13 +44,13 @@ def add_state_commands(sub: Any, settings: Settings) -> None:
         "--confirm", action="store_true", help="the buyer took it: keep it counted and book the sale"
     )
     how.add_argument("--free", action="store_true", help="the buyer did not take it: give the slot back")
-    st.set_defaults(state_command="settle")
+    st.set_defaults(state_command="settle", run=run)
     add_connection_options(st, settings)
 
     bal = sub.add_parser("balance", help="show a prepaid buyer's balance, or top it up")
     bal.add_argument("buyer")
     bal.add_argument("--top-up", metavar="AMOUNT", help='add this amount (a decimal, e.g. "500.00")')
-    bal.set_defaults(state_command="balance")
+    bal.set_defaults(state_command="balance", run=run)
     add_connection_options(bal, settings)
 
     sup = sub.add_parser(
@@ -63,23 +64,23 @@ def add_state_commands(sub: Any, settings: Settings) -> None:
     sup.add_argument("--list", dest="list_name", default="", help="the list's name, e.g. dnc")
     sup.add_argument("--buyer", default="", help="a buyer's own list (default: a global list)")
     sup.add_argument("--kind", choices=["phone", "email", "zip", "domain"], help="default: recognised")
-    sup.set_defaults(state_command="suppress")
+    sup.set_defaults(state_command="suppress", run=run)
     add_connection_options(sup, settings)
 
 
-def run_state_command(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, settings: Settings) -> int:
     from routelead.state.select import StateConfigError, dedupe_secret, redis_url
 
     if args.state_command == "suppress":
         if args.action == "load":
             if len(args.values) != 1:
-                print("routelead: suppress load: give one FILE (one entry a line)", file=sys.stderr)
+                fail("suppress load: give one FILE (one entry a line)")
                 return 2
             try:
                 with open(args.values[0], encoding="utf-8") as f:
                     lines = [ln.strip() for ln in f]
             except OSError as exc:
-                print(f"routelead: suppress load: {args.values[0]}: {exc.strerror}", file=sys.stderr)
+                fail(f"suppress load: {args.values[0]}: {exc.strerror}")
                 return 2
             args.values = [ln for ln in lines if ln and not ln.startswith("#")]
         # Always through the service: it holds the key that hashes the entries.
@@ -90,17 +91,17 @@ def run_state_command(args: argparse.Namespace, settings: Settings) -> int:
         try:
             amount = Decimal(args.top_up)
         except InvalidOperation:
-            print(f"routelead: --top-up: not an amount: {args.top_up!r}", file=sys.stderr)
+            fail(f"--top-up: not an amount: {args.top_up!r}")
             return 2
         if not amount.is_finite():
-            print("routelead: --top-up: not an amount", file=sys.stderr)
+            fail("--top-up: not an amount")
             return 2
     if not url:
         return _run_over_api(args, amount, settings)
     try:
         secret = dedupe_secret(settings) or b"-" * 16  # no dedupe here; any key will do
     except StateConfigError as exc:
-        print(f"routelead: {exc}", file=sys.stderr)
+        fail(str(exc))
         return 2
     return asyncio.run(_run(url, secret, args, amount, settings))
 
@@ -149,12 +150,12 @@ async def _settle(state: Any, buyer: str, reservation: str, confirm: bool, setti
         )
     except LookupError as exc:
         lead_id, booked = "", ""
-        print(f"routelead: {exc}: nothing to book", file=sys.stderr)
+        fail(f"{exc}: nothing to book")
     finally:
         await ledger.close()
     done = await state.caps.settle(buyer, reservation, accepted=confirm)
     if not done and not booked:
-        print(f"routelead: no open reservation {reservation} for {buyer}", file=sys.stderr)
+        fail(f"no open reservation {reservation} for {buyer}")
         return 1
     what = "confirmed as a sale" if confirm else "freed"
     print(f"{reservation}: {what}" + (f"; books: lead {lead_id} {booked}" if booked else ""))
@@ -189,7 +190,7 @@ def _print_unsettled(
 
 def _settled(args: argparse.Namespace, done: bool) -> int:
     if not done:
-        print(f"routelead: no open reservation {args.reservation} for {args.buyer}", file=sys.stderr)
+        fail(f"no open reservation {args.reservation} for {args.buyer}")
         return 1
     print(f"{args.reservation}: {'confirmed as a sale' if args.confirm else 'freed'}")
     return 0
@@ -197,27 +198,11 @@ def _settled(args: argparse.Namespace, done: bool) -> int:
 
 def _run_over_api(args: argparse.Namespace, amount: Decimal | None, settings: Settings) -> int:
     """No REDIS_URL: the controls are in the running service's memory; ask it (StateAdmin)."""
-    from routelead.api.admin_channel import ChannelError
-    from routelead.api.credentials import admin_token
-
-    token = admin_token(settings)
-    if not token:
-        print(
-            "routelead: set ROUTELEAD_ADMIN_TOKEN (or ROUTELEAD_ADMIN_TOKEN_FILE): without REDIS_URL this "
-            f"asks the running `routelead serve` at {args.target} (--target), through its admin API",
-            file=sys.stderr,
-        )
-        return 2
-    import grpc
-
-    try:
-        return asyncio.run(_call(args, token, amount))
-    except ChannelError as exc:
-        print(f"routelead: {exc}", file=sys.stderr)
-        return 2
-    except grpc.aio.AioRpcError as exc:
-        print(f"routelead: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
+    hint = (
+        ": without REDIS_URL this asks the running `routelead serve` at "
+        f"{args.target} (--target), through its admin API"
+    )
+    return over_admin_api(settings, lambda token: _call(args, token, amount), target=args.target, hint=hint)
 
 
 async def _call(args: argparse.Namespace, token: str, amount: Decimal | None) -> int:
@@ -272,11 +257,11 @@ async def _suppress(stub: Any, args: argparse.Namespace, meta: tuple[tuple[str, 
             print(f"{s.list}  {s.buyer_id or '(global)'}  {s.entries}")
         return 0
     if not args.list_name:
-        print("routelead: suppress: --list NAME is required", file=sys.stderr)
+        fail("suppress: --list NAME is required")
         return 2
     values = list(args.values)
     if not values:
-        print("routelead: suppress: no entries given", file=sys.stderr)
+        fail("suppress: no entries given")
         return 2
     changed = 0
     for i in range(0, len(values), LOAD_BATCH):

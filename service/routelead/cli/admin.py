@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import sys
 from pathlib import Path
@@ -12,8 +11,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 import yaml
 
-from routelead.api.admin_channel import ChannelError, add_connection_options, admin_channel
-from routelead.api.credentials import admin_token
+from routelead.api.admin_channel import add_connection_options, admin_channel
+from routelead.cli.common import fail, over_admin_api
 from routelead.v1 import admin_pb2 as pb
 
 if TYPE_CHECKING:  # grpc loads only when an admin command runs (`serve` forks workers first)
@@ -23,11 +22,12 @@ if TYPE_CHECKING:  # grpc loads only when an admin command runs (`serve` forks w
 _KINDS = {"buyer": pb.BUYER, "source": pb.SOURCE, "flow": pb.FLOW, "lead_type": pb.LEAD_TYPE}
 
 
-def add_parser(sub: Any, settings: Settings) -> None:
+def add_parsers(sub: Any, settings: Settings) -> None:
     admin = sub.add_parser("admin", help="live configuration: versions, entities, pause, diff, rollback")
     add_connection_options(admin, settings)
     admin.add_argument("--author", default=settings.admin_author or _user())
     admin.add_argument("--expect", type=int, default=0, help="refuse unless this version is live")
+    admin.set_defaults(run=run)
     ops = admin.add_subparsers(dest="op", required=True)
     ops.add_parser("versions", help="list versions, newest first")
     export = ops.add_parser("export", help="a version as YAML (default: the live one)")
@@ -73,57 +73,49 @@ def _user() -> str:
         return "unknown"
 
 
-def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
-    token = admin_token(settings)
-    if not token:
-        print("routelead: set ROUTELEAD_ADMIN_TOKEN (or ROUTELEAD_ADMIN_TOKEN_FILE)", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
     if args.op == "upsert":
         # Read before any network call: a bad file is a local error, said in one line.
-        from routelead.config import model, yamltext
+        body = _entity_json(args.file, args.kind)
+        if body is None:
+            return 2
+        args.body = body
+    return over_admin_api(settings, lambda token: _call(args, token, out or sys.stdout))
 
-        try:
-            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-            doc = yamltext.load(text)
-        except OSError as exc:
-            print(f"routelead: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-            return 2
-        except yaml.YAMLError as exc:
-            where = getattr(exc, "problem_mark", None)
-            at = f" at line {where.line + 1}" if where is not None else ""
-            print(f"routelead: {args.file}: not YAML or JSON{at}", file=sys.stderr)
-            return 2
-        if not isinstance(doc, dict):
-            print(f"routelead: {args.file}: must hold one mapping (the {args.kind})", file=sys.stderr)
-            return 2
-        # Sent as JSON, a `yes` meant as text would arrive as true: settle it here, as the file loader does.
-        problems: list[str] = []
-        entities: dict[str, type[model.Strict]] = {
-            "buyer": model.BuyerModel,
-            "source": model.SourceModel,
-            "flow": model.FlowModel,
-        }
-        entity = entities[args.kind]
-        doc = yamltext.settle(doc, entity, problems)
-        for problem in problems:
-            print(f"routelead: {args.file}: {problem}", file=sys.stderr)
-        if problems:
-            return 2
-        args.body = orjson.dumps(doc, default=str).decode()
-    import grpc
+
+def _entity_json(path: str, kind: str) -> str | None:
+    """The entity file as the JSON the Admin API takes, or None once its problems are printed."""
+    from routelead.config import model, yamltext
 
     try:
-        return asyncio.run(_call(args, token, out))
-    except ChannelError as exc:
-        print(f"routelead: {exc}", file=sys.stderr)
-        return 2
-    except grpc.aio.AioRpcError as exc:
-        print(f"routelead: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        doc = yamltext.load(text)
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+        return None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        fail(f"{path}: not YAML or JSON{at}")
+        return None
+    if not isinstance(doc, dict):
+        fail(f"{path}: must hold one mapping (the {kind})")
+        return None
+    # Sent as JSON, a `yes` meant as text would arrive as true: settle it here, as the file loader does.
+    problems: list[str] = []
+    entities: dict[str, type[model.Strict]] = {
+        "buyer": model.BuyerModel,
+        "source": model.SourceModel,
+        "flow": model.FlowModel,
+        "lead_type": model.LeadTypeModel,
+    }
+    doc = yamltext.settle(doc, entities[kind], problems)
+    for problem in problems:
+        fail(f"{path}: {problem}")
+    return None if problems else orjson.dumps(doc, default=str).decode()
 
 
 async def _call(args: argparse.Namespace, token: str, out: TextIO) -> int:
-
     from routelead.v1 import admin_pb2_grpc as pb_grpc
 
     meta = (("authorization", f"Bearer {token}"),)

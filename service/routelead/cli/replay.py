@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from routelead.cli.common import fail, table, when
 from routelead.replay.engine import Comparison, Side
 
 if TYPE_CHECKING:
@@ -26,40 +27,33 @@ What replay cannot know (counted above, never guessed silently):
 """
 
 
-def add_parser(sub: Any) -> None:
+def add_parsers(sub: Any, settings: Settings) -> None:
     p = sub.add_parser("replay", help="what-if: recorded leads and bids through a candidate config")
     p.add_argument("--config", required=True, help="the candidate configuration (YAML)")
     p.add_argument("--since", help="ISO date or time, UTC (default: 24 hours ago)")
     p.add_argument("--until", help="ISO date or time, UTC (default: now)")
     p.add_argument("--flow", help="only this flow")
     p.add_argument("--lead-type", help="only leads of this lead type (vertical)")
+    p.set_defaults(run=run)
 
 
-def _when(text: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise SystemExit(f"routelead: {text!r} is not an ISO date or time") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
     from routelead.config.loader import ConfigError, load_config
 
     try:
         # Secrets (${VAR}) need not be set: replay never contacts a buyer.
         config = load_config(args.config, _placeholders(Path(args.config).read_text()))
     except (ConfigError, OSError) as exc:
-        print(f"routelead: {exc}", file=sys.stderr)
+        fail(str(exc))
         return 2
-    until = _when(args.until) if args.until else datetime.now(UTC)
-    since = _when(args.since) if args.since else until - timedelta(days=1)
+    until = when(args.until) if args.until else datetime.now(UTC)
+    since = when(args.since) if args.since else until - timedelta(days=1)
     if until <= since:
-        print("routelead: --until must be after --since", file=sys.stderr)
+        fail("--until must be after --since")
         return 2
     lead_type = getattr(args, "lead_type", None)
     comparison = asyncio.run(_replay(config, since, until, args.flow, settings, lead_type))
-    out.write(render(comparison, since, until))
+    (out or sys.stdout).write(render(comparison, since, until))
     return 0
 
 
@@ -105,8 +99,6 @@ def _pct(n: int, d: int) -> str:
 
 
 def render(c: Comparison, since: datetime, until: datetime) -> str:
-    from routelead_client.cli_stats import table
-
     a, b = c.actual, c.candidate
     lines = [f"replay of {a.leads} recorded leads [{since.isoformat()} .. {until.isoformat()})\n\n"]
     rows = [

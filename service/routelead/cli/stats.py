@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from routelead.api.admin_channel import ChannelError, add_connection_options, admin_channel
-from routelead.api.credentials import admin_token
+from routelead.api.admin_channel import add_connection_options, admin_channel
+from routelead.cli.common import over_admin_api, table
 from routelead.v1 import stats_pb2 as pb
 
 if TYPE_CHECKING:
@@ -22,7 +21,7 @@ _MONEY_COLUMNS = ("leads", "sold", "rev/ping", "cost", "revenue", "margin", "mar
 _SUPPLIER_COLUMNS = ("supplier", "quotes", "offers", "won", "lost", "expired", "win%", "ping:post")
 
 
-def add_parser(sub: Any, settings: Settings) -> None:
+def add_parsers(sub: Any, settings: Settings) -> None:
     stats = sub.add_parser("stats", help="buyer performance and flow/source money from the ledger")
     add_connection_options(stats, settings)
     stats.add_argument("--window", choices=("last_hour", "today", "range"), default="last_hour")
@@ -34,6 +33,7 @@ def add_parser(sub: Any, settings: Settings) -> None:
     stats.add_argument("--flow", default="")
     stats.add_argument("--source", default="")
     stats.add_argument("--lead-type", default="", help="only this lead type (vertical)")
+    stats.set_defaults(run=run)
 
 
 def request(args: argparse.Namespace) -> pb.GetStatsRequest:
@@ -50,23 +50,13 @@ def request(args: argparse.Namespace) -> pb.GetStatsRequest:
     )
 
 
-def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
-    token = admin_token(settings)
-    if not token:
-        print("routelead: set ROUTELEAD_ADMIN_TOKEN (or ROUTELEAD_ADMIN_TOKEN_FILE)", file=sys.stderr)
-        return 2
-    import grpc
+def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
+    async def show(token: str) -> int:
+        response = await _call(args, request(args), token)
+        (out or sys.stdout).write(render(response))
+        return 0
 
-    try:
-        response = asyncio.run(_call(args, request(args), token))
-    except ChannelError as exc:
-        print(f"routelead: {exc}", file=sys.stderr)
-        return 2
-    except grpc.aio.AioRpcError as exc:
-        print(f"routelead: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
-    out.write(render(response))
-    return 0
+    return over_admin_api(settings, show)
 
 
 async def _call(args: argparse.Namespace, req: pb.GetStatsRequest, token: str) -> pb.GetStatsResponse:
@@ -84,10 +74,6 @@ def _pct(rate: str) -> str:
 
 
 def render(response: pb.GetStatsResponse) -> str:
-    # One table layout for both stats commands; imported here because the client package loads
-    # grpc, which `serve` must not import before it forks its workers.
-    from routelead_client.cli_stats import table
-
     parts: list[str] = []
     for w in response.windows:
         parts.append(f"== {w.label}  [{w.since} .. {w.until})\n")
