@@ -99,7 +99,8 @@ class Child:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(5)
+                # A profiled service writes its report after SIGTERM: that can take a while.
+                self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)

@@ -12,6 +12,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -120,6 +121,7 @@ async def run_scenario(
     database_url: str = "",
     service_cpus: tuple[int, ...] = (),
     max_in_flight: int = 0,
+    threads: bool = False,
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"routelead-bench-{s.name}-"))
     spec = work / "fleet.json"
@@ -156,6 +158,9 @@ async def run_scenario(
         if profile:
             where = str(out / f"{s.name}.profile.txt")
             argv = ["-m", "benchmarks.profile_service", where, "--", *argv[2:]]
+        probed = work / "threads.json"
+        if threads:
+            argv = ["-m", "benchmarks.threads_probe", str(probed), "--", *argv[2:]]
         # Never an ambient Redis: memory, or the throwaway one below.
         env = {"REDIS_URL": "", "ROUTELEAD_REDIS_URL": ""}
         # The books: a throwaway SQLite file (the embedded default), or --database-url (PostgreSQL).
@@ -192,6 +197,8 @@ async def run_scenario(
         conns = 1 if workers == 1 else 4 * workers
         await load.closed_loop(target, s.concurrency, WARMUP_S, MAX_LEADS, conns)
         rss_start = service.usage().rss_bytes
+        if threads:
+            service.proc.send_signal(signal.SIGUSR1)  # per-thread CPU and loop lag from here on
         report["phases"]["routelead_warm_rss_mb"] = round(rss_start / 2**20, 1)
 
         closed_rate = open_rate / s.open_share if open_rate else 0.0
@@ -238,6 +245,8 @@ async def run_scenario(
             "service_peak_rss_mb": round(end.peak_rss_bytes / 2**20, 1),
         }
         service.stop()
+        if threads:
+            report["threads"] = orjson.loads(probed.read_bytes())
 
         for kind in ("empty", "fanout"):
             if kind not in s.phases:
@@ -337,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
         help="run the service under pyinstrument (<out>/<scenario>.profile.txt)",
     )
     parser.add_argument(
+        "--threads",
+        action="store_true",
+        help="per-thread CPU and event-loop lag of the service over its phases (report's `threads`)",
+    )
+    parser.add_argument(
         "--max-in-flight",
         type=int,
         default=0,
@@ -389,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.database_url,
                 service_cpus,
                 args.max_in_flight,
+                args.threads,
             )
         )
         print(_line(report), flush=True)

@@ -268,6 +268,7 @@ async def serve_until_signalled(service: Service) -> None:
     import signal
 
     from routelead.api.heap import settle_heap
+    from routelead.telemetry import loop_lag
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -275,6 +276,8 @@ async def serve_until_signalled(service: Service) -> None:
         loop.add_signal_handler(sig, stop.set)
     await service.start()
     settle_heap()
+    lag = loop_lag.start()
     await stop.wait()
     log.info("server.draining", grace_s=service.drain_s)
+    await loop_lag.stop(lag)
     await service.stop()

@@ -22,7 +22,7 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,8 @@ class ControlKeeper:
         self._journal = journal
         self._dialect = ledger.engine.dialect.name
         self._next_purge = 0.0
+        # Statements built once: building an upsert cost more CPU than running it.
+        self._built: dict[str, Any] = {}
 
     @classmethod
     async def open(
@@ -190,7 +192,8 @@ class ControlKeeper:
             conn.execute(self._upsert(control_dedupe, ["key"], ["expires_at"]), keys)
         gone = [{"k": k} for k, e in taken.dedupe.items() if e is None]
         if gone:
-            conn.execute(sa.delete(control_dedupe).where(control_dedupe.c.key == sa.bindparam("k")), gone)
+            key = control_dedupe.c.key == sa.bindparam("k")
+            conn.execute(self._once("dedupe-", lambda: sa.delete(control_dedupe).where(key)), gone)
         held = [
             {
                 "buyer_id": r.buyer_id,
@@ -214,16 +217,24 @@ class ControlKeeper:
         if closed:
             c = control_reservations.c
             where = (c.buyer_id == sa.bindparam("b")) & (c.reservation_id == sa.bindparam("r"))
-            conn.execute(sa.delete(control_reservations).where(where), closed)
+            delete = self._once("reservations-", lambda: sa.delete(control_reservations).where(where))
+            conn.execute(delete, closed)
         if time.time() >= self._next_purge:
             self._purge(conn)
 
     def _upsert(self, table: sa.Table, key: list[str], update: list[str]) -> Any:
-        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        stmt = insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=key, set_={name: stmt.excluded[name] for name in update}
-        )
+        def build() -> Any:
+            stmt = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
+            return stmt.on_conflict_do_update(
+                index_elements=key, set_={name: stmt.excluded[name] for name in update}
+            )
+
+        return self._once(f"{table.name}+", build)
+
+    def _once(self, name: str, build: Callable[[], Any]) -> Any:
+        if (stmt := self._built.get(name)) is None:
+            stmt = self._built[name] = build()
+        return stmt
 
     def _purge(self, conn: sa.Connection) -> None:
         """Periods that ended and windows that closed are deleted, not kept forever."""

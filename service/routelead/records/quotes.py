@@ -57,13 +57,25 @@ def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+_BUILT: dict[str, tuple[Any, Any]] = {}
+
+
 def write(conn: sa.Connection, records: Sequence[QuoteRecord], outcomes: Sequence[QuoteOutcome]) -> None:
     """New quotes first (a commit may share their transaction), then the outcomes: only an
     offered quote changes state, so a repeated outcome changes nothing."""
+    dialect = conn.dialect.name
+    if (built := _BUILT.get(dialect)) is None:
+        # Built once per dialect: building a statement cost more CPU than running it.
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(quotes)
+        update = (
+            sa.update(quotes)
+            .where(quotes.c.quote_id == sa.bindparam("q_id"), quotes.c.state == "offered")
+            .values(state=sa.bindparam("q_state"), committed_at=sa.bindparam("q_at"))
+        )
+        built = _BUILT[dialect] = (insert.on_conflict_do_nothing(), update)
     if records:
-        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(quotes)
         conn.execute(
-            insert.on_conflict_do_nothing(),
+            built[0],
             [
                 {
                     "quote_id": r.quote_id,
@@ -80,12 +92,9 @@ def write(conn: sa.Connection, records: Sequence[QuoteRecord], outcomes: Sequenc
                 for r in records
             ],
         )
-    for o in outcomes:
-        conn.execute(
-            sa.update(quotes)
-            .where(quotes.c.quote_id == o.quote_id, quotes.c.state == "offered")
-            .values(state=o.state, committed_at=_at(o.at))
-        )
+    if outcomes:
+        rows = [{"q_id": o.quote_id, "q_state": o.state, "q_at": _at(o.at)} for o in outcomes]
+        conn.execute(built[1], rows)
 
 
 def find(conn: sa.Connection, quote_id: str) -> BookedQuote | None:
