@@ -34,10 +34,13 @@ class Keep(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+SERVER, CLIENT = trace.SpanKind.SERVER, trace.SpanKind.CLIENT
+
+
 def live(tracer: trace.Tracer) -> None:
-    with tracer.start_as_current_span("RouteLead", kind=trace.SpanKind.SERVER, attributes={"lead.id": "L-1"}) as lead:
+    with tracer.start_as_current_span("RouteLead", kind=SERVER, attributes={"lead.id": "L-1"}) as lead:
         spans = [
-            tracer.start_span("ping", kind=trace.SpanKind.CLIENT, attributes={"buyer.id": f"b{i}", "tier": "t1"})
+            tracer.start_span("ping", kind=CLIENT, attributes={"buyer.id": f"b{i}", "tier": "t1"})
             for i in range(BIDS)
         ]
         for s in spans:
@@ -47,12 +50,12 @@ def live(tracer: trace.Tracer) -> None:
 
 
 def after(tracer: trace.Tracer) -> None:
-    with tracer.start_as_current_span("RouteLead", kind=trace.SpanKind.SERVER, attributes={"lead.id": "L-1"}) as lead:
+    with tracer.start_as_current_span("RouteLead", kind=SERVER, attributes={"lead.id": "L-1"}) as lead:
         t0 = time.time_ns()
         for i in range(BIDS):
             attrs = {"buyer.id": f"b{i}", "tier": "t1", "status": "BID", "latency_ms": 3.25}
             attrs |= {"http.status_code": 200, "price": "20.00"}
-            s = tracer.start_span("ping", kind=trace.SpanKind.CLIENT, attributes=attrs, start_time=t0)
+            s = tracer.start_span("ping", kind=CLIENT, attributes=attrs, start_time=t0)
             s.end(end_time=t0 + 3_250_000)
         lead.set_attributes({"outcome": "SOLD", "revenue": "20.00", "cost": "5.00", "margin": "15.00"})
 
@@ -80,7 +83,8 @@ def main(leads: int) -> None:
     kept.spans.clear()
     live(tracer)
     one_lead = list(kept.spans)
-    print(f"  export: OTLP protobuf encode  {best(5, leads, lambda: encode_spans(one_lead).SerializeToString()):8.1f}")
+    encode = best(5, leads, lambda: encode_spans(one_lead).SerializeToString())
+    print(f"  export: OTLP protobuf encode  {encode:8.1f}")
 
 
 if __name__ == "__main__":
