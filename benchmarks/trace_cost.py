@@ -53,14 +53,15 @@ def after(tracer: trace.Tracer) -> None:
     with tracer.start_as_current_span("RouteLead", kind=SERVER, attributes={"lead.id": "L-1"}) as lead:
         t0 = time.time_ns()
         for i in range(BIDS):
-            attrs = {"buyer.id": f"b{i}", "tier": "t1", "status": "BID", "latency_ms": 3.25}
+            attrs: dict[str, str | float | int] = {"buyer.id": f"b{i}", "tier": "t1", "status": "BID"}
+            attrs["latency_ms"] = 3.25
             attrs |= {"http.status_code": 200, "price": "20.00"}
             s = tracer.start_span("ping", kind=CLIENT, attributes=attrs, start_time=t0)
             s.end(end_time=t0 + 3_250_000)
         lead.set_attributes({"outcome": "SOLD", "revenue": "20.00", "cost": "5.00", "margin": "15.00"})
 
 
-def best(rounds: int, leads: int, run: Callable[[], None]) -> float:
+def best(rounds: int, leads: int, run: Callable[[], object]) -> float:
     took = []
     for _ in range(rounds):
         t0 = time.process_time()
