@@ -95,6 +95,21 @@ class Child:
                 continue  # a worker that just exited
         return Usage(cpu, rss, peak)
 
+    def cpu_by_pid(self) -> dict[int, float]:
+        """CPU seconds of the process and each of its children: how SO_REUSEPORT spread the work."""
+        out: dict[int, float] = {}
+        try:
+            family = [self.ps, *self.ps.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return out
+        for p in family:
+            try:
+                t = p.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            out[p.pid] = t.user + t.system
+        return out
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

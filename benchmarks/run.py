@@ -54,8 +54,14 @@ def _machine() -> dict[str, Any]:
 async def _closed(
     target: str, s: Scenario, child: Child, seconds: float, conns: int = 1, **extra: Any
 ) -> tuple[Any, Any]:
-    before = child.usage()
+    before, by_pid = child.usage(), child.cpu_by_pid()
     tally, took = await load.closed_loop(target, s.concurrency, seconds, MAX_LEADS, conns)
+    after = child.cpu_by_pid()
+    if len(after) > 1:
+        # `serve --workers N`: each process's share of the phase's CPU (the supervisor included),
+        # how evenly the kernel's SO_REUSEPORT hashing spread the connections.
+        used = sorted((round(c - by_pid.get(pid, 0.0), 2) for pid, c in after.items()), reverse=True)
+        extra["cpu_s_by_process"] = used
     return tally, phase_summary(
         "closed", tally, took, before, child.usage(), concurrency=s.concurrency, **extra
     )

@@ -2,7 +2,8 @@
 
 Used by `python -m benchmarks.run --threads`. Runs the very command the benchmark measures in this
 process and writes, when SIGTERM ends it, the CPU each thread used and the event loop's lag since
-the last SIGUSR1 (the run sends one as a phase starts):
+the last SIGUSR1 (the run sends one as a phase starts); with BENCH_PROFILE_THREAD=ledger-writer,
+also that thread's cProfile beside OUT.json:
 
 - threads by name: Python's (the books' writer, the span exporter, asyncio's executor) from
   `threading`, gRPC's C-core threads by their kernel name; CPU from /proc/self/task/*/stat, so
@@ -13,7 +14,10 @@ the last SIGUSR1 (the run sends one as a phase starts):
 
 from __future__ import annotations
 
+import cProfile
+import io
 import os
+import pstats
 import signal
 import sys
 import threading
@@ -22,7 +26,6 @@ from typing import Any
 
 import orjson
 from routelead.cli import main as routelead_main
-from routelead.telemetry.loop_lag import LAG
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -53,10 +56,16 @@ class Probe:
         self.stop = threading.Event()
 
     def mark(self, *_: Any) -> None:
+        self.start()
+        # Imported here, not at the top: prometheus-client must load after serve sets it up.
+        from routelead.telemetry.loop_lag import LAG
+
+        LAG.samples.clear()
+
+    def start(self) -> None:
         with self.lock:
             self.base = _threads()
             self.seen = dict(self.base)
-        LAG.samples.clear()
 
     def sample(self) -> None:
         # Threads that end before the report (a pool's idle worker) keep their last reading.
@@ -72,6 +81,8 @@ class Probe:
                 used = cpu - self.base.get(tid, (name, 0.0))[1]
                 key = name.rstrip("0123456789_-") or name  # pool threads, summed by prefix
                 by_name[key] = by_name.get(key, 0.0) + used
+        from routelead.telemetry.loop_lag import LAG
+
         lags = sorted(LAG.samples)
 
         def pct(p: float) -> float | None:
@@ -89,13 +100,36 @@ class Probe:
         }
 
 
+def profile_thread(prefix: str, out: Path) -> None:
+    """cProfile the thread whose name starts with `prefix` (e.g. the books' `ledger-writer`),
+    written to `out` (top 40 by own time) when it ends."""
+    run = threading.Thread.run
+
+    def profiled(self: threading.Thread) -> None:
+        if not self.name.startswith(prefix):
+            return run(self)
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            return run(self)
+        finally:
+            prof.disable()
+            text = io.StringIO()
+            pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(40)
+            out.write_text(text.getvalue())
+
+    threading.Thread.run = profiled  # type: ignore[method-assign]
+
+
 def main(argv: list[str]) -> int:
     out, sep, *serve_args = argv
     if sep != "--" or ("--workers" in serve_args and serve_args[serve_args.index("--workers") + 1] != "1"):
         print("usage: threads_probe OUT.json -- serve ... (one worker)", file=sys.stderr)
         return 2
+    if prefix := os.environ.get("BENCH_PROFILE_THREAD", ""):
+        profile_thread(prefix, Path(out).with_suffix(f".{prefix}.txt"))
     probe = Probe()
-    probe.mark()
+    probe.start()
     signal.signal(signal.SIGUSR1, probe.mark)
     sampler = threading.Thread(target=probe.sample, name="probe", daemon=True)
     sampler.start()

@@ -20,7 +20,7 @@ from routelead.telemetry.spans import ledger_span, step_span
 from routelead.telemetry.tracing import add_processor, build_provider, otlp_exporter
 from routelead.v1 import routelead_pb2 as pb
 
-from tests.buyers import BuyerServer, accept, bid, hang, no_bid
+from tests.buyers import BuyerServer, accept, bid, hang, no_bid, slow
 from tests.configs import GOOD_LEAD, PII_VALUES, buyer
 from tests.conftest import Harness, Start
 
@@ -105,6 +105,32 @@ async def test_one_trace_per_lead_is_a_child_of_the_callers_span(
     every_value = " ".join(str(v) for s in spans.get_finished_spans() for v in (s.attributes or {}).values())
     for value in PII_VALUES:
         assert value not in every_value
+
+
+async def test_ping_spans_made_after_the_answer_keep_the_pings_own_times(
+    buyers: BuyerServer, start: Start, spans: InMemorySpanExporter
+) -> None:
+    """Spans of buyers that take no trace context are built once the answer is in: they must
+    still sit where the ping happened, inside the lead's span, as long as the ping took."""
+    buyers.on("slow", ping=slow(0.2, bid(30)), post=accept())
+    buyers.on("quick", ping=no_bid())
+    h = await start([buyer(buyers.url, "slow"), buyer(buyers.url, "quick", trace_context=True)])
+
+    await _route(h)
+
+    root, children = _tree(spans)
+    assert root.start_time is not None and root.end_time is not None
+    by_buyer = {s.attributes["buyer.id"]: s for s in children["ping"] if s.attributes}
+    late = by_buyer["slow"]
+    assert late.start_time is not None and late.end_time is not None and late.attributes is not None
+    assert root.start_time <= late.start_time < late.end_time <= root.end_time
+    took_ms = (late.end_time - late.start_time) / 1e6
+    assert took_ms >= 200 and abs(took_ms - float(str(late.attributes["latency_ms"]))) < 50
+    assert late.attributes["status"] == "BID" and late.attributes["tier"] == "t1"
+    # The traced buyer's span was open before its request: same shape, same attributes.
+    quick = by_buyer["quick"]
+    assert quick.attributes is not None and quick.attributes["status"] == "NO_BID"
+    assert quick.start_time is not None and root.start_time <= quick.start_time
 
 
 async def test_a_lead_without_caller_context_starts_its_own_trace(

@@ -26,7 +26,7 @@ from routelead.records.codec import SaleRecord, encode
 from routelead.records.port import AlreadyOffered, BooksUnavailable
 from routelead.state import plan
 from routelead.state.ports import BuyerStats, CapStore, Reservation, StateUnavailable, VolumeStore
-from routelead.telemetry.decision import PING_STATUS, POST_STATUS, buyer_span, span_result
+from routelead.telemetry.decision import PING_STATUS, POST_STATUS, BidSpan, buyer_span, span_result
 from routelead.telemetry.propagation import with_traceparent
 from routelead.transport import Transport, TransportError, TransportTimeout
 
@@ -69,7 +69,7 @@ class BuyerCalls:
         assert endpoint is not None and buyer.ping_parser is not None
         timeout = min(endpoint.timeout_s, until - time.monotonic())
         request = endpoint.request(routed.lead.ping_fields, Transaction(routed.id))
-        with buyer_span("ping", buyer.id, a.tier, current=buyer.trace_context) as span:
+        with BidSpan("ping", buyer.id, a.tier, current=buyer.trace_context) as span:
             if buyer.trace_context:
                 request = with_traceparent(request)
             t0 = time.perf_counter()
@@ -94,7 +94,7 @@ class BuyerCalls:
                     else:
                         got = PingReply("no_bid", reason)
             a.ping_ms = (time.perf_counter() - t0) * 1000
-            span_result(span, PING_STATUS[got.kind], a.http_status, got.price, a.ping_ms)
+            span.result(PING_STATUS[got.kind], a.http_status, got.price, a.ping_ms)
         self._health(buyer, ok=got.kind in ("bid", "no_bid"))
         return got
 

@@ -147,11 +147,10 @@ def write_intents(conn: sa.Connection, firsts: Sequence[Intent], later: Sequence
     if firsts:
         ids = [i.lead_id for i in firsts]
         answered = set(conn.scalars(run.answered, {"ids": ids}))
-        got: set[str] = set()
-        for i in firsts:
-            # One row per statement: RETURNING says which first posts this transaction won.
-            if i.lead_id not in answered and conn.execute(run.first, _intent_row(i)).first() is not None:
-                got.add(i.lead_id)
+        wanted = [_intent_row(i) for i in firsts if i.lead_id not in answered]
+        # One statement for the batch (many-row VALUES on both dialects); RETURNING names the
+        # first posts this transaction won.
+        got = set(conn.scalars(run.first, wanted)) if wanted else set()
         refused = {i for i in ids if i not in got}
     if later:
         conn.execute(run.later, [_intent_row(i) for i in later])
