@@ -210,11 +210,10 @@ def _migrate(settings: Settings) -> int:
 def _sink(path: str | None, redis_url: str, consumer: str, settings: Settings) -> int:
     import signal
 
-    import redis.asyncio as aioredis
-
     from routelead.records.db import database_url
     from routelead.records.ledger import Ledger
     from routelead.records.sink import OutboxSink
+    from routelead.state.redis.connection import open_client
     from routelead.telemetry.logs import configure_logging
 
     config = _load(path)
@@ -226,7 +225,7 @@ def _sink(path: str | None, redis_url: str, consumer: str, settings: Settings) -
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         ledger = await Ledger.open(database_url(settings))
-        client = aioredis.Redis.from_url(redis_url)
+        client = open_client(redis_url, cluster=settings.redis_cluster)
         try:
             await OutboxSink(client, ledger, config.buyers, consumer).run(stop)
         finally:
