@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import port_for
 import pytest
@@ -103,8 +104,15 @@ def start_cluster(masters: int = 3) -> RedisCluster:
         for i in range(masters):
             _wait(cluster.node(i).ping, f"node {ports[i]} did not answer PING")
         create = subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
-            + ["--cluster-replicas", "0", "--cluster-yes"],
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -116,7 +124,7 @@ def start_cluster(masters: int = 3) -> RedisCluster:
         def ready() -> bool:
             for n in cluster.nodes():
                 with n:
-                    raw = n.execute_command("CLUSTER", "INFO", NEVER_DECODE=True)
+                    raw = cast(Any, n).execute_command("CLUSTER", "INFO")
                     text = raw.decode() if isinstance(raw, bytes) else str(raw)
                     if "cluster_state:ok" not in text or f"cluster_known_nodes:{masters}" not in text:
                         return False

@@ -86,6 +86,10 @@ class RedisIdempotencyStore:
                 if mine:
                     return await self._run(key, token, work)
                 seen = await self._health.call("idempotency.get", lambda: self._redis.get(key), settle=True)
+                if seen == token:
+                    # Our own claim: the SET landed but its answer was lost, and the client sent it
+                    # again (a cluster client retries a timed-out call on its own).
+                    return await self._run(key, token, work)
             except StateUnavailable:
                 # Fail open: leads keep flowing on this replica's own memory while Redis is down
                 # (documented; caps still guard every sale).
