@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import pytest
 import sqlalchemy as sa
@@ -333,3 +334,87 @@ async def test_two_replicas_on_the_cluster_sell_exactly_the_caps_and_the_books_a
         assert await state.caps.list_unsettled(older_than_s=0) == []
     finally:
         await state.close()
+
+
+# ---- what one lead costs in Redis calls (docs/SCALING.md) -----------------------------------------
+
+# Measured below for a sold lead on the fast path (docs/SCALING.md uses these numbers): the calls
+# a replica sends, and the commands Redis runs for them (the cap script's own GET / INCRBY / EXPIRE
+# per period counter included).
+CLIENT_CALLS_PER_LEAD = 6
+COMMANDS_PER_LEAD = 84
+CLIENT_COMMANDS = {"evalsha", "set", "get", "smembers", "smismember", "mget", "exists", "del"}
+IGNORED = {
+    "info",
+    "config|resetstat",
+    "config",
+    "cluster|slots",
+    "cluster|shards",
+    "cluster|nodes",
+    "ping",
+    "hello",
+}
+
+
+def snapshot(cluster: RedisCluster) -> list[Counter[str]]:
+    """Calls per command on each master since its last CONFIG RESETSTAT."""
+    out = []
+    for node in cluster.nodes():
+        with node:
+            stats = cast(dict[str, dict[str, int]], node.info("commandstats"))
+        out.append(Counter({k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}))
+    return out
+
+
+async def test_a_sold_lead_costs_a_bounded_number_of_calls(
+    cluster: RedisCluster,
+    cluster_url: str,
+    buyers: BuyerServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A typical flow: a duplicate check, three bidding buyers (two capped, one with a budget).
+    for name, price in (("a", 50), ("b", 40), ("c", 30)):
+        buyers.on(name, ping=bid(price), post=accept())
+    doc = document(
+        [
+            buyer(buyers.url, "a", caps={"day": 100000}),
+            buyer(buyers.url, "b", caps={"day": 100000}, budgets={"day": "1000000.00"}),
+            buyer(buyers.url, "c"),
+        ],
+        dedupe={"fields": ["email", "phone"], "days": 30},
+    )
+    monkeypatch.setenv("ROUTELEAD_REDIS_CLUSTER", "true")
+    monkeypatch.setenv("ROUTELEAD_DB", str(tmp_path / "ledger.db"))
+    [replica] = await replicas(1, write_config(tmp_path, doc), cluster_url)
+    n = 100
+    try:
+        for i in range(5):  # warm: connections, the slot map, the script on each master
+            await replica.route(consumer(1000 + i), lead_id=f"warm-{i}")
+        for node in cluster.nodes():
+            with node:
+                node.config_resetstat()
+        before = snapshot(cluster)
+        t0 = time.monotonic()
+        replies = [await replica.route(consumer(i), lead_id=f"M-{i}") for i in range(n)]
+        busy = snapshot(cluster)
+        # As long again, idle: what the replica's cap mirror reads by itself, whatever the traffic.
+        await asyncio.sleep(time.monotonic() - t0)
+        after = snapshot(cluster)
+    finally:
+        await replica.stop()
+
+    assert all(r.sales for r in replies)
+    commands: Counter[str] = Counter()
+    for b0, b1, b2 in zip(before, busy, after, strict=True):
+        for c in b1:
+            if c not in IGNORED:
+                commands[c] += (b1[c] - b0[c]) - (b2[c] - b1[c])
+    per_lead = {c: v / n for c, v in commands.most_common() if v > 0}
+    # Top-level calls: the scripts, SETs and reads (the script's own GETs are 25 per reserve here).
+    client = sum(per_lead.get(c, 0) for c in CLIENT_COMMANDS) - 25
+    print(f"\ncommands per sold lead: {sum(per_lead.values()):.1f} {per_lead}")
+    print(f"client calls per sold lead: {client:.1f}")
+    assert per_lead["evalsha"] == 2  # reserve, commit
+    assert client <= CLIENT_CALLS_PER_LEAD + 0.5
+    assert sum(per_lead.values()) <= COMMANDS_PER_LEAD
