@@ -128,6 +128,9 @@ async def test_caps_are_exact_under_concurrency_with_the_script_loaded_on_each_m
     won = [r for r in got if r is not None]
     assert Counter(r.buyer_id for r in won) == dict.fromkeys(buyers, 7)
     assert len({where(cluster, f"rl:{{{b}}}:res")[f"rl:{{{b}}}:res"] for b in buyers}) == 3
+    # Operations scan every master: each open reservation is listed once.
+    listed = await two.caps.list_unsettled(older_than_s=0)
+    assert sorted(u.reservation_id for u in listed) == sorted(r.id for r in won)
     sha = hashlib.sha1(CAP_SCRIPT.encode()).hexdigest()
     for node in cluster.nodes():
         with node:
