@@ -90,6 +90,7 @@ class Settings(BaseSettings):
 
     # Hot state
     redis_url: str = Field(default="", repr=False, validation_alias=_env("REDIS_URL", "ROUTELEAD_REDIS_URL"))
+    redis_cluster: bool = Field(default=False, validation_alias=_env("ROUTELEAD_REDIS_CLUSTER"))
     dedupe_key: str | None = Field(default=None, repr=False, validation_alias=_env("ROUTELEAD_DEDUPE_KEY"))
     dedupe_key_file: str | None = Field(default=None, validation_alias=_env("ROUTELEAD_DEDUPE_KEY_FILE"))
     redis_timeout_ms: float = Field(

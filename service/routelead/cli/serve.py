@@ -149,11 +149,10 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 def _sink(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
-    import redis.asyncio as aioredis
-
     from routelead.records.db import database_url
     from routelead.records.ledger import Ledger
     from routelead.records.sink import OutboxSink
+    from routelead.state.redis.connection import open_client
     from routelead.telemetry.logs import configure_logging
 
     config = load(args.config)
@@ -165,7 +164,7 @@ def _sink(args: argparse.Namespace, settings: Settings) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         ledger = await Ledger.open(database_url(settings))
-        client = aioredis.Redis.from_url(args.redis_url)
+        client = open_client(args.redis_url, cluster=settings.redis_cluster)
         try:
             await OutboxSink(client, ledger, config.buyers, args.consumer).run(stop)
         finally:

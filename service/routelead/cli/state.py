@@ -112,7 +112,7 @@ async def _run(
     from routelead.state.redis import connect
 
     # Operations are not on a lead's clock: a generous timeout.
-    state = connect(url, secret, op_timeout_s=5.0)
+    state = connect(url, secret, op_timeout_s=5.0, cluster=settings.redis_cluster)
     try:
         match args.state_command:
             case "unsettled":

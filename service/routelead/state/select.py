@@ -122,7 +122,11 @@ def hot_state(settings: Settings) -> HotState:
     from routelead.state.redis import connect
 
     shared = connect(
-        url, secret, op_timeout_s=settings.redis_timeout_ms / 1000, answer_ttl_s=answer_ttl_s(settings)
+        url,
+        secret,
+        op_timeout_s=settings.redis_timeout_ms / 1000,
+        answer_ttl_s=answer_ttl_s(settings),
+        cluster=settings.redis_cluster,
     )
     return HotState(
         shared.caps,

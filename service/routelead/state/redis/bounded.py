@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from routelead.state.ports import StateMetrics, StateUnavailable, remaining_s
@@ -62,7 +62,9 @@ class Health:
         try:
             async with asyncio.timeout(budget):
                 result = await op()
-        except (TimeoutError, RedisError, OSError) as exc:
+        # RedisClusterException is not a RedisError: it is what a cluster client raises when no
+        # node it knows answers (the whole cluster away), which is an outage like any other.
+        except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
             self.failed(what, exc)
             raise StateUnavailable(f"{what}: Redis did not answer ({type(exc).__name__})") from exc
         self.ok()

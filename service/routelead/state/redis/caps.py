@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 import structlog
 
 from routelead.state.plan import counters, floor_cents, from_cents, to_cents
@@ -27,6 +26,7 @@ from routelead.state.ports import (
 )
 from routelead.state.redis.bounded import Health
 from routelead.state.redis.caps_script import CAP_SCRIPT
+from routelead.state.redis.connection import Client
 
 log = structlog.get_logger("routelead.state.redis")
 
@@ -35,7 +35,9 @@ REFRESH_S = 0.25
 
 
 def tag(buyer_id: str) -> str:
-    """Every key of one buyer shares this hash tag, so one script touches one Cluster slot."""
+    """Every key of one buyer shares this hash tag, so one script touches one Cluster slot: the
+    counters, balance, reservations and the buyer's outbox stream (the commit writes the sale to
+    it atomically). Buyers spread over a cluster's masters; one buyer's load stays on one."""
     return f"rl:{{{buyer_id}}}"
 
 
@@ -44,7 +46,7 @@ def outbox_key(buyer_id: str) -> str:
 
 
 class RedisCapStore:
-    def __init__(self, redis: aioredis.Redis, health: Health, refresh_s: float = REFRESH_S) -> None:
+    def __init__(self, redis: Client, health: Health, refresh_s: float = REFRESH_S) -> None:
         self._redis = redis
         self._health = health
         self._script = redis.register_script(CAP_SCRIPT)
@@ -111,6 +113,8 @@ class RedisCapStore:
             return
 
         async def read() -> list[Any]:
+            # Not a MULTI: on a cluster the buyers' keys sit in many slots, and the pipeline is
+            # split per master and sent to all of them at once.
             pipe = self._redis.pipeline(transaction=False)
             for k in keys:
                 pipe.get(k)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from routelead.state.ports import StateMetrics
 from routelead.state.redis.bounded import Health
 from routelead.state.redis.caps import RedisCapStore
+from routelead.state.redis.connection import Client, open_client
 from routelead.state.redis.dedupe import RedisDedupeStore
 from routelead.state.redis.idempotency import RedisIdempotencyStore
 from routelead.state.redis.quotes import RedisQuoteLimiter, RedisQuoteStore
@@ -27,7 +24,7 @@ DEFAULT_ANSWER_TTL_HOURS = 168.0
 
 @dataclass
 class RedisState:
-    redis: aioredis.Redis
+    redis: Client
     caps: RedisCapStore
     dedupe: RedisDedupeStore
     idempotency: RedisIdempotencyStore
@@ -44,22 +41,20 @@ class RedisState:
 
 
 def connect(
-    url: str, dedupe_secret: bytes, op_timeout_s: float | None = None, answer_ttl_s: int | None = None
+    url: str,
+    dedupe_secret: bytes,
+    op_timeout_s: float | None = None,
+    answer_ttl_s: int | None = None,
+    *,
+    cluster: bool = False,
 ) -> RedisState:
-    """Stores sharing one pool; the client reconnects by itself after Redis comes back."""
+    """Stores sharing one pool (one per node on a cluster); the client reconnects by itself after
+    Redis comes back."""
     if answer_ttl_s is None:
         answer_ttl_s = int(DEFAULT_ANSWER_TTL_HOURS * 3600)
     if op_timeout_s is None:
         op_timeout_s = DEFAULT_OP_TIMEOUT_S
-    client = aioredis.Redis.from_url(
-        url,
-        socket_timeout=op_timeout_s,
-        socket_connect_timeout=op_timeout_s,
-        # One immediate retry on a fresh connection: a pooled connection may have died with a
-        # restarted Redis. Each call stays bounded by Health.call's timeout regardless.
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=10,
-    )
+    client = open_client(url, cluster=cluster, op_timeout_s=op_timeout_s)
     metrics = StateMetrics()
     health = Health(op_timeout_s, metrics)
     return RedisState(

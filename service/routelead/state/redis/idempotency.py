@@ -9,7 +9,6 @@ import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
 
-import redis.asyncio as aioredis
 import structlog
 
 from routelead.domain.books import Unbooked
@@ -17,6 +16,7 @@ from routelead.domain.outcome import RoutingResult
 from routelead.state.memory import MemoryIdempotencyStore
 from routelead.state.ports import LeadInFlight, StateUnavailable, remaining_s
 from routelead.state.redis.bounded import Health
+from routelead.state.redis.connection import Client
 from routelead.state.result_codec import decode, encode
 
 log = structlog.get_logger("routelead.state.redis")
@@ -31,7 +31,7 @@ _RUNNING = b"running:"
 class RedisIdempotencyStore:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Client,
         health: Health,
         *,
         result_ttl_s: int = 7 * 86400,
@@ -69,6 +69,8 @@ class RedisIdempotencyStore:
         return None if found is None else dataclasses.replace(found, replayed=True)
 
     async def once(self, lead_id: str, work: Callable[[], Awaitable[RoutingResult]]) -> RoutingResult:
+        # One key per lead_id and every call (claim, read, release script, answer) touches only
+        # it: untagged, so on a cluster answers spread over the masters by lead_id.
         key = f"rl:idem:{lead_id}"
         token = _RUNNING + uuid.uuid4().hex.encode()
         left = remaining_s()
@@ -84,6 +86,10 @@ class RedisIdempotencyStore:
                 if mine:
                     return await self._run(key, token, work)
                 seen = await self._health.call("idempotency.get", lambda: self._redis.get(key), settle=True)
+                if seen == token:
+                    # Our own claim: the SET landed but its answer was lost, and the client sent it
+                    # again (a cluster client retries a timed-out call on its own).
+                    return await self._run(key, token, work)
             except StateUnavailable:
                 # Fail open: leads keep flowing on this replica's own memory while Redis is down
                 # (documented; caps still guard every sale).

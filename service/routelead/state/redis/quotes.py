@@ -6,13 +6,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 
 from routelead.domain.quote import QuoteLimits
 from routelead.state.ports import StateUnavailable
 from routelead.state.quotes import DAY_KEEP_S, MemoryQuoteLimiter, Refusal, day_key, refusal
 from routelead.state.redis.bounded import Health
+from routelead.state.redis.connection import Client
 
 log = structlog.get_logger("routelead.state.redis")
 
@@ -40,10 +40,12 @@ return {0}
 
 
 class RedisQuoteStore:
-    def __init__(self, redis: aioredis.Redis, health: Health) -> None:
+    def __init__(self, redis: Client, health: Health) -> None:
         self._redis = redis
         self._health = health
 
+    # A quote and its commit mark are single-key calls, never together: untagged, they spread
+    # over a cluster's masters by quote id.
     async def put(self, quote_id: str, data: bytes, keep_s: float) -> None:
         ms = max(1, int(keep_s * 1000))
         await self._health.call("quote.put", lambda: self._redis.set(f"rl:quote:{quote_id}", data, px=ms))
@@ -65,7 +67,7 @@ class RedisQuoteStore:
 
 
 class RedisQuoteLimiter:
-    def __init__(self, redis: aioredis.Redis, health: Health) -> None:
+    def __init__(self, redis: Client, health: Health) -> None:
         self._redis = redis
         self._health = health
         self._admit = redis.register_script(_ADMIT)
@@ -74,12 +76,11 @@ class RedisQuoteLimiter:
 
     @staticmethod
     def _keys(source_id: str, now: float) -> tuple[str, str, str]:
+        """One script reads all three: on a Redis Cluster they share the source's hash tag, so
+        they sit in one slot (and each source's limits on one master; sources spread)."""
         day = day_key(now)
-        return (
-            f"rl:ql:{source_id}:s:{math.floor(now)}",
-            f"rl:ql:{source_id}:d:{day}:quotes",
-            f"rl:ql:{source_id}:d:{day}:commits",
-        )
+        t = f"rl:ql:{{{source_id}}}"
+        return (f"{t}:s:{math.floor(now)}", f"{t}:d:{day}:quotes", f"{t}:d:{day}:commits")
 
     async def admit(self, source_id: str, limits: QuoteLimits, now: float) -> Refusal | None:
         if not limits.active:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
-
 from routelead.state.ports import StateUnavailable
 from routelead.state.redis.bounded import Health
+from routelead.state.redis.connection import Client
 
+# On a Redis Cluster the registry and each list hash by their whole names (no tag): big lists
+# spread over the masters, and a lead's check is one SMISMEMBER per list, sent to every master
+# that holds one at once. No call needs two of these keys in one slot (see `change`).
 _REGISTRY = "rl:sup:lists"
 
 
@@ -18,7 +20,7 @@ def _key(name: str, buyer: str) -> str:
 
 
 class RedisSuppressionStore:
-    def __init__(self, redis: aioredis.Redis, health: Health) -> None:
+    def __init__(self, redis: Client, health: Health) -> None:
         self._redis = redis
         self._health = health
         # Whether any list existed at the last read of the registry (None: never read). While
@@ -33,11 +35,11 @@ class RedisSuppressionStore:
         key = _key(name, buyer)
 
         async def run() -> int:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.sadd(_REGISTRY, f"{buyer}|{name}")
-                pipe.sadd(key, *raw) if add else pipe.srem(key, *raw)
-                done = await pipe.execute()
-            return int(done[1])
+            # The registry first, then the list: two slots on a cluster, so not one MULTI. A list
+            # registered whose entries failed to land checks nothing yet (and the operator sees
+            # the error); entries landing in a list no lead checks could not happen.
+            await self._redis.sadd(_REGISTRY, f"{buyer}|{name}")
+            return int(await (self._redis.sadd(key, *raw) if add else self._redis.srem(key, *raw)))
 
         changed = await self._health.call("suppression.change", run)
         self._any = True
