@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from routelead.state.ports import StateMetrics
+from routelead.state.ports import StateCounters, StateMetrics
 from routelead.state.redis.bounded import Health
 from routelead.state.redis.caps import RedisCapStore
 from routelead.state.redis.dedupe import RedisDedupeStore
@@ -44,7 +44,11 @@ class RedisState:
 
 
 def connect(
-    url: str, dedupe_secret: bytes, op_timeout_s: float | None = None, answer_ttl_s: int | None = None
+    url: str,
+    dedupe_secret: bytes,
+    op_timeout_s: float | None = None,
+    answer_ttl_s: int | None = None,
+    counters: StateCounters | None = None,
 ) -> RedisState:
     """Stores sharing one pool; the client reconnects by itself after Redis comes back."""
     if answer_ttl_s is None:
@@ -60,7 +64,7 @@ def connect(
         retry=Retry(NoBackoff(), 1),
         health_check_interval=10,
     )
-    metrics = StateMetrics()
+    metrics = StateMetrics() if counters is None else StateMetrics(export=counters)
     health = Health(op_timeout_s, metrics)
     return RedisState(
         client,
