@@ -84,7 +84,7 @@ class Kept:
 
 class ControlKeeper:
     """Writes the memory controls' journal with the ledger's transactions; reads it back at start.
-    The composition root (api/wiring.py) builds the memory stores around the journal and hands
+    The composition root (api/app.py) builds the memory stores around the journal and hands
     them what `kept` read."""
 
     def __init__(self, ledger: Ledger, journal: Journal) -> None:
