@@ -25,7 +25,7 @@ import contextvars
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -57,20 +57,9 @@ from routelead.domain.quote import NoOffer, no_offer_reason, offer, ping_expiry
 from routelead.domain.rules import Facts
 from routelead.domain.tree import TierMode, TierOrder
 from routelead.intake import seller
-from routelead.records.port import LedgerWriter, QuoteWriter
 from routelead.records.quotes import QuoteOutcome, QuoteRecord, QuoteState
-from routelead.router import LeadRequest, NotFound, Router
-from routelead.state.ports import (
-    BuyerStats,
-    CapStore,
-    DedupeStore,
-    IdempotencyStore,
-    RotationStore,
-    SuppressionStore,
-    VolumeStore,
-)
-from routelead.state.quotes import MemoryQuoteLimiter, MemoryQuoteStore, QuoteLimiter, QuoteStore
-from routelead.transport import Transport
+from routelead.router import LeadRequest, NotFound, Router, RouterParts
+from routelead.state.quotes import MemoryQuoteLimiter, MemoryQuoteStore
 
 log = structlog.get_logger("routelead.inbound")
 tracer = trace.get_tracer("routelead")
@@ -162,39 +151,11 @@ class Paused:
 class Inbound(Router):
     """The router, plus Quote and Commit (a commit is routed as a lead whose auction resumes)."""
 
-    def __init__(
-        self,
-        config: RuntimeConfig,
-        transport: Transport,
-        caps: CapStore,
-        dedupe: DedupeStore,
-        idempotency: IdempotencyStore,
-        rotation: RotationStore | None = None,
-        stats: BuyerStats | None = None,
-        volume: VolumeStore | None = None,
-        clock: Callable[[], float] = time.time,
-        ledger: LedgerWriter | None = None,
-        *,
-        quotes: QuoteStore | None = None,
-        quote_limits: QuoteLimiter | None = None,
-        suppression: SuppressionStore | None = None,
-    ) -> None:
-        super().__init__(
-            config,
-            transport,
-            caps,
-            dedupe,
-            idempotency,
-            rotation,
-            stats,
-            volume,
-            clock,
-            ledger,
-            suppression,
-        )
-        self._quotes = quotes if quotes is not None else MemoryQuoteStore(clock=clock)
-        self._limits = quote_limits if quote_limits is not None else MemoryQuoteLimiter()
-        self._quote_books = ledger if isinstance(ledger, QuoteWriter) else None
+    def __init__(self, parts: RouterParts) -> None:
+        super().__init__(parts)
+        self._quotes = parts.quotes if parts.quotes is not None else MemoryQuoteStore(clock=parts.clock)
+        self._limits = parts.quote_limits if parts.quote_limits is not None else MemoryQuoteLimiter()
+        self._quote_books = parts.quote_books
         self._ping_schemas: dict[str, LeadSchema] = {}
 
     # --- Quote ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -31,7 +31,7 @@ from routelead.intake import LeadConflict, LeadRequest, NotFound, same_request, 
 from routelead.lookups import Lookups
 from routelead.records.guard import BooksGuard
 from routelead.records.intents import Intent
-from routelead.records.port import AlreadyOffered, BooksUnavailable, LedgerWriter
+from routelead.records.port import AlreadyOffered, BooksUnavailable, QuoteWriter
 from routelead.seating import Seating, counts_of
 from routelead.state.memory import MemoryBuyerStats, MemoryRotationStore, MemoryVolumeStore
 from routelead.state.ports import (
@@ -46,6 +46,7 @@ from routelead.state.ports import (
     VolumeStore,
     lead_deadline,
 )
+from routelead.state.quotes import QuoteLimiter, QuoteStore
 from routelead.telemetry.decision import lead_span_result, log_decision
 from routelead.telemetry.metrics import record_lead
 from routelead.telemetry.spans import ledger_span
@@ -60,36 +61,47 @@ log = structlog.get_logger("routelead.router")
 tracer = trace.get_tracer("routelead")
 
 
+@dataclass(frozen=True, slots=True)
+class RouterParts:
+    """Every adapter the driver uses, built once by the composition root (api/server.py, api/app.py)
+    and handed over whole: the router sets nothing up on them."""
+
+    config: RuntimeConfig
+    transport: Transport
+    caps: CapStore
+    dedupe: DedupeStore
+    idempotency: IdempotencyStore
+    rotation: RotationStore = field(default_factory=MemoryRotationStore)
+    stats: BuyerStats = field(default_factory=MemoryBuyerStats)
+    volume: VolumeStore = field(default_factory=MemoryVolumeStore)
+    clock: Callable[[], float] = time.time
+    # The books, fail-closed (records/guard.py); None: no books (tests, the demo without them).
+    books: BooksGuard | None = None
+    suppression: SuppressionStore | None = None
+    # Shared with the Admin API, which shows and resets them.
+    breakers: Breakers = field(default_factory=Breakers)
+    # Inbound ping-post (inbound.py): open quotes, each source's quote limits, the quotes' books.
+    quotes: QuoteStore | None = None
+    quote_limits: QuoteLimiter | None = None
+    quote_books: QuoteWriter | None = None
+
+
 class Router:
-    def __init__(
-        self,
-        config: RuntimeConfig,
-        transport: Transport,
-        caps: CapStore,
-        dedupe: DedupeStore,
-        idempotency: IdempotencyStore,
-        rotation: RotationStore | None = None,
-        stats: BuyerStats | None = None,
-        volume: VolumeStore | None = None,
-        clock: Callable[[], float] = time.time,
-        ledger: LedgerWriter | None = None,
-        suppression: SuppressionStore | None = None,
-    ) -> None:
-        self.config = config
-        self._idempotency = idempotency
-        # The books fail closed: see records/guard.py.
-        self.books = BooksGuard(ledger, on_booked=idempotency.remember) if ledger is not None else None
-        self.breakers = Breakers()
-        stats = stats if stats is not None else MemoryBuyerStats()
-        self._volume = volume if volume is not None else MemoryVolumeStore()
-        rotation = rotation if rotation is not None else MemoryRotationStore()
-        self._seating = Seating(caps, dedupe, rotation, stats, self._volume, self.breakers, clock)
-        self._calls = BuyerCalls(transport, caps, stats, self._volume, self.breakers, clock)
-        self._checks = ComplianceChecks(suppression, dedupe.fingerprint, Lookups(transport))
+    def __init__(self, parts: RouterParts) -> None:
+        self.config = parts.config
+        self._idempotency = parts.idempotency
+        self.books = parts.books
+        self.breakers = parts.breakers
+        self._volume = parts.volume
+        clock, caps, stats = parts.clock, parts.caps, parts.stats
+        self._seating = Seating(caps, parts.dedupe, parts.rotation, stats, self._volume, self.breakers, clock)
+        self._calls = BuyerCalls(parts.transport, caps, stats, self._volume, self.breakers, clock)
+        self._checks = ComplianceChecks(parts.suppression, parts.dedupe.fingerprint, Lookups(parts.transport))
         self._clock = clock
         self._offers: dict[str, _Offers] = {}
         # Keyed by the dedupe key, so replicas sharing it compare each other's requests.
-        self._digester = RequestDigester(bytes.fromhex(dedupe.fingerprint(["routelead request digest"])))
+        key = parts.dedupe.fingerprint(["routelead request digest"])
+        self._digester = RequestDigester(bytes.fromhex(key))
 
     async def route(self, req: LeadRequest) -> RoutingResult:
         """Route one lead; raises LeadInvalid (bad request) or NotFound (unknown flow / source)."""

@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import grpc
 from routelead.api.server import Service
-from routelead.records.buyer_stats import LedgerBuyerStats, keep_fresh, refresh
+from routelead.records.buyer_stats import keep_fresh, refresh
 from routelead.records.reports import Reports
+from routelead.state.memory import SeededBuyerStats
 from routelead.v1 import routelead_pb2 as pb
 from routelead.v1 import routelead_pb2_grpc as pb_grpc
 
@@ -36,7 +37,7 @@ async def test_a_new_process_ranks_by_the_post_accept_rates_in_the_books(
     doc = document([buyer(buyers.url, "a"), buyer(buyers.url, "b")], dedupe=None, ranking="expected_revenue")
     reports = Reports(ledger.engine)
 
-    stats = LedgerBuyerStats()
+    stats = SeededBuyerStats()
     await refresh(stats, reports)
     # b: 9 / (n + 10) accepted with the prior; a: (n + 9) / (n + 10).
     assert stats.accept_rate("b") == Decimal(9) / Decimal(n + 10)
@@ -56,7 +57,7 @@ async def test_a_new_process_ranks_by_the_post_accept_rates_in_the_books(
 
 async def test_the_rates_are_refreshed_while_serving(backend: Backend, buyers: BuyerServer) -> None:
     ledger = await backend.ledger()
-    stats = LedgerBuyerStats()
+    stats = SeededBuyerStats()
     reports = Reports(ledger.engine)
     await refresh(stats, reports)
     assert stats.accept_rate("b") == Decimal("0.9")  # nothing in the books: the prior

@@ -20,8 +20,16 @@ from routelead.state.memory import (
     MemoryRotationStore,
     MemoryVolumeStore,
 )
-from routelead.state.ports import CapStore, DedupeStore, IdempotencyStore, RotationStore, VolumeStore
+from routelead.state.ports import (
+    CapStore,
+    DedupeStore,
+    IdempotencyStore,
+    RotationStore,
+    StateMetrics,
+    VolumeStore,
+)
 from routelead.state.redis import RedisState, connect
+from routelead.telemetry.metrics import PrometheusStateCounters
 
 SECRET = b"test-dedupe-key-0123456789abcdef"
 INSTALL = "redis-server is required for these tests: apt-get install redis-server"
@@ -107,7 +115,8 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     if request.param == "memory":
         yield Backend(
             "memory",
-            MemoryCapStore(),
+            # Exported as the served process exports them (the composition root injects these).
+            MemoryCapStore(StateMetrics(export=PrometheusStateCounters())),
             MemoryDedupeStore(secret=SECRET),
             MemoryIdempotencyStore(),
             MemoryRotationStore(),
@@ -115,6 +124,6 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         )
         return
     url = request.getfixturevalue("redis_url")
-    state = connect(url, SECRET, op_timeout_s=2.0)
+    state = connect(url, SECRET, op_timeout_s=2.0, counters=PrometheusStateCounters())
     yield Backend("redis", state.caps, state.dedupe, state.idempotency, state.rotation, state.volume, state)
     await state.close()

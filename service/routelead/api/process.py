@@ -102,44 +102,14 @@ def run_loop(coro: Coroutine[Any, Any, Any]) -> Any:
 
 def run_worker(opts: ServeOptions, *, reuse_port: bool) -> int:
     """One serving process: its own tracer, event loop, gRPC server and buyer session."""
-    from routelead.api.server import Service, serve_until_signalled
-    from routelead.state.select import hot_state
+    # Imported after the fork and after prepare_metrics_dir(): it pulls in prometheus_client.
+    from routelead.api.app import serve as serve_worker
     from routelead.telemetry.tracing import configure_tracing, shutdown_tracing
 
     configure_tracing(opts.settings)
 
-    async def serve_with_state() -> None:
-        # Per worker, after the fork: Redis (REDIS_URL) or this process's own memory.
-        state = hot_state(opts.settings)
-        service = Service(
-            opts.config,
-            address=opts.listen,
-            security=opts.security,
-            reuse_port=reuse_port,
-            health_address=opts.health_listen or None,
-            max_in_flight=opts.max_in_flight,
-            caps=state.caps,
-            dedupe=state.dedupe,
-            idempotency=state.idempotency,
-            rotation=state.rotation,
-            volume=state.volume,
-            quotes=state.quotes,
-            quote_limits=state.quote_limits,
-            suppression=state.suppression,
-        )
-        try:
-            if opts.config_path:
-                # The books: ledger, the live configuration version, the Admin API.
-                from routelead.api.app import serve_with_books
-
-                await serve_with_books(service, opts.config_path, opts.settings)
-            else:
-                await serve_until_signalled(service)
-        finally:
-            await state.close()
-
     try:
-        run_loop(serve_with_state())
+        run_loop(serve_worker(opts, reuse_port=reuse_port))
     finally:
         shutdown_tracing()  # flush spans still queued for export
     return 0

@@ -16,10 +16,15 @@ from grpc_reflection.v1alpha import reflection
 
 from routelead.api.security import Security
 from routelead.api.servicer import RouteLeadServicer
+from routelead.api.traced_caps import TracedCapStore
 from routelead.config.runtime import RuntimeConfig
+from routelead.domain.breaker import Breakers
 from routelead.inbound import Inbound
-from routelead.records.port import LedgerWriter
+from routelead.records.guard import BooksGuard
+from routelead.records.ledger import Ledger
+from routelead.router import RouterParts
 from routelead.state.memory import (
+    MemoryBuyerStats,
     MemoryCapStore,
     MemoryDedupeStore,
     MemoryIdempotencyStore,
@@ -33,11 +38,12 @@ from routelead.state.ports import (
     DedupeStore,
     IdempotencyStore,
     RotationStore,
+    StateMetrics,
     SuppressionStore,
     VolumeStore,
 )
 from routelead.state.quotes import MemoryQuoteLimiter, MemoryQuoteStore, QuoteLimiter, QuoteStore
-from routelead.telemetry.spans import TracedCapStore
+from routelead.telemetry.metrics import PrometheusBooksCounters, PrometheusStateCounters
 from routelead.transport import Transport
 from routelead.v1 import routelead_pb2 as pb
 
@@ -46,7 +52,10 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RouteLead"].full_name
 
 
 class Service:
-    """The whole running service: transport, stores, router and gRPC server."""
+    """The whole running service: transport, stores, router and gRPC server.
+
+    Built whole: every part is given here (api/app.py builds them for `serve`; tests pass what
+    they need and the rest are this process's memory), and the router is built with them."""
 
     def __init__(
         self,
@@ -63,12 +72,14 @@ class Service:
         health_address: str | None = None,
         max_in_flight: int = 0,
         clock: Callable[[], float] = time.time,
-        ledger: LedgerWriter | None = None,
+        ledger: Ledger | None = None,
         extra_services: Sequence[Callable[[grpc.aio.Server], str]] = (),
         stats: BuyerStats | None = None,
         quotes: QuoteStore | None = None,
         quote_limits: QuoteLimiter | None = None,
         suppression: SuppressionStore | None = None,
+        books_spool: Path | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self.config = config
         self.address = address
@@ -84,7 +95,8 @@ class Service:
         # routelead_client does not retry it by itself) instead of queueing behind the
         # event loop and answering after their deadline. Probes use the health listener, unlimited.
         self.max_in_flight = max_in_flight
-        self.caps = caps if caps is not None else MemoryCapStore()
+        exported = StateMetrics(export=PrometheusStateCounters())
+        self.caps = caps if caps is not None else MemoryCapStore(exported)
         self.dedupe = dedupe if dedupe is not None else MemoryDedupeStore()
         self.idempotency = idempotency if idempotency is not None else MemoryIdempotencyStore()
         self.rotation = rotation if rotation is not None else MemoryRotationStore()
@@ -95,24 +107,52 @@ class Service:
         # Global and per-buyer suppression lists, checked before any ping.
         self.suppression = suppression if suppression is not None else MemorySuppressionStore()
         self.ledger = ledger
-        # Where ledger records still refused at shutdown are written for the next start.
-        self.books_spool: Path | None = None
         # Each adds a servicer (e.g. Admin) to the server and returns its full service name.
         self.extra_services = extra_services
-        # Post-accept rates for the expected-revenue ranking (None: the router's in-process ones).
-        self.stats = stats
         self.transport = Transport(verify_tls=config.verify_buyer_tls)
-        self._clock = clock
         self.port = 0
-        self.router: Inbound | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
+        # The books fail closed (records/guard.py): readiness follows them, a late-booked answer
+        # reaches the idempotency store, and what is refused until shutdown goes to `books_spool`
+        # for the next start.
+        books = (
+            BooksGuard(
+                ledger,
+                on_booked=self.idempotency.remember,
+                on_writable=self._books_writable,
+                spool=books_spool,
+                counters=PrometheusBooksCounters(),
+            )
+            if ledger is not None
+            else None
+        )
+        self.router = Inbound(
+            RouterParts(
+                config,
+                self.transport,
+                TracedCapStore(self.caps),
+                self.dedupe,
+                self.idempotency,
+                self.rotation,
+                # Post-accept rates for the expected-revenue ranking: the books' (api/app.py) or
+                # this process's own.
+                stats if stats is not None else MemoryBuyerStats(),
+                self.volume,
+                clock,
+                books,
+                self.suppression,
+                breakers if breakers is not None else Breakers(),
+                self.quotes,
+                self.quote_limits,
+                ledger,
+            )
+        )
 
     def use_config(self, config: RuntimeConfig) -> None:
         """A new configuration version goes live: leads already in flight finish on the old one."""
         self.config = config
-        if self.router is not None:
-            self.router.config = config
+        self.router.config = config
 
     @property
     def drain_s(self) -> float:
@@ -121,24 +161,6 @@ class Service:
 
     async def start(self) -> int:
         await self.transport.start()
-        router = self.router = Inbound(
-            self.config,
-            self.transport,
-            TracedCapStore(self.caps),
-            self.dedupe,
-            self.idempotency,
-            self.rotation,
-            volume=self.volume,
-            clock=self._clock,
-            ledger=self.ledger,
-            stats=self.stats,
-            quotes=self.quotes,
-            quote_limits=self.quote_limits,
-            suppression=self.suppression,
-        )
-        if router.books is not None:
-            router.books.on_writable = self._books_writable
-            router.books.spool = self.books_spool
         size = self.config.max_message_bytes
         server = grpc.aio.server(
             options=[
@@ -152,7 +174,7 @@ class Service:
             interceptors=self.security.interceptors(),
             maximum_concurrent_rpcs=self.max_in_flight or None,
         )
-        server.add_generic_rpc_handlers((_route_lead_handler(RouteLeadServicer(router)),))
+        server.add_generic_rpc_handlers((_route_lead_handler(RouteLeadServicer(self.router)),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         extra = [register(server) for register in self.extra_services]
         reflection.enable_server_reflection(
@@ -205,7 +227,7 @@ class Service:
             await self._health_server.stop(0)
             self._health_server = None
         await self.transport.close()
-        if self.router is not None and self.router.books is not None:
+        if self.router.books is not None:
             await self.router.books.close()  # held records: a last try, or an error line each
         log.info("server.stopped", port=self.port)
 

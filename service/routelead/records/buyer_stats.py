@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from typing import Protocol
 
 import structlog
 
 from routelead.records.reports import Reports
-from routelead.state.memory import MemoryBuyerStats
 
 log = structlog.get_logger("routelead.buyer_stats")
 # How far back the books are read, and how often.
@@ -21,31 +20,18 @@ DEFAULT_LOOKBACK = timedelta(days=7)
 DEFAULT_EVERY_S = 60.0
 
 
-class LedgerBuyerStats(MemoryBuyerStats):
-    """accept_rate = (accepted in the books + accepted here since the last refresh + prior) /
-    (posts in the books + posts here since the last refresh + prior)."""
+class Seeded(Protocol):
+    """The ranking's rates (state/memory.py SeededBuyerStats): the books' counts replace its base."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._base: dict[str, tuple[int, int]] = {}
-
-    def seed(self, counts: dict[str, tuple[int, int]]) -> None:
-        # This process's posts up to now are in the books already (written before each answer).
-        self._base = dict(counts)
-        self._posts.clear()
-
-    def accept_rate(self, buyer_id: str) -> Decimal:
-        base_a, base_n = self._base.get(buyer_id, (0, 0))
-        a, n = self._posts.get(buyer_id, (0, 0))
-        return Decimal(base_a + a + self.PRIOR_ACCEPTED) / Decimal(base_n + n + self.PRIOR_POSTS)
+    def seed(self, counts: dict[str, tuple[int, int]]) -> None: ...
 
 
-async def refresh(stats: LedgerBuyerStats, reports: Reports, lookback: timedelta = DEFAULT_LOOKBACK) -> None:
+async def refresh(stats: Seeded, reports: Reports, lookback: timedelta = DEFAULT_LOOKBACK) -> None:
     stats.seed(await reports.post_accept_rates(datetime.now(UTC) - lookback))
 
 
 async def keep_fresh(
-    stats: LedgerBuyerStats,
+    stats: Seeded,
     reports: Reports,
     stop: asyncio.Event,
     every_s: float = DEFAULT_EVERY_S,

@@ -22,9 +22,10 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 import structlog
@@ -38,16 +39,6 @@ from routelead.records.schema import (
     control_suppression,
     control_values,
 )
-from routelead.settings import Settings
-from routelead.state.memory import (
-    Changes,
-    Journal,
-    MemoryCapStore,
-    MemoryDedupeStore,
-    MemoryRotationStore,
-    MemorySuppressionStore,
-)
-from routelead.state.select import StateConfigError, dedupe_secret
 
 log = structlog.get_logger("routelead.controls")
 
@@ -58,8 +49,43 @@ PURGE_S = 600.0
 _CHUNK = 5_000
 
 
+# An open reservation as noted: the reservation, when it was made, its state and reason.
+Held = tuple[Reservation, float, str, str]
+
+
+class Changes(Protocol):
+    """What the memory controls' journal (state/memory.py Journal) hands over to be written."""
+
+    @property
+    def values(self) -> Mapping[tuple[str, str], tuple[int, float | None]]: ...
+    @property
+    def dedupe(self) -> Mapping[str, float | None]: ...
+    @property
+    def reservations(self) -> Mapping[tuple[str, str], Held | None]: ...
+
+
+class Journal(Protocol):
+    def take(self) -> Any: ...
+    def put_back(self, taken: Any) -> None: ...
+    def __bool__(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """What an earlier process kept, for the memory stores to take back before any lead."""
+
+    counts: list[tuple[str, int, float]]
+    balances: list[tuple[str, int]]
+    reservations: list[Held]
+    turns: list[tuple[str, int]]
+    dedupe: list[tuple[str, float]]
+    suppression: list[tuple[str, str, str]]
+
+
 class ControlKeeper:
-    """Writes the memory controls' journal with the ledger's transactions; reads it back at start."""
+    """Writes the memory controls' journal with the ledger's transactions; reads it back at start.
+    The composition root (api/app.py) builds the memory stores around the journal and hands
+    them what `kept` read."""
 
     def __init__(self, ledger: Ledger, journal: Journal) -> None:
         self._ledger = ledger
@@ -68,41 +94,6 @@ class ControlKeeper:
         self._next_purge = 0.0
         # Statements built once: building an upsert cost more CPU than running it.
         self._built: dict[str, Any] = {}
-
-    @classmethod
-    async def open(
-        cls,
-        ledger: Ledger,
-        caps: MemoryCapStore,
-        dedupe: MemoryDedupeStore,
-        rotation: MemoryRotationStore | None,
-        settings: Settings,
-        suppression: MemorySuppressionStore | None = None,
-    ) -> ControlKeeper:
-        """Restore what an earlier process kept into the memory stores, then keep every change."""
-        secret = dedupe_secret(settings)
-        if secret is None:
-            secret = await asyncio.to_thread(_kept_secret, ledger)
-            # The same consumer must hash the same after a restart, or the windows find nobody.
-            dedupe.use_secret(secret)
-        journal = Journal()
-        keeper = cls(ledger, journal)
-        await keeper._restore(caps, dedupe, rotation)
-        if suppression is not None:
-            await keeper._restore_suppression(suppression)
-            suppression.keep = keeper.keep_suppression
-        caps.journal = dedupe.journal = journal
-        if rotation is not None:
-            rotation.journal = journal
-        journal.keep = ledger.write_companion
-        ledger.attach(keeper)
-        return keeper
-
-    async def _restore_suppression(self, store: MemorySuppressionStore) -> None:
-        async with self._ledger.engine.connect() as conn:
-            rows = (await conn.execute(sa.select(control_suppression))).all()
-        store.restore((str(r.list), str(r.buyer), str(r.digest)) for r in rows)
-        log.info("controls.suppression_restored", entries=len(rows))
 
     async def keep_suppression(self, name: str, buyer: str, digests: Sequence[str], add: bool) -> None:
         """A list change, on disk before it is applied and answered (an operator's bulk load: in
@@ -122,9 +113,7 @@ class ControlKeeper:
                         )
                     )
 
-    async def _restore(
-        self, caps: MemoryCapStore, dedupe: MemoryDedupeStore, rotation: MemoryRotationStore | None
-    ) -> None:
+    async def kept(self) -> Kept:
         now = time.time()
         live = sa.or_(control_values.c.expires_at.is_(None), control_values.c.expires_at > now)
         async with self._ledger.engine.connect() as conn:
@@ -137,10 +126,11 @@ class ControlKeeper:
                     .order_by(control_dedupe.c.expires_at)
                 )
             ).all()
-        caps.restore(
-            ((v.key, int(v.value), float(v.expires_at)) for v in values if v.kind == "count"),
-            ((v.key, int(v.value)) for v in values if v.kind == "balance"),
-            (
+            listed = (await conn.execute(sa.select(control_suppression))).all()
+        kept = Kept(
+            [(v.key, int(v.value), float(v.expires_at)) for v in values if v.kind == "count"],
+            [(v.key, int(v.value)) for v in values if v.kind == "balance"],
+            [
                 (
                     Reservation(
                         h.buyer_id,
@@ -156,19 +146,21 @@ class ControlKeeper:
                     str(h.reason),
                 )
                 for h in held
-            ),
+            ],
+            [(v.key, int(v.value)) for v in values if v.kind == "turn"],
+            [(k.key, float(k.expires_at)) for k in keys],
+            [(str(r.list), str(r.buyer), str(r.digest)) for r in listed],
         )
-        if rotation is not None:
-            rotation.restore((v.key, int(v.value)) for v in values if v.kind == "turn")
-        dedupe.restore((k.key, float(k.expires_at)) for k in keys)
         log.info(
             "controls.restored",
-            counters=sum(1 for v in values if v.kind == "count"),
-            balances=sum(1 for v in values if v.kind == "balance"),
-            turns=sum(1 for v in values if v.kind == "turn"),
-            reservations=len(held),
-            dedupe_keys=len(keys),
+            counters=len(kept.counts),
+            balances=len(kept.balances),
+            turns=len(kept.turns),
+            reservations=len(kept.reservations),
+            dedupe_keys=len(kept.dedupe),
+            suppression=len(kept.suppression),
         )
+        return kept
 
     # --- the ledger's companion (records/ledger.py) ------------------------------------------------
 
@@ -261,16 +253,14 @@ class ControlKeeper:
             log.warning("controls.unwritten", error=type(exc).__name__, detail=str(exc)[:200])
 
 
-def _kept_secret(ledger: Ledger) -> bytes:
+def kept_secret(ledger: Ledger) -> bytes | None:
     """The dedupe key of an embedded SQLite database: generated at its first start and kept in a
     file beside it (`<database>.dedupe-key`, mode 0600), not in it, so a copy of the database
-    alone does not let anyone test a guessed phone number or e-mail against its digests."""
+    alone does not let anyone test a guessed phone number or e-mail against its digests.
+    None: these books have no file to keep it beside (PostgreSQL, or SQLite in memory)."""
     url = ledger.engine.url
     if ledger.dialect != "sqlite" or url.database in (None, "", ":memory:"):
-        raise StateConfigError(
-            "the duplicate check of a service with no REDIS_URL and PostgreSQL books needs a key that "
-            "outlives the process: set ROUTELEAD_DEDUPE_KEY (or ROUTELEAD_DEDUPE_KEY_FILE)"
-        )
+        return None
     path = Path(f"{url.database}.dedupe-key")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

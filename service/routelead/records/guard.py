@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import sqlalchemy as sa
 import structlog
@@ -23,7 +24,6 @@ from routelead.records.codec import lead_record
 from routelead.records.intents import Intent
 from routelead.records.port import BooksUnavailable, IntentWriter, LedgerWriter, Unbooked
 from routelead.records.spool import write_spool
-from routelead.telemetry.metrics import BOOKS_BOOKED_LATE, BOOKS_HELD, BOOKS_REFUSED
 
 log = structlog.get_logger("routelead.records")
 
@@ -33,6 +33,26 @@ def is_outage(exc: BaseException) -> bool:
     only an outage stops routing, so one record the database rejects cannot stop the service."""
     rejected = (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.ProgrammingError)
     return not isinstance(exc, (*rejected, ValueError, TypeError, ArithmeticError))
+
+
+class BooksCounters(Protocol):
+    """Where the guard counts records held, booked late and leads refused: the composition root
+    injects the Prometheus one (telemetry/metrics.py)."""
+
+    def held(self) -> None: ...
+    def booked_late(self) -> None: ...
+    def refused(self) -> None: ...
+
+
+class NoBooksCounters:
+    def held(self) -> None:
+        pass
+
+    def booked_late(self) -> None:
+        pass
+
+    def refused(self) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +80,10 @@ class BooksGuard:
         # (or a SQLite file locked by another process) holds every answer until it gives up.
         write_timeout_s: float = 1.0,
         spool: Path | None = None,
+        counters: BooksCounters | None = None,
     ) -> None:
         self._writer = writer
+        self._counters = counters if counters is not None else NoBooksCounters()
         # Books that record intents: a lead is posted only after its intent is committed.
         self.intents = writer if isinstance(writer, IntentWriter) else None
         # Where records still unwritten at shutdown go, for the next start to apply.
@@ -92,7 +114,7 @@ class BooksGuard:
     def check(self) -> None:
         """Before any buyer is asked: refuse the lead while the books refuse writes."""
         if self._down_since is not None:
-            BOOKS_REFUSED.inc()
+            self._counters.refused()
             raise BooksUnavailable(
                 f"the books refuse writes (for {time.monotonic() - self._down_since:.1f} s); "
                 "nothing was routed: retry later"
@@ -187,7 +209,7 @@ class BooksGuard:
 
     async def _hold(self, held: _Held, exc: Exception) -> None:
         self._held[held.result.key] = held
-        BOOKS_HELD.inc()
+        self._counters.held()
         outage = is_outage(exc)
         log.error(
             "ledger.write_failed",
@@ -218,7 +240,7 @@ class BooksGuard:
         self._booked[r.key] = r
         while len(self._booked) > self._keep:
             self._booked.popitem(last=False)
-        BOOKS_BOOKED_LATE.inc()
+        self._counters.booked_late()
         log.info("ledger.booked_late", lead_id=r.lead_id, outcome=r.outcome.value, held=len(self._held))
         if self.on_booked is not None:
             try:

@@ -17,7 +17,7 @@ from routelead.domain.identity import fingerprint
 from routelead.domain.outcome import RoutingResult
 from routelead.domain.periods import period_key
 from routelead.state.plan import UNLIMITED, Counter, counters, floor_cents, from_cents, to_cents
-from routelead.state.ports import CapLimits, Period, Reservation, StateMetrics, UnsettledSale
+from routelead.state.ports import CapLimits, PastAnswers, Period, Reservation, StateMetrics, UnsettledSale
 from routelead.state.result_codec import decode, encode
 
 
@@ -27,15 +27,15 @@ class MemoryCapStore:
     # How often counters of ended periods are dropped (nothing reads them again).
     SWEEP_S = 60.0
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: StateMetrics | None = None, journal: Journal | None = None) -> None:
         # f"{buyer}|{counter name}" → (value, wall-clock expiry)
         self._values: dict[str, tuple[int, float]] = {}
         self._balances: dict[str, int] = {}
         self._records: dict[tuple[str, str], _Record] = {}
         self._next_sweep = time.time() + self.SWEEP_S
-        self.metrics = StateMetrics()
-        # Set in embedded mode: every change is also noted there, to be kept beside the books.
-        self.journal: Journal | None = None
+        self.metrics = metrics if metrics is not None else StateMetrics()
+        # In embedded mode: every change is also noted there, to be kept beside the books.
+        self.journal = journal
 
     @property
     def healthy(self) -> bool:
@@ -249,18 +249,16 @@ class MemoryDedupeStore:
         max_keys: int = 1_000_000,
         clock: Callable[[], float] = time.time,
         secret: bytes | None = None,
+        journal: Journal | None = None,
     ) -> None:
         # key → expiry on `clock` (wall-clock seconds by default, so they can be kept on disk)
         self._expiry: OrderedDict[str, float] = OrderedDict()
         self._max = max_keys
         self._clock = clock
-        # Without a configured secret a random one will do until the embedded books hand over
-        # the one they keep (use_secret), so that fingerprints match across a restart.
+        # Without a configured secret a random one will do for this process alone; the embedded
+        # books hand over the one they keep, so that fingerprints match across a restart.
         self._secret = secret or secrets.token_bytes(32)
-        self.journal: Journal | None = None
-
-    def use_secret(self, secret: bytes) -> None:
-        self._secret = secret
+        self.journal = journal
 
     def restore(self, keys: Iterable[tuple[str, float]]) -> None:
         """Take back the keys an earlier process kept, oldest expiry first."""
@@ -306,6 +304,10 @@ class MemoryIdempotencyStore:
         # Answered before this process started (from the books): rebuilt on a retry, not re-routed.
         self._earlier: set[str] = set()
         self._load: Callable[[str], Awaitable[RoutingResult | None]] | None = None
+
+    async def backed_by(self, books: PastAnswers) -> None:
+        """Memory forgets at every restart; the books remember what was answered before it."""
+        self.recall(await books.recent(), books.answer)
 
     def recall(self, lead_ids: Iterable[str], load: Callable[[str], Awaitable[RoutingResult | None]]) -> None:
         """Lead_ids answered by an earlier process, and how to rebuild one of their answers."""
@@ -357,9 +359,9 @@ class MemoryIdempotencyStore:
 class MemoryRotationStore:
     """Per-process turn counters; the Redis store shares them across processes."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: Journal | None = None) -> None:
         self._turns: dict[str, int] = {}
-        self.journal: Journal | None = None
+        self.journal = journal
 
     async def next_turn(self, key: str) -> int:
         turn = self._turns.get(key, 0)
@@ -392,6 +394,25 @@ class MemoryBuyerStats:
     def record_post(self, buyer_id: str, accepted: bool) -> None:
         a, n = self._posts.get(buyer_id, (0, 0))
         self._posts[buyer_id] = (a + accepted, n + 1)
+
+
+class SeededBuyerStats(MemoryBuyerStats):
+    """accept_rate = (accepted in the books + accepted here since the last seed + prior) /
+    (posts in the books + posts here since the last seed + prior); seeded by records/buyer_stats.py."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._base: dict[str, tuple[int, int]] = {}
+
+    def seed(self, counts: dict[str, tuple[int, int]]) -> None:
+        # This process's posts up to now are in the books already (written before each answer).
+        self._base = dict(counts)
+        self._posts.clear()
+
+    def accept_rate(self, buyer_id: str) -> Decimal:
+        base_a, base_n = self._base.get(buyer_id, (0, 0))
+        a, n = self._posts.get(buyer_id, (0, 0))
+        return Decimal(base_a + a + self.PRIOR_ACCEPTED) / Decimal(base_n + n + self.PRIOR_POSTS)
 
 
 class MemoryVolumeStore:
@@ -438,10 +459,10 @@ class Journal:
     winning: the embedded books keep it (records/controls.py). Noting a change is a dict write on
     the event loop; the disk write happens elsewhere (the ledger's writer), never here."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: Callable[[], Awaitable[None]] | None = None) -> None:
         self._changes = Changes({}, {}, {})
-        # Set by the keeper: returns once every change noted so far is on disk.
-        self.keep: Callable[[], Awaitable[None]] | None = None
+        # The books' write: returns once every change noted so far is on disk.
+        self.keep = keep
 
     def value(self, kind: ValueKind, key: str, value: int, expires: float | None) -> None:
         self._changes.values[(kind, key)] = (value, expires)
@@ -479,11 +500,13 @@ class Journal:
 
 class MemorySuppressionStore:
     """Suppression lists in this process: 16-byte digests in one set per (list, buyer). With
-    `keep` set (records/controls.py), a change is on disk before it is applied and answered."""
+    `keep` (records/controls.py), a change is on disk before it is applied and answered."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, keep: Callable[[str, str, Sequence[str], bool], Awaitable[None]] | None = None
+    ) -> None:
         self._lists: dict[tuple[str, str], set[bytes]] = {}
-        self.keep: Callable[[str, str, Sequence[str], bool], Awaitable[None]] | None = None
+        self.keep = keep
 
     def restore(self, rows: Iterable[tuple[str, str, str]]) -> None:
         """Entries kept by an earlier process: (list, buyer, hex digest)."""

@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
 # The cap values live below every adapter (domain/caps.py), shared with config and telemetry.
 from routelead.domain.caps import PERIODS as PERIODS
@@ -31,17 +31,39 @@ class StateUnavailable(RuntimeError):
     """The shared state could not be reached in time; the caller applies the Redis-down policy."""
 
 
-def _prometheus() -> Any:
-    # Imported on first use, never at import time: `serve --workers` must point prometheus-client
-    # at its multiprocess directory before the module is loaded, and the config loader imports us.
-    from routelead.telemetry import metrics
+class StateCounters(Protocol):
+    """Where hot-state events are counted besides StateMetrics' own fields: the composition root
+    injects the Prometheus one (telemetry/metrics.py); nothing is exported by default."""
 
-    return metrics
+    def marked(self) -> None: ...
+    def settled(self, how: str, n: int) -> None: ...
+    def topped_up(self) -> None: ...
+    def error(self) -> None: ...
+    def fallback(self, what: str) -> None: ...
+
+
+class NoStateCounters:
+    """Counts nothing beyond StateMetrics' fields (a store built outside the served process)."""
+
+    def marked(self) -> None:
+        pass
+
+    def settled(self, how: str, n: int) -> None:
+        pass
+
+    def topped_up(self) -> None:
+        pass
+
+    def error(self) -> None:
+        pass
+
+    def fallback(self, what: str) -> None:
+        pass
 
 
 @dataclass(slots=True)
 class StateMetrics:
-    """Hot-state counters: kept here for tests and the CLI, and written through to Prometheus."""
+    """Hot-state counters: kept here for tests and the CLI, and written through to `export`."""
 
     unsettled_marked_total: int = 0
     settled_confirmed_total: int = 0
@@ -49,30 +71,31 @@ class StateMetrics:
     balance_topups_total: int = 0
     redis_errors_total: int = 0
     redis_fallbacks_total: dict[str, int] = field(default_factory=dict)
+    export: StateCounters = field(default_factory=NoStateCounters, repr=False, compare=False)
 
     def marked(self) -> None:
         self.unsettled_marked_total += 1
-        _prometheus().UNSETTLED_MARKED.inc()
+        self.export.marked()
 
     def confirmed(self, n: int = 1) -> None:
         self.settled_confirmed_total += n
-        _prometheus().SETTLED.labels("confirmed").inc(n)
+        self.export.settled("confirmed", n)
 
     def freed(self, n: int = 1) -> None:
         self.settled_freed_total += n
-        _prometheus().SETTLED.labels("freed").inc(n)
+        self.export.settled("freed", n)
 
     def topped_up(self) -> None:
         self.balance_topups_total += 1
-        _prometheus().BALANCE_TOPUPS.inc()
+        self.export.topped_up()
 
     def error(self) -> None:
         self.redis_errors_total += 1
-        _prometheus().REDIS_ERRORS.inc()
+        self.export.error()
 
     def fallback(self, what: str) -> None:
         self.redis_fallbacks_total[what] = self.redis_fallbacks_total.get(what, 0) + 1
-        _prometheus().REDIS_FALLBACKS.labels(what).inc()
+        self.export.fallback(what)
 
 
 class CapStore(Protocol):
@@ -178,6 +201,19 @@ class IdempotencyStore(Protocol):
 
     async def remember(self, result: RoutingResult) -> None:
         """Keep the answer of a lead whose `work` failed after routing and that was booked later."""
+
+    async def backed_by(self, books: PastAnswers) -> None:
+        """From now on a lead_id this store cannot answer is looked up in the books."""
+
+
+class PastAnswers(Protocol):
+    """The books' answers (records/answers.py), as the idempotency stores fall back on them."""
+
+    async def answer(self, lead_id: str) -> RoutingResult | None:
+        """The answer the books hold for this answer key, or None."""
+
+    async def recent(self) -> Sequence[str]:
+        """Answer keys recent enough that a restarted process should still recognise them."""
 
 
 class LeadInFlight(RuntimeError):

@@ -20,6 +20,8 @@ from routelead.state.ports import (
     DedupeStore,
     IdempotencyStore,
     RotationStore,
+    StateCounters,
+    StateMetrics,
     SuppressionStore,
     VolumeStore,
 )
@@ -102,13 +104,14 @@ def check_state_env(settings: Settings, workers: int = 1, books: str = "") -> No
         )
 
 
-def hot_state(settings: Settings) -> HotState:
+def hot_state(settings: Settings, counters: StateCounters | None = None) -> HotState:
+    """`counters`: where the stores' counters are exported (the composition root's Prometheus)."""
     check_state_env(settings)
     secret = dedupe_secret(settings)
     url = redis_url(settings)
     if not url:
         return HotState(
-            MemoryCapStore(),
+            MemoryCapStore(StateMetrics() if counters is None else StateMetrics(export=counters)),
             MemoryDedupeStore(secret=secret),
             MemoryIdempotencyStore(),
             MemoryRotationStore(),
@@ -127,6 +130,7 @@ def hot_state(settings: Settings) -> HotState:
         op_timeout_s=settings.redis_timeout_ms / 1000,
         answer_ttl_s=answer_ttl_s(settings),
         cluster=settings.redis_cluster,
+        counters=counters,
     )
     return HotState(
         shared.caps,

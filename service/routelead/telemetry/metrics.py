@@ -87,6 +87,38 @@ BOOKS_REFUSED = Counter(
 )
 
 
+class PrometheusStateCounters:
+    """The hot-state counters (state/ports.py StateCounters) as Prometheus metrics."""
+
+    def marked(self) -> None:
+        UNSETTLED_MARKED.inc()
+
+    def settled(self, how: str, n: int) -> None:
+        SETTLED.labels(how).inc(n)
+
+    def topped_up(self) -> None:
+        BALANCE_TOPUPS.inc()
+
+    def error(self) -> None:
+        REDIS_ERRORS.inc()
+
+    def fallback(self, what: str) -> None:
+        REDIS_FALLBACKS.labels(what).inc()
+
+
+class PrometheusBooksCounters:
+    """The books guard's counters (records/port.py BooksCounters) as Prometheus metrics."""
+
+    def held(self) -> None:
+        BOOKS_HELD.inc()
+
+    def booked_late(self) -> None:
+        BOOKS_BOOKED_LATE.inc()
+
+    def refused(self) -> None:
+        BOOKS_REFUSED.inc()
+
+
 def _dollars(x: Decimal) -> float:
     return float(x)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from routelead.state.ports import StateMetrics
+from routelead.state.ports import StateCounters, StateMetrics
 from routelead.state.redis.bounded import Health
 from routelead.state.redis.caps import RedisCapStore
 from routelead.state.redis.connection import Client, open_client
@@ -47,6 +47,7 @@ def connect(
     answer_ttl_s: int | None = None,
     *,
     cluster: bool = False,
+    counters: StateCounters | None = None,
 ) -> RedisState:
     """Stores sharing one pool (one per node on a cluster); the client reconnects by itself after
     Redis comes back."""
@@ -55,7 +56,7 @@ def connect(
     if op_timeout_s is None:
         op_timeout_s = DEFAULT_OP_TIMEOUT_S
     client = open_client(url, cluster=cluster, op_timeout_s=op_timeout_s)
-    metrics = StateMetrics()
+    metrics = StateMetrics() if counters is None else StateMetrics(export=counters)
     health = Health(op_timeout_s, metrics)
     return RedisState(
         client,

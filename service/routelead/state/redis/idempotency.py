@@ -14,7 +14,7 @@ import structlog
 from routelead.domain.books import Unbooked
 from routelead.domain.outcome import RoutingResult
 from routelead.state.memory import MemoryIdempotencyStore
-from routelead.state.ports import LeadInFlight, StateUnavailable, remaining_s
+from routelead.state.ports import LeadInFlight, PastAnswers, StateUnavailable, remaining_s
 from routelead.state.redis.bounded import Health
 from routelead.state.redis.connection import Client
 from routelead.state.result_codec import decode, encode
@@ -51,6 +51,10 @@ class RedisIdempotencyStore:
         self._local = MemoryIdempotencyStore()
         # The books (`records/intents.py`): what they say about a lead_id Redis cannot answer.
         self._books: Callable[[str], Awaitable[RoutingResult | None]] | None = None
+
+    async def backed_by(self, books: PastAnswers) -> None:
+        """Redis forgets (an outage, a lost key): the books remember every offer."""
+        self.use_books(books.answer)
 
     def use_books(self, load: Callable[[str], Awaitable[RoutingResult | None]]) -> None:
         """Redis speeds idempotency up; the books are where it lives. While Redis is down, and
