@@ -169,6 +169,8 @@ async def test_workers_share_a_tls_port_authenticate_callers_and_drain_on_sigter
         assert value(samples, "routelead_ping_duration_seconds_count", buyer="a") == 16
         assert value(samples, "routelead_revenue_dollars_total", buyer="a") == pytest.approx(480.0)
         assert value(samples, "routelead_auth_failures_total") == 2
+        # Each worker times its own event loop (how late a 50 ms timer fires): the wait no span shows.
+        assert value(samples, "routelead_event_loop_lag_seconds_count") >= 2
 
         # Spans reached the OTLP endpoint: root, ping and post of one trace, with our service name.
         await _until(lambda: {"RouteLead", "ping", "post"} <= {s.name for s in otlp.spans})
@@ -279,6 +281,16 @@ def test_several_workers_without_shared_state_are_refused(tmp_path: Path) -> Non
     # Each worker would keep its own caps: three could sell a buyer three times its cap.
     assert proc.returncode == 2
     assert "--workers 3 (ROUTELEAD_WORKERS) needs shared hot state: set REDIS_URL" in proc.stderr
+
+
+def test_a_cluster_without_a_node_to_reach_is_refused(tmp_path: Path) -> None:
+    """Asked for a Redis Cluster but given no REDIS_URL: refused at start, not served from
+    per-process memory that would let replicas oversell caps."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ROUTELEAD_REDIS_URL")}
+    env["ROUTELEAD_REDIS_CLUSTER"] = "true"
+    proc = _refused(tmp_path, env, "--listen", f"127.0.0.1:{_free_port()}")
+    assert proc.returncode == 2
+    assert "ROUTELEAD_REDIS_CLUSTER is set but REDIS_URL is not" in proc.stderr
 
 
 def test_a_public_listener_without_tls_and_auth_is_refused(tmp_path: Path) -> None:

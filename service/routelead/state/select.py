@@ -88,6 +88,13 @@ def check_state_env(settings: Settings, workers: int = 1, books: str = "") -> No
             "ROUTELEAD_DEDUPE_KEY), or run one worker; in-memory caps, dedupe and idempotency "
             f"are per process, so {workers} workers could sell a buyer {workers}x its cap"
         )
+    if settings.redis_cluster and not redis_url(settings):
+        # An operator who asked for a cluster and got per-process memory would not notice until
+        # caps were oversold across replicas.
+        raise StateConfigError(
+            "ROUTELEAD_REDIS_CLUSTER is set but REDIS_URL is not: name any one node of the cluster "
+            "in REDIS_URL (e.g. redis://redis-0.redis:6379/0), or unset ROUTELEAD_REDIS_CLUSTER"
+        )
     secret = dedupe_secret(settings)
     if not redis_url(settings) and books.startswith("postgresql") and secret is None:
         # The memory controls are kept in PostgreSQL too (records/controls.py), but a random key
