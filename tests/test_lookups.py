@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import io
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,9 @@ async def test_a_hanging_verifier_follows_its_policy_within_the_deadline(
     [check] = [c for c in reply.checks if c.kind == "lookup"]
     if policy == "reject":
         assert reply.outcome == pb.REJECTED
-        assert reply.reason == "lookup phone-check: timed out: no answer within 375 ms"  # half the deadline
+        # Half the 750 ms deadline, less what the lead spent before the lookup left (under load, a ms or two).
+        waited = re.fullmatch(r"lookup phone-check: timed out: no answer within (\d+) ms", reply.reason)
+        assert waited is not None and 340 <= int(waited.group(1)) <= 375, reply.reason
         assert check.result == "rejected"
         assert buyers.got("cautious") == []  # refused before any ping
         story = await books.lead(f"hang-{policy}")
