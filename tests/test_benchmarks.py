@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,26 +20,17 @@ def _ordered(p: dict[str, float]) -> bool:
     return all(a <= b for a, b in itertools.pairwise(values))
 
 
-def test_a_smoke_run_writes_a_sane_report_and_plot(tmp_path: Path) -> None:
+def _python(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` from the project's root, as a user runs the benchmarks; must succeed."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.run",
-            "--scenario",
-            "smoke",
-            "--duration",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env=env
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_a_smoke_run_writes_a_sane_report_and_plot(tmp_path: Path) -> None:
+    proc = _python("-m", "benchmarks.run", "--scenario", "smoke", "--duration", "1", "--out", str(tmp_path))
     report = orjson.loads((tmp_path / "smoke.json").read_bytes())
     assert (tmp_path / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "smoke" in proc.stdout
@@ -86,18 +78,10 @@ def test_a_smoke_run_writes_a_sane_report_and_plot(tmp_path: Path) -> None:
 
 
 def test_with_redis_the_service_runs_on_a_throwaway_redis_server(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "benchmarks.run", "--scenario", "smoke", "--duration", "0.5"),
-            *("--redis", "--phases", "closed,open", "--out", str(tmp_path)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    _python(
+        *("-m", "benchmarks.run", "--scenario", "smoke", "--duration", "0.5"),
+        *("--redis", "--workers", "2", "--phases", "closed,open", "--out", str(tmp_path)),
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     report = orjson.loads((tmp_path / "smoke.json").read_bytes())
     assert report["hot_state"].startswith("redis")
     for name in ("closed", "open"):
@@ -106,6 +90,31 @@ def test_with_redis_the_service_runs_on_a_throwaway_redis_server(tmp_path: Path)
         assert ph["answered"] > 0 and ph["errors"] == {} and "DUPLICATE" not in ph["outcomes"]
         assert ph["pings"] == 3 * ph["answered"]
     assert "empty" not in report["phases"] and "throughput_ratio" not in report
+    # The supervisor and its two workers, each with its share of the closed loop's CPU.
+    by_process = report["phases"]["closed"]["cpu_s_by_process"]
+    assert len(by_process) == 3 and sum(by_process) > 0
+
+
+def test_the_thread_probe_reports_each_threads_cpu_and_the_loops_lag(tmp_path: Path) -> None:
+    _python(
+        *("-m", "benchmarks.run", "--scenario", "smoke", "--duration", "1"),
+        *("--threads", "--phases", "closed", "--out", str(tmp_path)),
+        env={**os.environ, "BENCH_PROFILE_THREAD": "ledger-writer"},
+    )
+    threads = orjson.loads((tmp_path / "smoke.json").read_bytes())["threads"]
+    cpu = threads["thread_cpu_s"]
+    # The loop routed the leads; the books' writer thread wrote them.
+    assert cpu["main (event loop)"] > 0 and cpu["ledger-writer"] > 0
+    lag = threads["loop_lag_ms"]
+    assert lag["samples"] > 0 and 0 <= lag["p50"] <= lag["p99"] <= lag["max"]
+
+
+def test_the_micro_benchmarks_run_and_say_what_they_measured() -> None:
+    books = _python("-m", "benchmarks.books_cost", "", "60", "4")
+    assert "sqlite: 60 leads, 4 at a time" in books.stdout and "CPU per lead writer" in books.stdout
+    spans = _python("-m", "benchmarks.trace_cost", "20")
+    for line in ("live,  spans made only", "after, spans made only", "OTLP protobuf encode"):
+        assert line in spans.stdout
 
 
 def test_the_results_table_renders_every_scenario_of_a_directory(tmp_path: Path) -> None:
