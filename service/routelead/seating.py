@@ -3,8 +3,10 @@ circuit breaker; and the consumer's identity for the pre-ping duplicate check. H
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import structlog
 
@@ -29,6 +31,13 @@ from routelead.state.ports import (
 log = structlog.get_logger("routelead.router")
 
 
+@dataclass(frozen=True, slots=True)
+class _Later:
+    """A seat that needs hot state to decide; `dedupe`: the buyer's own window is still to check."""
+
+    dedupe: bool
+
+
 class Seating:
     def __init__(
         self,
@@ -47,6 +56,7 @@ class Seating:
         self._volume = volume
         self._breakers = breakers
         self._clock = clock
+        self._plain_seats: dict[str, tuple[Buyer, Seat]] = {}
 
     async def tier(
         self, flow: Flow, tier: Tier, facts: Facts, identity: str, scopes: tuple[str, ...]
@@ -57,54 +67,88 @@ class Seating:
             turn = await self._rotation.next_turn(f"{flow.id}/{tier.name}")
             members = [members[i] for i in rotation(len(members), turn, tier.sequence)]
         ranked = flow.ranking != "price"  # only other rankings read the accept rate
-        seats = [await self._seat(b, facts, identity, scopes, ranked) for b in members]
+        seats = []
+        for b in members:
+            seat = self._seat_now(b, facts, identity, scopes, ranked)
+            seats.append(seat if isinstance(seat, Seat) else await self._seat(b, seat, identity, ranked))
         # Paused members are not asked, but the answer says so (and who paused them, when).
         seats += [Seat(Bidder(buyer_id), (Status.PAUSED, why)) for buyer_id, why in tier.paused]
         return TierSpec(tier.name, tuple(seats), tier.mode, tier.order, tier.floor)
 
-    async def _seat(
+    def _seat_now(
         self, buyer: Buyer, facts: Facts, identity: str, scopes: tuple[str, ...], ranked: bool
-    ) -> Seat:
-        epoch = self._clock()
+    ) -> Seat | _Later:
+        """The seat, when deciding it needs no hot-state call (most buyers, most leads): no
+        coroutine per buyer, and the part that does not change reused. Otherwise what is left
+        to ask. The order of the checks is the order of the reasons a buyer is shown."""
         assert facts.now is not None
-        skip: tuple[Status, str] | None = None
+        plain = self._plain(buyer)
         if buyer.schedule is not None and (closed := buyer.schedule.closed_reason(facts.now)):
-            skip = Status.SKIPPED_SCHEDULE, closed
-        elif (why := buyer.filter.failure(facts)) is not None:
-            skip = Status.SKIPPED_FILTER, f"filter: {why}"
-        elif buyer.capped and not self._caps.has_room(buyer.caps, epoch, buyer.fixed_price, scopes):
-            skip = (
-                Status.SKIPPED_CAP,
-                (
-                    f"cap reached: {describe(buyer.caps)}"
-                    if self._caps.healthy
-                    else "cap state unavailable: not sold to while its counters are unknown"
-                ),
+            return Seat(plain.bidder, (Status.SKIPPED_SCHEDULE, closed))
+        if (why := buyer.filter.failure(facts)) is not None:
+            return Seat(plain.bidder, (Status.SKIPPED_FILTER, f"filter: {why}"))
+        if buyer.capped and not self._caps.has_room(buyer.caps, self._clock(), buyer.fixed_price, scopes):
+            reason = (
+                f"cap reached: {describe(buyer.caps)}"
+                if self._caps.healthy
+                else "cap state unavailable: not sold to while its counters are unknown"
             )
-        elif identity and buyer.dedupe_ttl_s and (why := await self._seen_by_buyer(buyer, identity)):
-            skip = Status.DUPLICATE_FOR_BUYER, why
-        elif buyer.breaker_failures and (
+            return Seat(plain.bidder, (Status.SKIPPED_CAP, reason))
+        if identity and buyer.dedupe_ttl_s:
+            return _Later(dedupe=True)  # its own duplicate window first, then the breaker
+        if (tripped := self._tripped(buyer)) is not None:
+            return Seat(plain.bidder, tripped)
+        if buyer.pricing.uses_volume or ranked:
+            return _Later(dedupe=False)
+        return plain
+
+    def _tripped(self, buyer: Buyer) -> tuple[Status, str] | None:
+        # Asked last: a half-open breaker lets one probe through, which must then be pinged.
+        if buyer.breaker_failures and (
             tripped := self._breakers.get(buyer.id, buyer.breaker_failures, buyer.breaker_cooldown_s).allow(
                 time.monotonic()
             )
         ):
-            skip = Status.SKIPPED_CIRCUIT, tripped
+            return Status.SKIPPED_CIRCUIT, tripped
+        return None
+
+    def _plain(self, buyer: Buyer) -> Seat:
+        """The seat of an eligible buyer whose bidder carries nothing of this lead, kept per
+        buyer object (a new configuration brings new objects)."""
+        kept = self._plain_seats.get(buyer.id)
+        if kept is None or kept[0] is not buyer:
+            bidder = Bidder(
+                buyer.id,
+                buyer.priority,
+                buyer.fixed_price,
+                buyer.payment_days,
+                buyer.pricing,
+                DEFAULT_ACCEPT_RATE,
+                {},
+                buyer.price_on_post,
+            )
+            kept = self._plain_seats[buyer.id] = (buyer, Seat(bidder))
+        return kept[1]
+
+    async def _seat(self, buyer: Buyer, later: _Later, identity: str, ranked: bool) -> Seat:
+        """What `_seat_now` left: the buyer's own duplicate window (then its breaker), volume
+        counts for its pricing, its accept rate for the ranking."""
+        plain = self._plain(buyer)
+        if later.dedupe:
+            if why := await self._seen_by_buyer(buyer, identity):
+                return Seat(plain.bidder, (Status.DUPLICATE_FOR_BUYER, why))
+            if (tripped := self._tripped(buyer)) is not None:
+                return Seat(plain.bidder, tripped)
+        if not (buyer.pricing.uses_volume or ranked):
+            return plain
+        epoch = self._clock()
         counts = (
             counts_of("buyer", await self._volume.counts(f"buyer:{buyer.id}", epoch))
-            if skip is None and buyer.pricing.uses_volume
+            if buyer.pricing.uses_volume
             else {}
         )
-        bidder = Bidder(
-            buyer.id,
-            buyer.priority,
-            buyer.fixed_price,
-            buyer.payment_days,
-            buyer.pricing,
-            self._stats.accept_rate(buyer.id) if ranked and skip is None else DEFAULT_ACCEPT_RATE,
-            counts,
-            buyer.price_on_post,
-        )
-        return Seat(bidder, skip)
+        accept = self._stats.accept_rate(buyer.id) if ranked else DEFAULT_ACCEPT_RATE
+        return Seat(dataclasses.replace(plain.bidder, accept_rate=accept, counts=counts))
 
     def identity(self, flow: Flow, lead: Lead, schema: LeadSchema) -> str:
         """A keyed digest of the consumer's normalised identity fields: dedupe keys hold no PII."""

@@ -29,10 +29,15 @@ class Verdict:
     exclusive: bool = False
 
 
+_NONE = Verdict()
+
+
 def check_conditions(conditions: Mapping[str, object], facts: Facts, consent_field: str | None) -> Verdict:
     """`max_age` / `max_age_minutes` (minutes), `states`, `require_consent`, `exclusive`,
     `exclusive_required`, `expires_in_s` (read by quotes); any other condition (other than null)
     fails the bid."""
+    if not conditions:
+        return _NONE  # most bids carry none: nothing to check, nothing to allocate
     unknown = sorted(k for k, v in conditions.items() if k not in KNOWN and v is not None)
     if unknown:
         shown = ", ".join(_name(k) for k in unknown[:5])
