@@ -115,6 +115,8 @@ def test_the_micro_benchmarks_run_and_say_what_they_measured() -> None:
     spans = _python("-m", "benchmarks.trace_cost", "20")
     for line in ("live,  spans made only", "after, spans made only", "OTLP protobuf encode"):
         assert line in spans.stdout
+    machine = _python("-m", "benchmarks.machine_cost", "20")
+    assert "10 buyers:" in machine.stdout and "30 buyers:" in machine.stdout
 
 
 def test_the_results_table_renders_every_scenario_of_a_directory(tmp_path: Path) -> None:
