@@ -119,6 +119,7 @@ class Service:
         books = (
             BooksGuard(
                 ledger,
+                intents=ledger,
                 on_booked=self.idempotency.remember,
                 on_writable=self._books_writable,
                 spool=books_spool,

@@ -71,6 +71,7 @@ class BooksGuard:
         self,
         writer: LedgerWriter,
         *,
+        intents: IntentWriter | None = None,
         on_booked: Callable[[RoutingResult], Awaitable[None]] | None = None,
         on_writable: Callable[[bool], Awaitable[None]] | None = None,
         retry_s: float = 0.2,
@@ -84,8 +85,9 @@ class BooksGuard:
     ) -> None:
         self._writer = writer
         self._counters = counters if counters is not None else NoBooksCounters()
-        # Books that record intents: a lead is posted only after its intent is committed.
-        self.intents = writer if isinstance(writer, IntentWriter) else None
+        # Books that record intents (the composition root passes the ledger): a lead is posted
+        # only after its intent is committed.
+        self.intents = intents
         # Where records still unwritten at shutdown go, for the next start to apply.
         self.spool = spool
         self._write_timeout = write_timeout_s
