@@ -144,6 +144,38 @@ async def test_the_circuit_opens_after_repeated_failures_then_probes(
     assert h.service.router.breakers.states() == {"sick": "closed", "good": "closed"}
 
 
+async def test_a_consumer_the_buyer_already_bought_does_not_use_up_its_circuit_probe(
+    buyers: BuyerServer, start: Start
+) -> None:
+    """The breaker is asked after the buyer's own duplicate window: a lead the buyer may not
+    have must not take the one probe a half-open circuit lets through, or the next lead would
+    find it "probing" and skip a buyer that had recovered."""
+    buyers.on("sick", ping=bid(30), post=accept())
+    buyers.on("good", ping=bid(20), post=accept())
+    h = await start(
+        [
+            buyer(buyers.url, "sick", dedupe_days=90, breaker={"failures": 1, "cooldown_s": 0.3}),
+            buyer(buyers.url, "good"),
+        ],
+        dedupe={"fields": ["email"], "days": 0},  # identity only: no flow-level rejection
+    )
+    bought = await h.route(GOOD_LEAD | {"email": "owned@example.com"})
+    assert bought.sales[0].buyer_id == "sick"
+    buyers.on("sick", ping=respond({"error": "down"}, status=503))
+    failed = await h.route(GOOD_LEAD | {"email": "fails@example.com"})
+    assert next(a for a in failed.attempts if a.buyer_id == "sick").status == S.ERROR  # circuit opens
+
+    await asyncio.sleep(0.4)  # cool-down over: the next lead that may ask it is the probe
+    buyers.on("sick", ping=bid(10))
+    pings = len(buyers.got("sick", "ping"))
+    repeat = await h.route(GOOD_LEAD | {"email": "owned@example.com"})
+    assert next(a for a in repeat.attempts if a.buyer_id == "sick").status == S.DUPLICATE_FOR_BUYER
+    probe = await h.route(GOOD_LEAD | {"email": "new@example.com"})
+    assert next(a for a in probe.attempts if a.buyer_id == "sick").status == S.OUTBID
+    assert len(buyers.got("sick", "ping")) == pings + 1
+    assert h.service.router.breakers.states()["sick"] == "closed"
+
+
 async def test_a_request_that_does_not_decode_is_invalid_argument(buyers: BuyerServer, start: Start) -> None:
     h = await start([buyer(buyers.url, "a")])
     # Field 4 (fields map) entry with value bytes that are not UTF-8, as a non-Python client could send.
