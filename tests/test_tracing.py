@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
 from routelead.settings import SettingsError, load_settings
+from routelead.telemetry.decision import BidSpan, buyer_span
 from routelead.telemetry.logs import configure_logging
 from routelead.telemetry.spans import ledger_span, step_span
 from routelead.telemetry.tracing import add_processor, build_provider, otlp_exporter
@@ -131,6 +132,27 @@ async def test_ping_spans_made_after_the_answer_keep_the_pings_own_times(
     quick = by_buyer["quick"]
     assert quick.attributes is not None and quick.attributes["status"] == "NO_BID"
     assert quick.start_time is not None and root.start_time <= quick.start_time
+
+
+@pytest.mark.parametrize("current", [False, True], ids=["built-after", "held-open"])
+def test_a_buyer_span_that_fails_names_the_exception_type_never_its_message(
+    spans: InMemorySpanExporter, current: bool
+) -> None:
+    """Exception messages can quote a lead's data: a failed ping or post span says what kind of
+    exception it was and nothing more, as every step span does."""
+    with pytest.raises(ValueError, match="could not read"), BidSpan("ping", "a", "t1", current=current):
+        raise ValueError("could not read jane.doe@example.com")
+    with pytest.raises(KeyError), buyer_span("post", "a", "t1", current=current):
+        raise KeyError("555-867-5309")
+
+    failed = {s.name: s for s in spans.get_finished_spans()}
+    for name, kind in (("ping", "ValueError"), ("post", "KeyError")):
+        span = failed[name]
+        assert span.status.status_code is StatusCode.ERROR and span.status.description == kind
+        assert span.attributes is not None and span.attributes["error.type"] == kind
+        assert span.events == ()  # no exception event: its message would carry the data
+        shown = " ".join(str(v) for v in span.attributes.values()) + (span.status.description or "")
+        assert "jane.doe" not in shown and "867" not in shown
 
 
 async def test_a_lead_without_caller_context_starts_its_own_trace(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from decimal import Decimal
 from types import TracebackType
 
@@ -50,23 +51,41 @@ class BidSpan:
             trace.get_current_span().set_attributes(self._attrs)
             self._live.__exit__(kind, exc, tb)
             return
+        if exc is not None:
+            # The exception's type only, as step spans do: a message can quote the lead's data.
+            self._attrs["error.type"] = type(exc).__name__
         span = tracer.start_span(
             self._name, kind=trace.SpanKind.CLIENT, attributes=self._attrs, start_time=self._start_ns
         )
         if exc is not None:
-            span.record_exception(exc)
-            span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
         span.end()
 
 
-def buyer_span(name: str, buyer_id: str, tier: str, *, current: bool) -> AbstractContextManager[trace.Span]:
+@contextmanager
+def buyer_span(name: str, buyer_id: str, tier: str, *, current: bool) -> Iterator[trace.Span]:
     """A CLIENT span per ping or post. Made current only when the buyer takes our trace context
     (with_traceparent reads the current span); otherwise start_span skips the context attach and
-    detach, about a third of a span's cost (benchmarks/README.md)."""
+    detach, about a third of a span's cost (benchmarks/README.md). An exception marks it failed
+    with its type only, as step spans do: a message can quote the lead's data."""
     attributes = {"buyer.id": buyer_id, "tier": tier}
-    if current:
-        return tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes)
-    return tracer.start_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes)
+    kind = trace.SpanKind.CLIENT
+    opened: AbstractContextManager[trace.Span] = (
+        tracer.start_as_current_span(
+            name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
+        )
+        if current
+        else tracer.start_span(
+            name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
+        )
+    )
+    with opened as span:
+        try:
+            yield span
+        except BaseException as exc:
+            span.set_attribute("error.type", type(exc).__name__)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+            raise
 
 
 # The attempt status each answer kind gives, as the span shows it (the proto's names).
